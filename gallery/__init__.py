@@ -1,0 +1,1 @@
+"""The staff gallery: server-rendered pages over the generations domain."""

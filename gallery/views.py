@@ -1,0 +1,8 @@
+from django.http import HttpRequest, HttpResponse
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("")
+
+
+detail = generate = index

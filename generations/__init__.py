@@ -1,0 +1,1 @@
+"""Generating images upstream, recording them, and keeping their bytes."""

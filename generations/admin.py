@@ -1,0 +1,123 @@
+"""Django admin for every model of the domain, with a re-store action on results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from .models import ApiToken, Generation, GenerationResult, ImageModel, Prompt
+from .services import results_delete, results_restore
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ("id", "title", "short_text", "created_at")
+    search_fields = ("title", "text")
+    list_filter = ("created_at",)
+
+    @admin.display(description="text")
+    def short_text(self, obj: Prompt) -> str:
+        return obj.text[:80]
+
+
+@admin.register(ImageModel)
+class ImageModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "upstream_model_id", "provider", "enabled")
+    list_filter = ("provider", "enabled")
+    search_fields = ("name", "upstream_model_id")
+    list_editable = ("enabled",)
+
+
+class GenerationResultInline(admin.TabularInline):
+    model = GenerationResult
+    extra = 0
+    fields = ("id", "upstream_model_id", "status", "storage_status", "error_code")
+    readonly_fields = fields
+    show_change_link = True
+    can_delete = False
+
+
+@admin.register(Generation)
+class GenerationAdmin(admin.ModelAdmin):
+    list_display = ("id", "short_prompt", "size", "created_by", "created_at")
+    list_filter = ("created_at", "size")
+    search_fields = ("prompt_text",)
+    raw_id_fields = ("prompt", "reference_result", "created_by")
+    inlines = [GenerationResultInline]
+    list_select_related = ("created_by",)
+
+    @admin.display(description="prompt")
+    def short_prompt(self, obj: Generation) -> str:
+        return obj.prompt_text[:80]
+
+
+@admin.register(GenerationResult)
+class GenerationResultAdmin(admin.ModelAdmin):
+    list_display = ("id", "thumbnail", "upstream_model_id", "status", "storage_status", "byte_size", "created_at")
+    list_filter = ("status", "storage_status", "storage_backend", "model", "created_at")
+    search_fields = ("generation__prompt_text", "upstream_model_id", "sha256", "storage_key", "error_code")
+    list_select_related = ("model",)
+    raw_id_fields = ("generation", "model")
+    readonly_fields = (
+        "storage_key",
+        "thumbnail_key",
+        "storage_backend",
+        "content_type",
+        "byte_size",
+        "sha256",
+        "width",
+        "height",
+        "storage_attempts",
+        "storage_claimed_at",
+        "storage_claim",
+        "stored_at",
+    )
+    actions = ["restore_selected", "delete_with_objects"]
+
+    @admin.display(description="image")
+    def thumbnail(self, obj: GenerationResult) -> str:
+        if not obj.thumbnail_key or not obj.is_stored:
+            return "—"
+        return format_html(
+            '<img src="{}" alt="" loading="lazy" width="64" style="border-radius:4px">',
+            reverse("api:thumbnail", args=[obj.pk]),
+        )
+
+    @admin.action(description="Re-store selected results that are not stored")
+    def restore_selected(self, request: HttpRequest, queryset: QuerySet[GenerationResult]) -> None:
+        queued = results_restore(result_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Queued {queued} result(s) for storing.", messages.SUCCESS)
+
+    @admin.action(description="Delete selected results and their stored images")
+    def delete_with_objects(self, request: HttpRequest, queryset: QuerySet[GenerationResult]) -> None:
+        deleted = results_delete(result_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Deleted {deleted} result(s).", messages.SUCCESS)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        results_delete(result_ids=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[GenerationResult]) -> None:
+        results_delete(result_ids=list(queryset.values_list("pk", flat=True)))
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at", "created_at")
+    search_fields = ("prefix", "name", "user__username")
+    readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tokens are made by `manage.py create_api_token`, which shows them once
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

@@ -1,0 +1,152 @@
+"""The JSON API: generate, poll a generation, the stable image route, health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET
+
+from storage_backends.images import check_storage
+
+from .auth import ApiError, api_endpoint
+from .image_responses import image_response
+from .inputs import InvalidInput, parse_generate
+from .models import Generation, GenerationResult
+from .services import generation_create
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any]:
+    image_url = result.image_url
+    if image_url.startswith("/"):
+        image_url = request.build_absolute_uri(image_url)
+    error = None
+    if result.status == GenerationResult.Status.FAILED:
+        error = {"code": result.error_code, "message": result.error_message}
+    return {
+        "id": result.pk,
+        "model": result.upstream_model_id,
+        "modelName": result.model.name if result.model else None,
+        "status": result.status,
+        "imageUrl": image_url or None,
+        "externalImageUrl": result.external_url or None,
+        "externalImageUrlExpiresAt": (
+            result.external_url_expires_at.isoformat() if result.external_url_expires_at else None
+        ),
+        "storageStatus": result.storage_status or None,
+        "storageError": result.storage_error or None,
+        "error": error,
+    }
+
+
+def generation_json(request: HttpRequest, generation: Generation) -> dict[str, Any]:
+    results = generation.results.select_related("model").order_by("id")
+    return {
+        "generationId": generation.pk,
+        "prompt": generation.prompt_text,
+        "createdAt": generation.created_at.isoformat(),
+        "results": [result_json(request, r) for r in results],
+    }
+
+
+def _json_body(request: HttpRequest) -> Any:
+    if int(request.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", "the body is larger than 16 MB")
+    content_type = request.headers.get("Content-Type", "")
+    if content_type and not content_type.split(";")[0].strip().endswith("json"):
+        raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
+    try:
+        return json.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+
+
+@api_endpoint(methods=("POST",))
+def generate(request: HttpRequest) -> HttpResponse:
+    try:
+        wanted = parse_generate(_json_body(request))
+    except InvalidInput as exc:
+        raise ApiError(400, "invalid", exc.message, exc.field) from None
+    generation = generation_create(
+        user=request.user,
+        models=wanted.models,
+        prompt_text=wanted.prompt_text,
+        prompt=wanted.prompt,
+        size=wanted.size,
+        params=wanted.params,
+        reference=wanted.reference,
+    )
+    return JsonResponse(generation_json(request, generation))
+
+
+@api_endpoint(methods=("GET",))
+def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
+    generation = Generation.objects.filter(pk=generation_id).first()
+    if generation is None:
+        raise ApiError(404, "not_found", f"no generation with id {generation_id}")
+    return JsonResponse(generation_json(request, generation))
+
+
+def _result_or_404(result_id: int) -> GenerationResult:
+    result = GenerationResult.objects.select_related("generation").filter(pk=result_id).first()
+    if result is None or result.status != GenerationResult.Status.SUCCESS:
+        raise ApiError(404, "not_found", f"no image with id {result_id}")
+    return result
+
+
+@api_endpoint(methods=("GET", "HEAD"))
+def image(request: HttpRequest, result_id: int) -> HttpResponse:
+    return _image(request, result_id, thumbnail=False)
+
+
+@api_endpoint(methods=("GET", "HEAD"))
+def thumbnail(request: HttpRequest, result_id: int) -> HttpResponse:
+    return _image(request, result_id, thumbnail=True)
+
+
+def _image(request: HttpRequest, result_id: int, *, thumbnail: bool) -> HttpResponse:
+    from django.http import Http404
+
+    result = _result_or_404(result_id)
+    try:
+        return image_response(request, result, thumbnail=thumbnail)
+    except Http404 as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        return "unavailable"
+    return "ok"
+
+
+def _check_broker() -> str:
+    from config.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception:
+        return "unavailable"
+    return "ok"
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    checks = {"database": _check_database(), "storage": check_storage(), "broker": _check_broker()}
+    healthy = all(v == "ok" for v in checks.values())
+    response = JsonResponse(checks, status=200 if healthy else 503)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+__all__ = ["generate", "generation_detail", "healthz", "image", "settings", "thumbnail"]

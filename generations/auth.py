@@ -1,0 +1,98 @@
+"""Who may call the JSON API: a staff session, or a Bearer token made by a command."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from .models import ApiToken
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"code", "message", "field"}}`."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def response(self) -> JsonResponse:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        return JsonResponse({"error": body}, status=self.status)
+
+
+def _token_user(request: HttpRequest) -> Any:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <token>'")
+    token = (
+        ApiToken.objects.active()
+        .select_related("user")
+        .filter(key_hash=ApiToken.hash_key(key.strip()))
+        .first()
+    )
+    if token is None:
+        raise ApiError(401, "unauthorized", "the token is unknown or revoked")
+    if not token.user.is_staff:
+        raise ApiError(403, "forbidden", "the token's user is not staff")
+    if token.last_used_at is None or token.last_used_at < timezone.now() - timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> HttpResponse:
+        return ApiError(403, "csrf_failed", f"CSRF check failed: {reason}").response()
+
+
+def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
+    check = _CsrfCheck(lambda req: HttpResponse())
+    check.process_request(request)
+    return check.process_view(request, lambda req: HttpResponse(), (), {})
+
+
+def api_endpoint(*, methods: tuple[str, ...]) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Authenticate, check the method, and turn ApiError into its JSON response.
+
+    A session must belong to staff and must pass the CSRF check on unsafe methods;
+    a token skips CSRF (no browser sends it on its own).
+    """
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                if "Authorization" in request.headers:
+                    request.user = _token_user(request)
+                elif not request.user.is_authenticated:
+                    raise ApiError(401, "unauthorized", "log in or send a Bearer token")
+                elif not request.user.is_staff:
+                    raise ApiError(403, "forbidden", "staff only")
+                elif request.method not in ("GET", "HEAD", "OPTIONS"):
+                    failure = _csrf_failure(request)
+                    if failure is not None:
+                        return failure
+                if request.method not in methods:
+                    response = ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}").response()
+                    response["Allow"] = ", ".join(methods)
+                    return response
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return exc.response()
+
+        return wrapper
+
+    return decorate

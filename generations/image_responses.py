@@ -1,0 +1,135 @@
+"""HTTP responses for stored image bytes: streaming, ranges, validators, redirects.
+
+One function answers for a result whichever backend holds its bytes: local files
+stream with `Range` and `If-None-Match` support, S3 objects redirect to a
+presigned (or public) URL, and images not stored yet redirect to the external
+URL while it lives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import IO
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.utils.http import content_disposition_header
+
+from storage_backends import images as image_storage
+
+from .models import GenerationResult
+
+CACHE_CONTROL = "private, max-age=86400"
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+_CHUNK = 256 * 1024
+
+
+def download_name(result: GenerationResult) -> str:
+    """A safe file name: the id and a slug of the prompt, nothing the user can steer."""
+    from django.utils.text import slugify
+
+    slug = slugify(result.generation.prompt_text)[:40].strip("-") or "image"
+    return f"genvault-{result.pk}-{slug}.{_EXTENSIONS.get(result.content_type, 'bin')}"
+
+
+def image_response(request: HttpRequest, result: GenerationResult, *, thumbnail: bool = False) -> HttpResponse:
+    download = request.GET.get("download") == "1"
+    if not result.is_stored:
+        if thumbnail or not result.external_url or result.external_url_expired:
+            raise Http404("this image is not stored")
+        response: HttpResponse = HttpResponseRedirect(result.external_url)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    key = result.thumbnail_key if thumbnail else result.storage_key
+    if not key:
+        raise Http404("no thumbnail for this image")
+    content_type = "image/webp" if thumbnail else result.content_type
+    name = download_name(result) if download and not thumbnail else None
+
+    redirect = image_storage.redirect_url(backend=result.storage_backend, key=key, download_name=name)
+    if redirect:
+        response = HttpResponseRedirect(redirect)
+        response["Cache-Control"] = "private, max-age=300"
+        return response
+
+    etag = f'"{result.sha256}{"-thumb" if thumbnail else ""}"'
+    if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+        response = HttpResponse(status=304)
+        _set_validators(response, etag)
+        return response
+
+    try:
+        fh = image_storage.open_object(backend=result.storage_backend, key=key)
+        size = image_storage.object_size(backend=result.storage_backend, key=key)
+    except FileNotFoundError:
+        raise Http404("the stored object is missing") from None
+
+    byte_range = _parse_range(request.headers.get("Range", ""), size)
+    if byte_range == "unsatisfiable":
+        fh.close()
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    if isinstance(byte_range, tuple) and request.headers.get("If-Range", etag) == etag:
+        start, end = byte_range
+        fh.seek(start)
+        response = StreamingHttpResponse(_read_span(fh, end - start + 1), status=206, content_type=content_type)
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
+    else:
+        response = FileResponse(fh, content_type=content_type)
+        response["Content-Length"] = str(size)
+    response["Accept-Ranges"] = "bytes"
+    _set_validators(response, etag)
+    if name:
+        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=name)
+    else:
+        response["Content-Disposition"] = "inline"
+    return response
+
+
+def _set_validators(response: HttpResponse, etag: str) -> None:
+    response["ETag"] = etag
+    response["Cache-Control"] = CACHE_CONTROL
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """One `bytes=a-b` range as (start, end) inclusive; None to send everything."""
+    if not header:
+        return None
+    match = _RANGE_RE.match(header.strip())
+    if not match or (not match[1] and not match[2]):
+        return None  # several ranges or a unit we do not speak: send the whole
+    if not match[1]:
+        length = int(match[2])
+        if length == 0:
+            return "unsatisfiable"
+        return max(0, size - length), size - 1
+    start = int(match[1])
+    end = int(match[2]) if match[2] else size - 1
+    if start >= size or end < start:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
+
+
+def _read_span(fh: IO[bytes], length: int) -> Iterator[bytes]:
+    try:
+        while length > 0:
+            chunk = fh.read(min(_CHUNK, length))
+            if not chunk:
+                break
+            length -= len(chunk)
+            yield chunk
+    finally:
+        fh.close()

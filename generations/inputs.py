@@ -1,0 +1,221 @@
+"""Validating what a caller asks to generate, for the JSON API and the generate form.
+
+Every rule answers with an `InvalidInput` naming the field, so that bad input gets
+a clear error before anything is called or written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from .models import GenerationResult, ImageModel, Prompt
+from .services import ReferenceImage
+
+MAX_PROMPT_CHARS = 4000
+MAX_MODELS = 10
+SIZE_LABELS = {"1K", "2K", "4K", "adaptive"}
+_SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+MIN_SIDE, MAX_SIDE = 64, 4096
+MAX_REFERENCE_URL_CHARS = 4096
+MAX_DATA_URI_CHARS = 14 * 1024 * 1024
+
+
+class InvalidInput(Exception):
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass
+class GenerateInput:
+    models: list[ImageModel]
+    prompt_text: str = ""
+    prompt: Prompt | None = None
+    size: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    reference: ReferenceImage | None = None
+
+
+# name -> (accepted types, check, what the user is told)
+_PARAM_RULES: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "seed": ((int,), lambda v: -1 <= v <= 2_147_483_647, "an integer from -1 to 2147483647"),
+    "guidance_scale": ((int, float), lambda v: 1 <= v <= 10, "a number from 1 to 10"),
+    "watermark": ((bool,), lambda v: True, "true or false"),
+    "max_images": ((int,), lambda v: 1 <= v <= 15, "an integer from 1 to 15"),
+}
+
+
+def parse_generate(data: Any) -> GenerateInput:
+    """Turn a decoded JSON body into a GenerateInput, or raise InvalidInput."""
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    unknown = set(data) - {"prompt", "promptId", "modelIds", "size", "params", "image"}
+    if unknown:
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
+
+    prompt_text, prompt = _parse_prompt(data.get("prompt"), data.get("promptId"))
+    models = parse_models(data.get("modelIds"))
+    size = parse_size(data.get("size"))
+    params = parse_params(data.get("params"))
+    reference = parse_reference(data.get("image"))
+    check_models_fit(models, reference=reference)
+    return GenerateInput(
+        models=models, prompt_text=prompt_text, prompt=prompt, size=size, params=params, reference=reference
+    )
+
+
+def _parse_prompt(text: Any, prompt_id: Any) -> tuple[str, Prompt | None]:
+    if text is not None and prompt_id is not None:
+        raise InvalidInput("give either prompt or promptId, not both", field="prompt")
+    if prompt_id is not None:
+        if isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
+            raise InvalidInput("promptId must be an integer", field="promptId")
+        prompt = Prompt.objects.filter(pk=prompt_id).first()
+        if prompt is None:
+            raise InvalidInput(f"no prompt with id {prompt_id}", field="promptId")
+        return prompt.text, prompt
+    return parse_prompt_text(text), None
+
+
+def parse_prompt_text(text: Any) -> str:
+    if text is None:
+        raise InvalidInput("a prompt is required", field="prompt")
+    if not isinstance(text, str):
+        raise InvalidInput("prompt must be a string", field="prompt")
+    text = text.strip()
+    if not text:
+        raise InvalidInput("the prompt is empty", field="prompt")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"the prompt is longer than {MAX_PROMPT_CHARS} characters", field="prompt")
+    return text
+
+
+def parse_models(refs: Any) -> list[ImageModel]:
+    """Resolve ids, names or upstream model ids to enabled models, in order, once each."""
+    if refs is None or refs == []:
+        raise InvalidInput("choose at least one model", field="modelIds")
+    if not isinstance(refs, list):
+        raise InvalidInput("modelIds must be a list of model ids or names", field="modelIds")
+    if len(refs) > MAX_MODELS:
+        raise InvalidInput(f"at most {MAX_MODELS} models per request", field="modelIds")
+    models: list[ImageModel] = []
+    for ref in refs:
+        if isinstance(ref, bool) or not isinstance(ref, int | str) or (isinstance(ref, str) and not ref.strip()):
+            raise InvalidInput("modelIds must hold model ids or names", field="modelIds")
+        found = list(ImageModel.objects.matching(ref.strip() if isinstance(ref, str) else ref)[:2])
+        if not found:
+            raise InvalidInput(f"unknown model {ref!r}", field="modelIds")
+        model = found[0]
+        if not model.enabled:
+            raise InvalidInput(f"model {model.name!r} is disabled", field="modelIds")
+        if model not in models:
+            models.append(model)
+    return models
+
+
+def parse_size(size: Any) -> str:
+    if size is None or size == "":
+        return ""
+    if not isinstance(size, str):
+        raise InvalidInput("size must be a string such as '2K' or '2048x2048'", field="size")
+    size = size.strip()
+    if size in SIZE_LABELS:
+        return size
+    match = _SIZE_RE.match(size)
+    if not match:
+        raise InvalidInput(f"size {size!r} is not 1K, 2K, 4K or WIDTHxHEIGHT", field="size")
+    width, height = int(match[1]), int(match[2])
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise InvalidInput(f"each side must be {MIN_SIDE} to {MAX_SIDE} pixels", field="size")
+    return f"{width}x{height}"
+
+
+def parse_params(params: Any) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput("params must be an object", field="params")
+    parsed: dict[str, Any] = {}
+    for name, value in params.items():
+        rule = _PARAM_RULES.get(name)
+        if rule is None:
+            raise InvalidInput(f"unknown parameter {name!r}", field=f"params.{name}")
+        types, check, wanted = rule
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types) or not check(value):
+            raise InvalidInput(f"{name} must be {wanted}", field=f"params.{name}")
+        parsed[name] = value
+    return parsed
+
+
+def parse_reference(image: Any) -> ReferenceImage | None:
+    """A reference image: `result:ID` of one of our results, an http(s) URL, or a data: URI."""
+    if image is None or image == "":
+        return None
+    if not isinstance(image, str):
+        raise InvalidInput("image must be a URL or 'result:ID'", field="image")
+    image = image.strip()
+    if image.startswith("result:"):
+        raw_id = image.removeprefix("result:")
+        if not raw_id.isdigit():
+            raise InvalidInput("image must be 'result:' followed by a result id", field="image")
+        result = GenerationResult.objects.filter(pk=int(raw_id), status=GenerationResult.Status.SUCCESS).first()
+        if result is None:
+            raise InvalidInput(f"no image result with id {raw_id}", field="image")
+        if not result.is_stored and result.external_url_expired:
+            raise InvalidInput(f"result {raw_id} was never stored and its URL has expired", field="image")
+        return ReferenceImage(result=result)
+    if image.startswith("data:image/"):
+        if len(image) > MAX_DATA_URI_CHARS or ";base64," not in image:
+            raise InvalidInput("image data URI must be base64 and at most 10 MB", field="image")
+        return ReferenceImage(url=image)
+    if len(image) > MAX_REFERENCE_URL_CHARS:
+        raise InvalidInput("image URL is too long", field="image")
+    check_public_url(image, field="image")
+    return ReferenceImage(url=image)
+
+
+def check_public_url(url: str, *, field: str) -> None:
+    """Refuse URLs that name our own network: loopback, private or odd addresses.
+
+    Only the literal form is checked here (the upstream fetches the reference, not
+    us); the fetch of SPEC section 7 resolves and checks every address itself.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc.lower()
+    allowed = netloc in settings.IMAGE_FETCH_ALLOWED_HOSTS
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidInput("image must be an https URL", field=field)
+    if parts.scheme == "http" and not allowed:
+        raise InvalidInput("image must be an https URL", field=field)
+    if parts.username or parts.password:
+        raise InvalidInput("image URL must not carry credentials", field=field)
+    if allowed:
+        return
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
+        raise InvalidInput("image URL points at a local address", field=field)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if re.fullmatch(r"[0-9a-fx.]+", host):  # 2130706433, 0x7f.1 and friends
+            raise InvalidInput("image URL host is not a valid public address", field=field) from None
+        return
+    mapped = getattr(address, "ipv4_mapped", None)
+    if not (mapped or address).is_global:
+        raise InvalidInput("image URL points at a private or local address", field=field)
+
+
+def check_models_fit(models: list[ImageModel], *, reference: ReferenceImage | None) -> None:
+    for model in models:
+        caps = model.capabilities
+        if reference is None and "image_required" in caps:
+            raise InvalidInput(f"model {model.name!r} needs a reference image", field="image")
+        if reference is not None and caps and "image_to_image" not in caps:
+            raise InvalidInput(f"model {model.name!r} does not take a reference image", field="image")

@@ -1,0 +1,33 @@
+"""Celery tasks: store one result's image, and sweep up results left unstored.
+
+Tasks take primary keys and call one service; they own only the retry policy.
+"""
+
+from __future__ import annotations
+
+import random
+
+from celery import shared_task
+from django.conf import settings
+
+from .services import StoreOutcome, result_store_image, results_due_for_storing, results_enqueue_storing
+
+
+def _backoff(retries: int) -> int:
+    """5 s, 10 s, 20 s... capped at 5 minutes, with jitter so retries spread out."""
+    return int(min(300, 5 * 2**retries) * random.uniform(0.8, 1.2))
+
+
+@shared_task(bind=True, max_retries=settings.STORAGE_MAX_ATTEMPTS - 1, acks_late=True)
+def store_result_image(self, result_id: int) -> str:  # type: ignore[no-untyped-def]
+    will_retry = self.request.retries < self.max_retries
+    outcome = result_store_image(result_id=result_id, will_retry=will_retry)
+    if outcome is StoreOutcome.RETRY:
+        raise self.retry(countdown=_backoff(self.request.retries))
+    return outcome.value
+
+
+@shared_task
+def sweep_unstored_images() -> int:
+    """Queue again what a down broker or a dead worker left behind, deadline first."""
+    return results_enqueue_storing(result_ids=results_due_for_storing())

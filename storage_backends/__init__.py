@@ -1,0 +1,1 @@
+"""Where image bytes live: building the image storage and naming its objects."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class StorageBackendsConfig(AppConfig):
+    name = "storage_backends"
+    verbose_name = "Storage backends"

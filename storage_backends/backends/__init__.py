@@ -1,0 +1,1 @@
+"""One storage backend a file."""
