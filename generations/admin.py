@@ -59,9 +59,23 @@ class GenerationAdmin(admin.ModelAdmin):
 
 @admin.register(GenerationResult)
 class GenerationResultAdmin(admin.ModelAdmin):
-    list_display = ("id", "thumbnail", "upstream_model_id", "status", "storage_status", "byte_size", "created_at")
+    list_display = (
+        "id",
+        "thumbnail",
+        "upstream_model_id",
+        "status",
+        "storage_status",
+        "byte_size",
+        "created_at",
+    )
     list_filter = ("status", "storage_status", "storage_backend", "model", "created_at")
-    search_fields = ("generation__prompt_text", "upstream_model_id", "sha256", "storage_key", "error_code")
+    search_fields = (
+        "generation__prompt_text",
+        "upstream_model_id",
+        "sha256",
+        "storage_key",
+        "error_code",
+    )
     list_select_related = ("model",)
     raw_id_fields = ("generation", "model")
     readonly_fields = (
@@ -95,7 +109,9 @@ class GenerationResultAdmin(admin.ModelAdmin):
         self.message_user(request, f"Queued {queued} result(s) for storing.", messages.SUCCESS)
 
     @admin.action(description="Delete selected results and their stored images")
-    def delete_with_objects(self, request: HttpRequest, queryset: QuerySet[GenerationResult]) -> None:
+    def delete_with_objects(
+        self, request: HttpRequest, queryset: QuerySet[GenerationResult]
+    ) -> None:
         deleted = results_delete(result_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"Deleted {deleted} result(s).", messages.SUCCESS)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
 from storage_backends.images import check_storage
@@ -101,18 +100,16 @@ def _result_or_404(result_id: int) -> GenerationResult:
 
 
 @api_endpoint(methods=("GET", "HEAD"))
-def image(request: HttpRequest, result_id: int) -> HttpResponse:
+def image(request: HttpRequest, result_id: int) -> HttpResponseBase:
     return _image(request, result_id, thumbnail=False)
 
 
 @api_endpoint(methods=("GET", "HEAD"))
-def thumbnail(request: HttpRequest, result_id: int) -> HttpResponse:
+def thumbnail(request: HttpRequest, result_id: int) -> HttpResponseBase:
     return _image(request, result_id, thumbnail=True)
 
 
-def _image(request: HttpRequest, result_id: int, *, thumbnail: bool) -> HttpResponse:
-    from django.http import Http404
-
+def _image(request: HttpRequest, result_id: int, *, thumbnail: bool) -> HttpResponseBase:
     result = _result_or_404(result_id)
     try:
         return image_response(request, result, thumbnail=thumbnail)
@@ -147,6 +144,3 @@ def healthz(request: HttpRequest) -> HttpResponse:
     response = JsonResponse(checks, status=200 if healthy else 503)
     response["Cache-Control"] = "no-store"
     return response
-
-
-__all__ = ["generate", "generation_detail", "healthz", "image", "settings", "thumbnail"]

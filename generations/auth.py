@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -63,17 +64,19 @@ def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     return check.process_view(request, lambda req: HttpResponse(), (), {})
 
 
-def api_endpoint(*, methods: tuple[str, ...]) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def api_endpoint(
+    *, methods: tuple[str, ...]
+) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Authenticate, check the method, and turn ApiError into its JSON response.
 
     A session must belong to staff and must pass the CSRF check on unsafe methods;
     a token skips CSRF (no browser sends it on its own).
     """
 
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorate(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @csrf_exempt
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
                 if "Authorization" in request.headers:
                     request.user = _token_user(request)
@@ -86,7 +89,9 @@ def api_endpoint(*, methods: tuple[str, ...]) -> Callable[[Callable[..., HttpRes
                     if failure is not None:
                         return failure
                 if request.method not in methods:
-                    response = ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}").response()
+                    response = ApiError(
+                        405, "method_not_allowed", f"use {' or '.join(methods)}"
+                    ).response()
                     response["Allow"] = ", ".join(methods)
                     return response
                 return view(request, *args, **kwargs)

@@ -12,7 +12,15 @@ import re
 from collections.abc import Iterator
 from typing import IO
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
 from storage_backends import images as image_storage
@@ -33,12 +41,14 @@ def download_name(result: GenerationResult) -> str:
     return f"genvault-{result.pk}-{slug}.{_EXTENSIONS.get(result.content_type, 'bin')}"
 
 
-def image_response(request: HttpRequest, result: GenerationResult, *, thumbnail: bool = False) -> HttpResponse:
+def image_response(
+    request: HttpRequest, result: GenerationResult, *, thumbnail: bool = False
+) -> HttpResponseBase:
     download = request.GET.get("download") == "1"
     if not result.is_stored:
         if thumbnail or not result.external_url or result.external_url_expired:
             raise Http404("this image is not stored")
-        response: HttpResponse = HttpResponseRedirect(result.external_url)
+        response: HttpResponseBase = HttpResponseRedirect(result.external_url)
         response["Cache-Control"] = "no-store"
         return response
 
@@ -48,7 +58,9 @@ def image_response(request: HttpRequest, result: GenerationResult, *, thumbnail:
     content_type = "image/webp" if thumbnail else result.content_type
     name = download_name(result) if download and not thumbnail else None
 
-    redirect = image_storage.redirect_url(backend=result.storage_backend, key=key, download_name=name)
+    redirect = image_storage.redirect_url(
+        backend=result.storage_backend, key=key, download_name=name
+    )
     if redirect:
         response = HttpResponseRedirect(redirect)
         response["Cache-Control"] = "private, max-age=300"
@@ -75,7 +87,9 @@ def image_response(request: HttpRequest, result: GenerationResult, *, thumbnail:
     if isinstance(byte_range, tuple) and request.headers.get("If-Range", etag) == etag:
         start, end = byte_range
         fh.seek(start)
-        response = StreamingHttpResponse(_read_span(fh, end - start + 1), status=206, content_type=content_type)
+        response = StreamingHttpResponse(
+            _read_span(fh, end - start + 1), status=206, content_type=content_type
+        )
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
         response["Content-Length"] = str(end - start + 1)
     else:
@@ -84,13 +98,15 @@ def image_response(request: HttpRequest, result: GenerationResult, *, thumbnail:
     response["Accept-Ranges"] = "bytes"
     _set_validators(response, etag)
     if name:
-        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=name)
+        response["Content-Disposition"] = content_disposition_header(
+            as_attachment=True, filename=name
+        )
     else:
         response["Content-Disposition"] = "inline"
     return response
 
 
-def _set_validators(response: HttpResponse, etag: str) -> None:
+def _set_validators(response: HttpResponseBase, etag: str) -> None:
     response["ETag"] = etag
     response["Cache-Control"] = CACHE_CONTROL
     response["X-Content-Type-Options"] = "nosniff"

@@ -67,7 +67,12 @@ def parse_generate(data: Any) -> GenerateInput:
     reference = parse_reference(data.get("image"))
     check_models_fit(models, reference=reference)
     return GenerateInput(
-        models=models, prompt_text=prompt_text, prompt=prompt, size=size, params=params, reference=reference
+        models=models,
+        prompt_text=prompt_text,
+        prompt=prompt,
+        size=size,
+        params=params,
+        reference=reference,
     )
 
 
@@ -93,7 +98,9 @@ def parse_prompt_text(text: Any) -> str:
     if not text:
         raise InvalidInput("the prompt is empty", field="prompt")
     if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"the prompt is longer than {MAX_PROMPT_CHARS} characters", field="prompt")
+        raise InvalidInput(
+            f"the prompt is longer than {MAX_PROMPT_CHARS} characters", field="prompt"
+        )
     return text
 
 
@@ -107,7 +114,11 @@ def parse_models(refs: Any) -> list[ImageModel]:
         raise InvalidInput(f"at most {MAX_MODELS} models per request", field="modelIds")
     models: list[ImageModel] = []
     for ref in refs:
-        if isinstance(ref, bool) or not isinstance(ref, int | str) or (isinstance(ref, str) and not ref.strip()):
+        if (
+            isinstance(ref, bool)
+            or not isinstance(ref, int | str)
+            or (isinstance(ref, str) and not ref.strip())
+        ):
             raise InvalidInput("modelIds must hold model ids or names", field="modelIds")
         found = list(ImageModel.objects.matching(ref.strip() if isinstance(ref, str) else ref)[:2])
         if not found:
@@ -148,7 +159,11 @@ def parse_params(params: Any) -> dict[str, Any]:
         if rule is None:
             raise InvalidInput(f"unknown parameter {name!r}", field=f"params.{name}")
         types, check, wanted = rule
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types) or not check(value):
+        if (
+            (isinstance(value, bool) and bool not in types)
+            or not isinstance(value, types)
+            or not check(value)
+        ):
             raise InvalidInput(f"{name} must be {wanted}", field=f"params.{name}")
         parsed[name] = value
     return parsed
@@ -165,11 +180,15 @@ def parse_reference(image: Any) -> ReferenceImage | None:
         raw_id = image.removeprefix("result:")
         if not raw_id.isdigit():
             raise InvalidInput("image must be 'result:' followed by a result id", field="image")
-        result = GenerationResult.objects.filter(pk=int(raw_id), status=GenerationResult.Status.SUCCESS).first()
+        result = GenerationResult.objects.filter(
+            pk=int(raw_id), status=GenerationResult.Status.SUCCESS
+        ).first()
         if result is None:
             raise InvalidInput(f"no image result with id {raw_id}", field="image")
         if not result.is_stored and result.external_url_expired:
-            raise InvalidInput(f"result {raw_id} was never stored and its URL has expired", field="image")
+            raise InvalidInput(
+                f"result {raw_id} was never stored and its URL has expired", field="image"
+            )
         return ReferenceImage(result=result)
     if image.startswith("data:image/"):
         if len(image) > MAX_DATA_URI_CHARS or ";base64," not in image:
@@ -205,7 +224,9 @@ def check_public_url(url: str, *, field: str) -> None:
         address = ipaddress.ip_address(host)
     except ValueError:
         if re.fullmatch(r"[0-9a-fx.]+", host):  # 2130706433, 0x7f.1 and friends
-            raise InvalidInput("image URL host is not a valid public address", field=field) from None
+            raise InvalidInput(
+                "image URL host is not a valid public address", field=field
+            ) from None
         return
     mapped = getattr(address, "ipv4_mapped", None)
     if not (mapped or address).is_global:
@@ -218,4 +239,6 @@ def check_models_fit(models: list[ImageModel], *, reference: ReferenceImage | No
         if reference is None and "image_required" in caps:
             raise InvalidInput(f"model {model.name!r} needs a reference image", field="image")
         if reference is not None and caps and "image_to_image" not in caps:
-            raise InvalidInput(f"model {model.name!r} does not take a reference image", field="image")
+            raise InvalidInput(
+                f"model {model.name!r} does not take a reference image", field="image"
+            )

@@ -124,7 +124,10 @@ class GenerationResultQuerySet(models.QuerySet["GenerationResult"]):
         return (
             self.with_image()
             .filter(storage_status__in=[S.PENDING, S.STORING, S.FAILED])
-            .filter(Q(external_url_expires_at__isnull=True) | Q(external_url_expires_at__lte=now + within))
+            .filter(
+                Q(external_url_expires_at__isnull=True)
+                | Q(external_url_expires_at__lte=now + within)
+            )
             .filter(Q(external_url_expires_at__isnull=True) | Q(external_url_expires_at__gt=now))
         )
 
@@ -184,7 +187,9 @@ class GenerationResult(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            models.Index(fields=["storage_status", "external_url_expires_at"], name="result_storage_deadline"),
+            models.Index(
+                fields=["storage_status", "external_url_expires_at"], name="result_storage_deadline"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -223,7 +228,9 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
 class ApiToken(models.Model):
     """A bearer token for scripts; only its SHA-256 is kept."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     name = models.CharField(max_length=100, blank=True)
     prefix = models.CharField(max_length=12, help_text="First characters, to tell tokens apart.")
     key_hash = models.CharField(max_length=64, unique=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -63,7 +63,7 @@ class _ModelCall:
 
 def generation_create(
     *,
-    user: AbstractBaseUser | AnonymousUser | None,
+    user: User | AnonymousUser | None,
     models: Sequence[ImageModel],
     prompt_text: str = "",
     prompt: Prompt | None = None,
@@ -81,7 +81,14 @@ def generation_create(
     params = dict(params or {})
     upstream_image = _reference_for_upstream(reference) if reference else None
 
-    calls = [_ModelCall(model=m, size=size or m.default_params.get("size", ""), params=_effective_params(m, params)) for m in models]
+    calls = [
+        _ModelCall(
+            model=m,
+            size=size or m.default_params.get("size", ""),
+            params=_effective_params(m, params),
+        )
+        for m in models
+    ]
 
     def call_model(call: _ModelCall) -> list[UpstreamItem]:
         try:
@@ -99,7 +106,9 @@ def generation_create(
 
     with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
         for call, items in zip(calls, pool.map(call_model, calls), strict=True):
-            call.items = items or [UpstreamError(code="EmptyResponse", message="the model returned no image")]
+            call.items = items or [
+                UpstreamError(code="EmptyResponse", message="the model returned no image")
+            ]
 
     now = timezone.now()
     with transaction.atomic():
@@ -110,13 +119,15 @@ def generation_create(
             params=params,
             reference_image_url=reference.url if reference else "",
             reference_result=reference.result if reference else None,
-            created_by=user if user is not None and user.is_authenticated else None,
+            created_by=user if isinstance(user, User) else None,
             created_at=now,
         )
         results = []
         for call in calls:
             for index, item in enumerate(call.items):
-                results.append(_result_row(generation=generation, call=call, index=index, item=item, now=now))
+                results.append(
+                    _result_row(generation=generation, call=call, index=index, item=item, now=now)
+                )
         GenerationResult.objects.bulk_create(results)
         stored_ids = [r.pk for r in results if r.status == GenerationResult.Status.SUCCESS]
         transaction.on_commit(lambda: results_enqueue_storing(result_ids=stored_ids))
@@ -168,7 +179,9 @@ def _reference_for_upstream(reference: ReferenceImage) -> str:
         if direct:
             return direct
         if result.byte_size and result.byte_size <= _MAX_REFERENCE_BYTES:
-            with image_storage.open_object(backend=result.storage_backend, key=result.storage_key) as fh:
+            with image_storage.open_object(
+                backend=result.storage_backend, key=result.storage_key
+            ) as fh:
                 encoded = base64.b64encode(fh.read()).decode()
             return f"data:{result.content_type};base64,{encoded}"
     return result.external_url
@@ -229,12 +242,14 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
         return StoreOutcome.SKIPPED
     result = GenerationResult.objects.get(pk=result_id)
 
-    if result.external_url_expires_at and result.external_url_expires_at < now - timedelta(minutes=1):
+    expires_at = result.external_url_expires_at
+    if expires_at and expires_at < now - timedelta(minutes=1):
+        # Ark's link is dead already: say so instead of asking for a certain 403.
         return _record_failure(
             result=result,
             claim=claim,
             status=S.EXPIRED,
-            message=f"the external URL expired at {result.external_url_expires_at:%Y-%m-%d %H:%M} UTC",
+            message=f"image_expired: the external URL expired at {expires_at:%Y-%m-%d %H:%M} UTC",
         )
 
     backend = image_storage.active_backend()
@@ -263,7 +278,9 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
     except StorageUnavailable as exc:
         image_storage.delete_objects(backend=backend, keys=[key, thumb_key])
         status = S.PENDING if will_retry else S.FAILED
-        return _record_failure(result=result, claim=claim, status=status, message=str(exc), retry=will_retry)
+        return _record_failure(
+            result=result, claim=claim, status=status, message=str(exc), retry=will_retry
+        )
     finally:
         Path(fetched.path).unlink(missing_ok=True)
 
@@ -296,7 +313,9 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
     if not recorded:
         # Our claim was lost (the lease ran out and another attempt took over). The
         # other attempt writes the same keys; leave the row to it.
-        logger.warning("result %s: claim lost before recording; leaving it to the newer attempt", result.pk)
+        logger.warning(
+            "result %s: claim lost before recording; leaving it to the newer attempt", result.pk
+        )
         return StoreOutcome.SKIPPED
     return StoreOutcome.STORED
 
@@ -306,9 +325,13 @@ def _record_fetch_failure(
 ) -> StoreOutcome:
     S = GenerationResult.StorageStatus
     if isinstance(exc, ImageExpired):
-        return _record_failure(result=result, claim=claim, status=S.EXPIRED, message=_fetch_message(exc))
+        return _record_failure(
+            result=result, claim=claim, status=S.EXPIRED, message=_fetch_message(exc)
+        )
     if exc.transient and will_retry:
-        return _record_failure(result=result, claim=claim, status=S.PENDING, message=_fetch_message(exc), retry=True)
+        return _record_failure(
+            result=result, claim=claim, status=S.PENDING, message=_fetch_message(exc), retry=True
+        )
     return _record_failure(result=result, claim=claim, status=S.FAILED, message=_fetch_message(exc))
 
 
@@ -326,8 +349,14 @@ def _record_failure(
 ) -> StoreOutcome:
     """Record a failed attempt; `image_url` keeps the external URL."""
     S = GenerationResult.StorageStatus
-    params_used = {**result.params_used, "externalImageUrl": result.external_url, "storageError": message}
-    GenerationResult.objects.filter(pk=result.pk, storage_claim=claim, storage_status=S.STORING).update(
+    params_used = {
+        **result.params_used,
+        "externalImageUrl": result.external_url,
+        "storageError": message,
+    }
+    GenerationResult.objects.filter(
+        pk=result.pk, storage_claim=claim, storage_status=S.STORING
+    ).update(
         storage_status=status,
         storage_error=message,
         storage_claim=None,
@@ -362,7 +391,9 @@ def results_delete(*, result_ids: Iterable[int]) -> int:
     ids = list(result_ids)
     with transaction.atomic():
         rows = list(
-            GenerationResult.objects.filter(pk__in=ids).values_list("pk", "storage_backend", "storage_key", "thumbnail_key")
+            GenerationResult.objects.filter(pk__in=ids).values_list(
+                "pk", "storage_backend", "storage_key", "thumbnail_key"
+            )
         )
         GenerationResult.objects.filter(pk__in=[r[0] for r in rows]).delete()
         doomed = [(backend, [key, thumb]) for _pk, backend, key, thumb in rows if backend]
@@ -387,5 +418,9 @@ def results_delete_all(*, confirmation: str) -> int:
 
 def results_restore(*, result_ids: Iterable[int]) -> int:
     """Queue storing for results that are not stored (and can still be)."""
-    ids = list(GenerationResult.objects.storable().filter(pk__in=list(result_ids)).values_list("pk", flat=True))
+    ids = list(
+        GenerationResult.objects.storable()
+        .filter(pk__in=list(result_ids))
+        .values_list("pk", flat=True)
+    )
     return results_enqueue_storing(result_ids=ids)

@@ -10,7 +10,12 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from .services import StoreOutcome, result_store_image, results_due_for_storing, results_enqueue_storing
+from .services import (
+    StoreOutcome,
+    result_store_image,
+    results_due_for_storing,
+    results_enqueue_storing,
+)
 
 
 def _backoff(retries: int) -> int:

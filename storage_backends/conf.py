@@ -42,7 +42,9 @@ def image_storages_from_env(env: environ.Env, *, media_root: str) -> tuple[str, 
     endpoint = env.str("STORAGE_S3_ENDPOINT", default="")
     region = env.str("STORAGE_S3_REGION", default="us-east-1")
     public_base_url = env.str("STORAGE_PUBLIC_BASE_URL", default="")
-    addressing_style = env.str("STORAGE_S3_ADDRESSING_STYLE", default="path" if endpoint else "auto")
+    addressing_style = env.str(
+        "STORAGE_S3_ADDRESSING_STYLE", default="path" if endpoint else "auto"
+    )
 
     if mode == S3:
         for name, value in (

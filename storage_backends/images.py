@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
-from django.core.exceptions import ImproperlyConfigured
 
 from .conf import BACKENDS
 
@@ -119,6 +119,33 @@ def open_object(*, backend: str, key: str) -> IO[bytes]:
         raise StorageUnavailable(f"could not read {key}: {_describe(exc)}") from exc
 
 
+def iter_object_chunks(*, backend: str, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    """The object's bytes in chunks, never the whole object in memory.
+
+    S3 objects are read from the response stream: django-storages' S3File would
+    first download the whole object into memory.
+    """
+    storage = image_storage(backend)
+    bucket = getattr(storage, "bucket", None)
+    if bucket is None:
+        with open_object(backend=backend, key=key) as fh:
+            while chunk := fh.read(chunk_size):
+                yield chunk
+        return
+    try:
+        body = bucket.Object(key).get()["Body"]
+    except Exception as exc:
+        if _is_not_found(exc):
+            raise FileNotFoundError(key) from exc
+        raise StorageUnavailable(f"could not read {key}: {_describe(exc)}") from exc
+    try:
+        yield from body.iter_chunks(chunk_size)
+    except Exception as exc:
+        raise StorageUnavailable(f"could not read {key}: {_describe(exc)}") from exc
+    finally:
+        body.close()
+
+
 def object_exists(*, backend: str, key: str) -> bool:
     try:
         return bool(image_storage(backend).exists(key))
@@ -146,12 +173,14 @@ def redirect_url(*, backend: str, key: str, download_name: str | None = None) ->
     """A URL the client can fetch the object from directly: presigned or public (S3 only)."""
     if backend != "s3":
         return None
-    storage = image_storage(backend)
+    storage: Any = image_storage(backend)  # django-storages' S3Storage.url takes parameters
     if download_name and not getattr(storage, "public_base_url", ""):
         return str(
             storage.url(
                 key,
-                parameters={"ResponseContentDisposition": f'attachment; filename="{download_name}"'},
+                parameters={
+                    "ResponseContentDisposition": f'attachment; filename="{download_name}"'
+                },
             )
         )
     return str(storage.url(key))

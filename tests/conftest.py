@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.test import Client
 
 REQUIRE_SERVICES = os.environ.get("GENVAULT_REQUIRE_SERVICES") == "1"
@@ -56,7 +55,9 @@ def image_storage_root(settings: Any, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def staff_user(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(username="staff", password="staff-pass-123", is_staff=True)
+    return django_user_model.objects.create_user(
+        username="staff", password="staff-pass-123", is_staff=True
+    )
 
 
 @pytest.fixture
@@ -100,3 +101,150 @@ def demo(settings: Any) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    auth = f"{user}:{db['PASSWORD']}@" if db.get("PASSWORD") else (f"{user}@" if user else "")
+    return f"postgres://{auth}{host}:{port}/{db['NAME']}"
+
+
+def worker_environment(settings: Any, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process see this test's database, storage and broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": _database_url(),
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "GENVAULT_TEST_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+            "GENVAULT_TEST_REDIS_URL": REDIS_URL,
+            "DEMO_UPSTREAM_URL": settings.DEMO_UPSTREAM_URL,
+            "IMAGE_FETCH_ALLOWED_HOSTS": ",".join(settings.IMAGE_FETCH_ALLOWED_HOSTS),
+            "ARK_API_KEY": settings.ARK_API_KEY,
+            "STORAGE_MODE": settings.STORAGE_MODE,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A real `celery -A config worker` child process consuming this session's queue."""
+
+    def __init__(
+        self, settings: Any, log_path: Path, *, concurrency: int = 2, **extra_env: str
+    ) -> None:
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "--queues",
+                settings.CELERY_TASK_DEFAULT_QUEUE,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=worker_environment(settings, **extra_env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
+            if b"ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=15)
+            except Exception:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self._log.close()
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def celery_worker(
+    settings: Any, transactional_db: Any, demo: Any, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    """A real Celery worker on Redis, sharing this test's database, storage and demo upstream."""
+    require_service(
+        settings.CELERY_BROKER_URL.startswith("redis://"),
+        f"no Redis at {REDIS_URL} for a real Celery worker",
+    )
+    ensure_seedream_models()
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()
+
+
+def wait_for(predicate: Any, *, timeout: float = 30, interval: float = 0.2) -> Any:
+    """Poll until predicate() is truthy; return its value or fail saying what was awaited."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(
+        f"gave up after {timeout}s waiting for {getattr(predicate, '__name__', 'a condition')}"
+    )
+
+
+def ensure_seedream_models() -> None:
+    """Transactional tests flush the tables; put back the models the data migration made."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("generations.migrations.0002_seed_seedream_models")
+    migration.create_models(apps, None)

@@ -11,13 +11,17 @@ from PIL import Image
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
 
 
-def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+def jpeg_bytes(
+    width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 40, 40)
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 
-def png_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (40, 200, 40)) -> bytes:
+def png_bytes(
+    width: int = 64, height: int = 48, color: tuple[int, int, int] = (40, 200, 40)
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, "PNG")
     return buffer.getvalue()
@@ -46,7 +50,9 @@ class ImageModelFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Test model {n}")
     provider = ImageModel.Provider.DEMO
     upstream_model_id = factory.Sequence(lambda n: f"demo-model-{n}")
-    default_params = factory.LazyFunction(lambda: {"capabilities": ["text_to_image", "image_to_image"]})
+    default_params = factory.LazyFunction(
+        lambda: {"capabilities": ["text_to_image", "image_to_image"]}
+    )
 
 
 class GenerationFactory(factory.django.DjangoModelFactory):

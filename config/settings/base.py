@@ -154,7 +154,9 @@ def _fetch_timeouts(value: str) -> tuple[float, float]:
 IMAGE_FETCH_CONNECT_TIMEOUT, IMAGE_FETCH_TOTAL_TIMEOUT = _fetch_timeouts(
     env.str("IMAGE_FETCH_TIMEOUT", default="10,60")
 )
-IMAGE_FETCH_ALLOWED_HOSTS = [h.strip().lower() for h in env.list("IMAGE_FETCH_ALLOWED_HOSTS", default=[])]
+IMAGE_FETCH_ALLOWED_HOSTS = [
+    h.strip().lower() for h in env.list("IMAGE_FETCH_ALLOWED_HOSTS", default=[])
+]
 if not ARK_API_KEY:
     # Demo mode: the demo upstream's own host:port may be fetched.
     _demo = urlsplit(DEMO_UPSTREAM_URL)

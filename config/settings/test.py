@@ -1,27 +1,57 @@
 """Test settings: fast hashing, a throwaway broker folder, services found by probing."""
 
+import socket
 import tempfile
+import uuid
 from pathlib import Path
 
 from .base import *  # noqa: F403
 from .base import DATABASES, env
 
 DEBUG = False
-SECRET_KEY = "genvault-tests"
+SECRET_KEY = "genvault-tests"  # noqa: S105 - tests only
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
 
-_TEST_VAR = Path(env.str("GENVAULT_TEST_VAR_DIR", default=tempfile.mkdtemp(prefix="genvault-test-")))
+_TEST_VAR = Path(
+    env.str("GENVAULT_TEST_VAR_DIR", default=tempfile.mkdtemp(prefix="genvault-test-"))
+)
 VAR_DIR = _TEST_VAR
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that worker processes started by tests see the rows.
     DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test-db.sqlite3")}
 
-if CELERY_BROKER_URL == "filesystem://":  # noqa: F405
+
+def _redis_reachable(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+# The tests' broker: the Redis of GENVAULT_TEST_REDIS_URL when it answers (always on
+# CI), so that worker tests run a real worker on Redis; otherwise the filesystem.
+TEST_REDIS_URL = env.str("GENVAULT_TEST_REDIS_URL", default="redis://127.0.0.1:6379/0")
+if env.bool("GENVAULT_REQUIRE_SERVICES", default=False) or _redis_reachable(TEST_REDIS_URL):
+    CELERY_BROKER_URL = TEST_REDIS_URL
+else:
+    CELERY_BROKER_URL = "filesystem://"
+# One queue per test session, so that stray tasks of other runs are never consumed.
+CELERY_TASK_DEFAULT_QUEUE = env.str(
+    "GENVAULT_TEST_QUEUE", default=f"genvault-test-{uuid.uuid4().hex[:8]}"
+)
+
+if CELERY_BROKER_URL == "filesystem://":
     _queue = _TEST_VAR / "celery" / "queue"
     _queue.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {  # noqa: F405
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue),
         "data_folder_out": str(_queue),
         "store_processed": False,
@@ -32,3 +62,5 @@ STORAGES["staticfiles"] = {  # noqa: F405
 }
 AXES_ENABLED = env.bool("AXES_ENABLED", default=False)
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

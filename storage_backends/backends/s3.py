@@ -38,7 +38,9 @@ class S3ImageStorage(S3Storage):
         )
         super().__init__(**kwargs)
 
-    def url(self, name: str, parameters: Any = None, expire: Any = None, http_method: Any = None) -> str:
+    def url(
+        self, name: str, parameters: Any = None, expire: Any = None, http_method: Any = None
+    ) -> str:
         if self.public_base_url:
             return f"{self.public_base_url}/{name.lstrip('/')}"
         return super().url(name, parameters=parameters, expire=expire, http_method=http_method)

@@ -28,7 +28,9 @@ class Command(BaseCommand):
         if not user.is_active or not user.is_staff:
             raise CommandError(f"user {username!r} must be an active staff user to use the API")
         key = ApiToken.new_key()
-        ApiToken.objects.create(user=user, name=name, prefix=key[:10], key_hash=ApiToken.hash_key(key))
+        ApiToken.objects.create(
+            user=user, name=name, prefix=key[:10], key_hash=ApiToken.hash_key(key)
+        )
         if options["verbosity"] > 0:
             self.stderr.write(f"Token for {username} (shown once, keep it safe):")
         self.stdout.write(key)

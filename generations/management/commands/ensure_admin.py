@@ -27,5 +27,7 @@ class Command(BaseCommand):
             return
         password = secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email="", password=password)
-        self.stdout.write(self.style.SUCCESS(f"Created staff user {username!r} with password: {password}"))
+        self.stdout.write(
+            self.style.SUCCESS(f"Created staff user {username!r} with password: {password}")
+        )
         self.stdout.write("This password is shown only once; change it in the admin.")

@@ -1,0 +1,280 @@
+"""The JSON API: who may call it, what bad input gets, and what a generation answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+from django.test import Client
+
+from generations.models import ApiToken, Generation, GenerationResult, ImageModel
+
+pytestmark = pytest.mark.django_db
+
+SEEDREAM_4 = "doubao-seedream-4-0-250828"
+SEEDREAM_3 = "doubao-seedream-3-0-t2i-250415"
+
+
+def post(client: Client, body: Any, **extra: Any) -> Any:
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post("/api/generate", data=data, content_type="application/json", **extra)
+
+
+# --- authentication ---------------------------------------------------------------
+
+
+def test_anonymous_caller_gets_401_json(client: Client) -> None:
+    response = post(client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert client.get("/api/generations/1").status_code == 401
+    assert client.get("/api/images/1").status_code == 401
+
+
+def test_wrong_and_revoked_tokens_get_401(api_token: str) -> None:
+    wrong = Client(HTTP_AUTHORIZATION="Bearer gv_not-a-real-token")
+    assert post(wrong, {"prompt": "a fox", "modelIds": [SEEDREAM_4]}).status_code == 401
+    ApiToken.objects.update(revoked_at="2026-01-01T00:00:00Z")
+    revoked = Client(HTTP_AUTHORIZATION=f"Bearer {api_token}")
+    response = revoked.get("/api/generations/1")
+    assert response.status_code == 401
+    assert "revoked" in response.json()["error"]["message"]
+
+
+def test_non_staff_session_gets_403(plain_user: Any) -> None:
+    client = Client()
+    client.force_login(plain_user)
+    response = client.get("/api/generations/1")
+    assert response.status_code == 403
+    assert response.json() == {"error": {"code": "forbidden", "message": "staff only"}}
+
+
+def test_staff_session_post_needs_csrf(staff_user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    response = post(client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+    assert not Generation.objects.exists()
+
+
+def test_token_is_stored_hashed(api_token: str) -> None:
+    token = ApiToken.objects.get()
+    assert token.key_hash == ApiToken.hash_key(api_token)
+    assert api_token not in {token.key_hash, token.prefix, token.name}
+
+
+# --- bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"prompt": "", "modelIds": [SEEDREAM_4]}, "prompt", "empty"),
+        ({"prompt": "   ", "modelIds": [SEEDREAM_4]}, "prompt", "empty"),
+        ({"modelIds": [SEEDREAM_4]}, "prompt", "required"),
+        ({"prompt": 42, "modelIds": [SEEDREAM_4]}, "prompt", "string"),
+        ({"prompt": "a fox", "modelIds": ["no-such-model"]}, "modelIds", "unknown model"),
+        ({"prompt": "a fox", "modelIds": []}, "modelIds", "at least one"),
+        ({"prompt": "a fox", "modelIds": "doubao"}, "modelIds", "list"),
+        ({"prompt": "a fox", "modelIds": [True]}, "modelIds", "ids or names"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "huge"}, "size", "not 1K"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "9000x9000"}, "size", "4096"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": 2048}, "size", "string"),
+        (
+            {"prompt": "a fox", "modelIds": [SEEDREAM_4], "params": {"seed": "x"}},
+            "params.seed",
+            "integer",
+        ),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "params": {"n": 4}}, "params.n", "unknown"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "params": []}, "params", "object"),
+        (
+            {"prompt": "a fox", "modelIds": [SEEDREAM_4], "image": "http://127.0.0.1/x.png"},
+            "image",
+            "https",
+        ),
+        (
+            {"prompt": "a fox", "modelIds": [SEEDREAM_4], "image": "https://10.0.0.1/x.png"},
+            "image",
+            "private",
+        ),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "image": "result:999"}, "image", "no image"),
+        (
+            {"prompt": "a fox", "modelIds": ["doubao-seededit-3-0-i2i-250628"]},
+            "image",
+            "needs a reference",
+        ),
+        (
+            {"prompt": "a fox", "modelIds": [SEEDREAM_3], "image": "https://example.com/a.png"},
+            "image",
+            "does not take",
+        ),
+        ({"promptId": 12345, "modelIds": [SEEDREAM_4]}, "promptId", "no prompt"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "colour": "red"}, "colour", "unknown field"),
+        ([1, 2, 3], "body", "JSON object"),
+    ],
+)
+def test_bad_input_gets_400_naming_the_field(
+    token_client: Client, body: Any, field: str, words: str
+) -> None:
+    response = post(token_client, body)
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["field"] == field
+    assert words in error["message"]
+    assert not Generation.objects.exists()
+
+
+def test_disabled_model_is_refused(token_client: Client) -> None:
+    ImageModel.objects.filter(upstream_model_id=SEEDREAM_4).update(enabled=False)
+    response = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]})
+    assert response.status_code == 400
+    assert "disabled" in response.json()["error"]["message"]
+
+
+def test_malformed_json_gets_400(token_client: Client) -> None:
+    response = post(token_client, b'{"prompt": "a fox", "modelIds": [')
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_wrong_method_gets_405_json(token_client: Client) -> None:
+    response = token_client.get("/api/generate")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+# --- generating -------------------------------------------------------------------------
+
+
+def test_generate_returns_success_with_a_real_jpeg_from_the_demo_upstream(
+    demo: Any, token_client: Client
+) -> None:
+    response = post(
+        token_client, {"prompt": "a red fox in snow", "modelIds": [SEEDREAM_4], "size": "1024x1024"}
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    (result,) = body["results"]
+    assert result["status"] == "SUCCESS"
+    assert result["storageStatus"] == "pending"
+    assert result["error"] is None
+    assert result["imageUrl"] == result["externalImageUrl"]
+    image = requests.get(result["externalImageUrl"], timeout=10)
+    assert image.status_code == 200
+    assert image.content[:3] == b"\xff\xd8\xff"  # a JPEG
+
+    row = GenerationResult.objects.get(pk=result["id"])
+    assert row.external_url == result["externalImageUrl"]
+    assert row.external_url_expires_at is not None
+    assert row.params_used["externalImageUrl"] == row.external_url
+    assert row.generation.prompt_text == "a red fox in snow"
+
+
+def test_model_ids_accept_id_name_and_upstream_id(demo: Any, token_client: Client) -> None:
+    by_id = ImageModel.objects.get(upstream_model_id=SEEDREAM_4).pk
+    for ref in (by_id, "Seedream 4.0", SEEDREAM_4):
+        response = post(token_client, {"prompt": "a fox", "modelIds": [ref]})
+        assert response.status_code == 200
+        assert response.json()["results"][0]["model"] == SEEDREAM_4
+
+
+def test_mixed_success_and_failure_answer_200(demo: Any, token_client: Client) -> None:
+    ImageModel.objects.create(name="Retired", provider="ark", upstream_model_id="retired-model-v1")
+    response = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4, "Retired"]})
+    assert response.status_code == 200
+    good, bad = response.json()["results"]
+    assert (good["status"], good["storageStatus"]) == ("SUCCESS", "pending")
+    assert (bad["status"], bad["storageStatus"]) == ("FAILED", None)
+    assert bad["error"]["code"] == "InvalidEndpointOrModel.NotFound"
+    assert bad["imageUrl"] is None
+
+
+def test_an_item_error_inside_a_200_fails_only_that_image(demo: Any, token_client: Client) -> None:
+    body = {
+        "prompt": "a fox [demo:item_error]",
+        "modelIds": [SEEDREAM_4],
+        "params": {"max_images": 2},
+    }
+    results = post(token_client, body).json()["results"]
+    assert [r["status"] for r in results] == ["FAILED", "SUCCESS"]
+    assert results[0]["error"]["code"] == "OutputImageSensitiveContentDetected"
+
+
+def test_upstream_error_becomes_failed_result_with_code_and_message(
+    demo: Any, token_client: Client
+) -> None:
+    response = post(
+        token_client,
+        {
+            "prompt": "something [demo:error=InputTextSensitiveContentDetected]",
+            "modelIds": [SEEDREAM_4],
+        },
+    )
+    assert response.status_code == 200
+    (result,) = response.json()["results"]
+    assert result["status"] == "FAILED"
+    assert result["error"]["code"] == "InputTextSensitiveContentDetected"
+    assert "sensitive" in result["error"]["message"]
+    assert result["storageStatus"] is None
+    row = GenerationResult.objects.get(pk=result["id"])
+    assert row.error_code == "InputTextSensitiveContentDetected"
+
+
+def test_two_models_take_about_as_long_as_one(demo: Any, token_client: Client) -> None:
+    """Models are called concurrently: two slow models cost one delay, not two."""
+    body = {"prompt": "a slow fox [demo:slow=1.5]", "modelIds": [SEEDREAM_4, SEEDREAM_3]}
+    started = time.monotonic()
+    response = post(token_client, body)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json()["results"]] == ["SUCCESS", "SUCCESS"]
+    assert elapsed < 2.6, f"two 1.5 s models took {elapsed:.1f} s: called one after the other"
+
+
+def test_sequential_generation_gives_one_result_per_image(demo: Any, token_client: Client) -> None:
+    response = post(
+        token_client,
+        {"prompt": "a comic strip", "modelIds": [SEEDREAM_4], "params": {"max_images": 3}},
+    )
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["SUCCESS"] * 3
+    assert len({r["externalImageUrl"] for r in results}) == 3
+
+
+def test_generation_detail_answers_the_same_shape(demo: Any, token_client: Client) -> None:
+    created = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]}).json()
+    polled = token_client.get(f"/api/generations/{created['generationId']}").json()
+    assert polled["generationId"] == created["generationId"]
+    assert polled["results"] == created["results"]
+    assert token_client.get("/api/generations/999999").status_code == 404
+
+
+def test_reference_result_is_passed_upstream(demo: Any, token_client: Client) -> None:
+    first = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]}).json()["results"][0]
+    response = post(
+        token_client,
+        {
+            "prompt": "the fox, in winter",
+            "modelIds": [SEEDREAM_4],
+            "image": f"result:{first['id']}",
+        },
+    )
+    assert response.status_code == 200
+    calls = [e for e in demo.request_log if e["method"] == "POST"]
+    assert calls[-1]["json"]["image"] == first["externalImageUrl"]
+    generation = Generation.objects.get(pk=response.json()["generationId"])
+    assert generation.reference_result_id == first["id"]
+
+
+def test_healthz_reports_each_part_without_auth(client: Client) -> None:
+    response = client.get("/healthz")
+    body = response.json()
+    assert set(body) == {"database", "storage", "broker"}
+    assert body["database"] == "ok"
+    assert body["storage"] == "ok"
+    assert response.status_code == (200 if body["broker"] == "ok" else 503)
