@@ -1,0 +1,982 @@
+"""A small Ark-compatible image generation server, for development, tests and benchmarks.
+
+It answers ``POST /api/v3/images/generations`` with Ark's request, response and error
+shapes, renders real images locally with Pillow, and serves them at TOS-style signed
+URLs that answer 403 ``AccessDenied`` once expired or tampered with, as Ark's do. The
+embedded default (no ``ARK_API_KEY``) talks to it, so genvault works offline.
+
+Markers in the prompt switch faults on, so that tests and benchmarks can reproduce what
+a real upstream or image host does on a bad day. Several may be combined; they are
+stripped from the text drawn on the image. Unknown markers answer 400 InvalidParameter.
+
+Generation (the POST):
+
+=========================  ===========================================================
+``[demo:slow=S]``          sleep S seconds (float) before answering
+``[demo:status=CODE]``     answer HTTP CODE (400-599) with an Ark error body; 429 is
+                           ``RateLimitExceeded.EndpointRPM``, 500 ``InternalServiceError``
+``[demo:flaky=N]``         the first N calls with this exact prompt answer 500, then OK
+``[demo:error=CODE]``      400 with Ark error code CODE (``InputTextSensitiveContentDetected``)
+``[demo:item_error]``      HTTP 200, but the first data item is ``{"error": {"code":
+                           "OutputImageSensitiveContentDetected", ...}}`` (the others, with
+                           sequential generation, are images)
+``[demo:png]``             render PNG instead of JPEG
+``[demo:webp]``            render WebP instead of JPEG
+``[demo:big=MB]``          serve a real JPEG of about MB MiB (noise; made once per size and
+                           cached; up to 256 MiB, ~0.7 s per 100 MiB the first time)
+``[demo:host=FORM]``       write the image URL with another loopback spelling: ``127.0.0.2``,
+                           ``[::1]``, ``2130706433``, ``[::ffff:127.0.0.1]``, ``localhost``
+=========================  ===========================================================
+
+Image serving (baked into the signed URL as the ``fault`` query parameter, so the URL
+alone reproduces it):
+
+=============================  =======================================================
+``[demo:expired]``             X-Tos-Date lies in the past: the URL answers 403 at once
+``[demo:truncated]``           declares the full Content-Length, sends half, closes
+``[demo:oversized=MB]``        streams MB MiB (a JPEG start, then padding), with length
+``[demo:oversized_chunked=MB]``  the same, chunked, without Content-Length
+``[demo:html]``                an HTML page, ``text/html``
+``[demo:svg]``                 an SVG holding a script, ``image/svg+xml``
+``[demo:wrong_type]``          real PNG bytes declared ``image/jpeg``
+``[demo:text_type]``           real JPEG bytes declared ``text/plain``
+``[demo:flaky_image=N]``       the first N GETs of the URL answer 503
+``[demo:slow_image=S]``        headers at once, then the body dripped over S seconds
+``[demo:bomb]``                a ~110 KB PNG claiming 30000x30000 pixels
+``[demo:redirect_loopback]``   302 to the same image at ``http://localhost:PORT/...``
+``[demo:redirect=N]``          N chained 302s (each to the URL with N-1) before the image
+=============================  =======================================================
+
+``GET /_demo/requests`` returns every request received (except ``/_demo/`` ones) as
+JSON: ``[{"method", "path", "host", "headers", "json", "time"}]``; ``DELETE`` clears it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+import secrets
+import socket
+import socketserver
+import struct
+import textwrap
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from PIL import Image, ImageDraw, ImageFont
+
+logger = logging.getLogger(__name__)
+
+API_PATH = "/api/v3/images/generations"
+REQUESTS_PATH = "/_demo/requests"
+IMAGE_PATH_RE = re.compile(r"/images/([0-9a-f]{32})\.(jpeg|png|webp)")
+MARKER_RE = re.compile(r"\[demo:([a-z_]+)(?:=(\[[^\]]*\]|[^\]]*))?\]", re.IGNORECASE)
+TOS_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+MiB = 1024 * 1024
+
+MAX_REQUEST_BYTES = 20 * MiB  # a data: URI reference image may be large
+MAX_STORED_IMAGES = 500
+MAX_STORED_BYTES = 1024 * MiB
+MAX_LOGGED_REQUESTS = 10_000
+MAX_SIDE = 4096
+MIN_SIDE = 16
+MAX_BIG_MB = 256
+BOMB_SIDE = 30_000
+
+SIZE_LABELS = {"1k": 1024, "2k": 2048, "4k": 4096}
+LOOPBACK_HOST_FORMS = {
+    "127.0.0.1": "127.0.0.1",
+    "127.0.0.2": "127.0.0.2",
+    "localhost": "localhost",
+    "2130706433": "2130706433",
+    "::1": "[::1]",
+    "[::1]": "[::1]",
+    "::ffff:127.0.0.1": "[::ffff:127.0.0.1]",
+    "[::ffff:127.0.0.1]": "[::ffff:127.0.0.1]",
+}
+
+# switch name -> kind of value: None (a flag), "float", "int", "code", "host"
+GENERATION_SWITCHES: dict[str, str | None] = {
+    "slow": "float",
+    "status": "int",
+    "flaky": "int",
+    "error": "code",
+    "item_error": None,
+    "png": None,
+    "webp": None,
+    "big": "float",
+    "host": "host",
+}
+SERVING_FAULTS: dict[str, str | None] = {
+    "expired": None,
+    "truncated": None,
+    "oversized": "float",
+    "oversized_chunked": "float",
+    "html": None,
+    "svg": None,
+    "wrong_type": None,
+    "text_type": None,
+    "flaky_image": "int",
+    "slow_image": "float",
+    "bomb": None,
+    "redirect_loopback": None,
+    "redirect": "int",
+}
+
+STATUS_ERRORS = {
+    400: ("InvalidParameter", "BadRequest", "The request is invalid."),
+    401: ("AuthenticationError", "Unauthorized", "The API key is missing or invalid."),
+    403: ("AccessDenied", "Forbidden", "You do not have access to this resource."),
+    404: ("InvalidEndpointOrModel.NotFound", "NotFound", "The model does not exist."),
+    429: (
+        "RateLimitExceeded.EndpointRPM",
+        "TooManyRequests",
+        "The request rate exceeded the endpoint's RPM limit. Please retry later.",
+    ),
+    500: ("InternalServiceError", "InternalServerError", "The service encountered an error."),
+    502: ("BadGateway", "BadGateway", "The service is temporarily unreachable."),
+    503: ("ServiceUnavailable", "ServiceUnavailable", "The service is overloaded."),
+    504: ("GatewayTimeout", "GatewayTimeout", "The service did not answer in time."),
+}
+ERROR_MESSAGES = {
+    "InputTextSensitiveContentDetected": (
+        "The request failed because the input text may contain sensitive information."
+    ),
+    "InputImageSensitiveContentDetected": (
+        "The request failed because the input image may contain sensitive information."
+    ),
+    "OutputImageSensitiveContentDetected": (
+        "The request failed because the output image may contain sensitive information."
+    ),
+}
+
+HTML_PAGE = (
+    b"<!doctype html><html><head><title>Sign in</title></head><body>"
+    b"<h1>This is not an image</h1><script>document.title='owned'</script></body></html>"
+)
+SVG_IMAGE = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+    b"<script>alert(document.domain)</script>"
+    b'<rect width="64" height="64" fill="red"/></svg>'
+)
+
+
+class SwitchError(ValueError):
+    """A prompt marker or parameter that the demo upstream cannot honour."""
+
+
+def parse_switches(prompt: str) -> tuple[str, dict[str, str]]:
+    """The prompt without its ``[demo:...]`` markers, and the markers as name -> value."""
+    switches: dict[str, str] = {}
+    for match in MARKER_RE.finditer(prompt):
+        name = match.group(1).lower()
+        value = match.group(2)
+        kind = GENERATION_SWITCHES.get(name, SERVING_FAULTS.get(name, "unknown"))
+        if kind == "unknown":
+            raise SwitchError(f"unknown demo switch [demo:{name}]")
+        if kind is None:
+            if value:
+                raise SwitchError(f"[demo:{name}] takes no value")
+            switches[name] = ""
+            continue
+        if not value:
+            raise SwitchError(f"[demo:{name}=...] needs a value")
+        _check_value(name, kind, value)
+        switches[name] = value
+    text = " ".join(MARKER_RE.sub(" ", prompt).split())
+    return text, switches
+
+
+def _check_value(name: str, kind: str, value: str) -> None:
+    try:
+        if kind == "float" and not (0 <= float(value) < 1e6):
+            raise ValueError
+        if kind == "int" and int(value) < 0:
+            raise ValueError
+    except ValueError:
+        raise SwitchError(f"[demo:{name}={value}]: not a valid number") from None
+    if kind == "code" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.]*", value):
+        raise SwitchError(f"[demo:{name}={value}]: not an error code")
+    if kind == "host" and value.lower() not in LOOPBACK_HOST_FORMS:
+        raise SwitchError(f"[demo:host={value}]: one of {', '.join(sorted(LOOPBACK_HOST_FORMS))}")
+    if name == "status" and not 400 <= int(value) <= 599:
+        raise SwitchError("[demo:status=CODE] needs a code from 400 to 599")
+    if name == "big" and not 0 < float(value) <= MAX_BIG_MB:
+        raise SwitchError(f"[demo:big=MB] supports up to {MAX_BIG_MB} MB")
+
+
+def encode_faults(faults: dict[str, str]) -> str:
+    return ",".join(f"{name}={value}" if value else name for name, value in sorted(faults.items()))
+
+
+def decode_faults(text: str) -> dict[str, str]:
+    faults: dict[str, str] = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        faults[name] = value
+    return faults
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    """Ark's size: ``1K``/``2K``/``4K``, ``WxH``, or ``adaptive``/absent (2048x2048)."""
+    if size is None or size == "" or (isinstance(size, str) and size.lower() == "adaptive"):
+        return 2048, 2048
+    if not isinstance(size, str):
+        raise SwitchError("size must be a string such as 2K or 1024x1024")
+    label = size.strip().lower()
+    if label in SIZE_LABELS:
+        side = SIZE_LABELS[label]
+        return side, side
+    match = re.fullmatch(r"(\d{1,5})\s*[x*]\s*(\d{1,5})", label)
+    if not match:
+        raise SwitchError(f"size {size!r} is not 1K, 2K, 4K, adaptive or WxH")
+    width, height = (min(MAX_SIDE, max(MIN_SIDE, int(v))) for v in match.groups())
+    return width, height
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow built without FreeType
+        return ImageFont.load_default()
+
+
+def render_image(
+    text: str,
+    *,
+    seed_material: str,
+    width: int,
+    height: int,
+    image_format: str,
+    watermark: bool,
+) -> bytes:
+    """A colourful pattern seeded by ``seed_material``, with ``text`` drawn on it."""
+    rng = random.Random(hashlib.sha256(seed_material.encode()).digest())
+    # Shapes are drawn small and scaled up: fast even at 4096x4096.
+    scale = min(1.0, 384 / max(width, height))
+    small_w, small_h = max(2, round(width * scale)), max(2, round(height * scale))
+    corners = Image.new("RGB", (2, 2))
+    corners.putdata([tuple(rng.randrange(256) for _ in range(3)) for _ in range(4)])
+    canvas = corners.resize((small_w, small_h), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    for _ in range(rng.randrange(6, 14)):
+        x0, y0 = rng.randrange(small_w), rng.randrange(small_h)
+        radius = rng.randrange(
+            max(2, min(small_w, small_h) // 12), max(3, min(small_w, small_h) // 3)
+        )
+        colour = (
+            rng.randrange(256),
+            rng.randrange(256),
+            rng.randrange(256),
+            rng.randrange(80, 180),
+        )
+        box = (x0 - radius, y0 - radius, x0 + radius, y0 + radius)
+        if rng.random() < 0.5:
+            draw.ellipse(box, fill=colour)
+        else:
+            draw.rectangle(box, fill=colour)
+    image = canvas.resize((width, height), Image.Resampling.BILINEAR)
+
+    draw = ImageDraw.Draw(image)
+    font_size = max(10, min(width, height) // 22)
+    font = _font(font_size)
+    chars_per_line = max(8, int(width / (font_size * 0.6)) - 2)
+    lines = textwrap.wrap(text[:400], chars_per_line)[:8] or [""]
+    y = max(4, height // 12)
+    for line in lines:
+        draw.text(
+            (width // 20, y), line, fill="white", font=font, stroke_width=2, stroke_fill="black"
+        )
+        y += int(font_size * 1.3)
+    if watermark:
+        mark_font = _font(max(8, font_size // 2))
+        draw.text(
+            (width - width // 4, height - font_size),
+            "AI generated",
+            fill=(255, 255, 255),
+            font=mark_font,
+            stroke_width=1,
+            stroke_fill="black",
+        )
+
+    out = io.BytesIO()
+    if image_format == "PNG":
+        image.save(out, "PNG", compress_level=1)
+    elif image_format == "WEBP":
+        image.save(out, "WEBP", quality=80, method=0)
+    else:
+        image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+_cache_lock = threading.Lock()
+_big_jpegs: dict[float, tuple[bytes, int, int]] = {}
+_bomb_png: bytes | None = None
+
+
+def big_jpeg(megabytes: float) -> tuple[bytes, int, int]:
+    """A real JPEG of about ``megabytes`` MiB (noise compresses badly), cached per size."""
+    with _cache_lock:
+        cached = _big_jpegs.get(megabytes)
+        if cached:
+            return cached
+        sample = Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3))
+        probe = io.BytesIO()
+        sample.save(probe, "JPEG", quality=100, subsampling=0)
+        bytes_per_pixel = len(probe.getvalue()) / (256 * 256)
+        side = max(64, int(math.sqrt(megabytes * MiB / bytes_per_pixel)))
+        noise = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+        out = io.BytesIO()
+        noise.save(out, "JPEG", quality=100, subsampling=0)
+        result = (out.getvalue(), side, side)
+        _big_jpegs[megabytes] = result
+        return result
+
+
+def bomb_png() -> bytes:
+    """A valid ~110 KB PNG of 30000x30000 black pixels: 900 megapixels once decoded."""
+    global _bomb_png
+    with _cache_lock:
+        if _bomb_png is None:
+
+            def chunk(kind: bytes, data: bytes) -> bytes:
+                crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+                return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+            header = struct.pack(">IIBBBBB", BOMB_SIDE, BOMB_SIDE, 1, 0, 0, 0, 0)
+            row = b"\x00" * (1 + BOMB_SIDE // 8 + 1)  # filter byte + 1-bit pixels
+            compressor = zlib.compressobj(9)
+            parts = [compressor.compress(row * 1000) for _ in range(BOMB_SIDE // 1000)]
+            parts.append(compressor.flush())
+            _bomb_png = (
+                b"\x89PNG\r\n\x1a\n"
+                + chunk(b"IHDR", header)
+                + chunk(b"IDAT", b"".join(parts))
+                + chunk(b"IEND", b"")
+            )
+        return _bomb_png
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    body: bytes
+    content_type: str
+
+
+class _DemoHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    demo: DemoUpstream
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), slow in sandboxes.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+
+class _DemoHTTPServerV6(_DemoHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class DemoUpstream:
+    """The demo upstream: bound on construction, serving after ``start()``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        url_ttl: int = 86400,
+        extra_loopback_listeners: bool = True,
+    ) -> None:
+        self.host = host.strip("[]")
+        self.url_ttl = url_ttl
+        self._signing_key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._images: OrderedDict[str, StoredImage] = OrderedDict()
+        self._stored_bytes = 0
+        self._counters: dict[str, int] = {}
+        self._request_log: list[dict[str, Any]] = []
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._servers = [self._bind(self.host, port)]
+        self.port = int(self._servers[0].server_address[1])
+        if extra_loopback_listeners and self.host in ("127.0.0.1", "localhost"):
+            # So that a URL written as 127.0.0.2 or [::1] (host=FORM) really reaches us: a
+            # fetcher that refuses it is then refusing something that would have worked.
+            for extra_host in ("127.0.0.2", "::1"):
+                try:
+                    self._servers.append(self._bind(extra_host, self.port))
+                except OSError:
+                    logger.debug("demo upstream: cannot also listen on %s", extra_host)
+
+    def _bind(self, host: str, port: int) -> _DemoHTTPServer:
+        server_class = _DemoHTTPServerV6 if ":" in host else _DemoHTTPServer
+        server = server_class((host, port), _DemoRequestHandler)
+        server.demo = self
+        return server
+
+    # -- addresses -----------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        host = self.host
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only ever advertised as loopback
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def api_base_url(self) -> str:
+        return self.base_url + "/api/v3"
+
+    @property
+    def listening_on(self) -> list[str]:
+        return [str(server.server_address[0]) for server in self._servers]
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> DemoUpstream:
+        for server in self._servers:
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="demo-upstream-" + str(server.server_address[0]),
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._threads:
+            for server in self._servers:
+                server.shutdown()
+        for server in self._servers:
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def serve_forever(self) -> None:
+        """Serve until ``stop()`` or Ctrl-C (KeyboardInterrupt reaches the caller)."""
+        self.start()
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> DemoUpstream:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- state shared by the request threads ---------------------------------------
+
+    @property
+    def request_log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._request_log)
+
+    def clear_request_log(self) -> None:
+        with self._lock:
+            self._request_log.clear()
+
+    def log_request(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._request_log.append(entry)
+            del self._request_log[:-MAX_LOGGED_REQUESTS]
+
+    def count(self, key: str) -> int:
+        """How many times ``key`` was counted, this time included."""
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0) + 1
+            return self._counters[key]
+
+    def peek_count(self, key: str) -> int:
+        with self._lock:
+            return self._counters.get(key, 0)
+
+    def store_image(self, image: StoredImage) -> str:
+        image_id = secrets.token_hex(16)
+        with self._lock:
+            self._images[image_id] = image
+            self._stored_bytes += len(image.body)
+            while self._images and (
+                len(self._images) > MAX_STORED_IMAGES or self._stored_bytes > MAX_STORED_BYTES
+            ):
+                _, evicted = self._images.popitem(last=False)
+                self._stored_bytes -= len(evicted.body)
+        return image_id
+
+    def stored_image(self, image_id: str) -> StoredImage | None:
+        with self._lock:
+            return self._images.get(image_id)
+
+    # -- signed URLs -----------------------------------------------------------------
+
+    def _signature(self, path: str, params: dict[str, str]) -> str:
+        canonical = path + "\n" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+        return hmac.new(self._signing_key, canonical.encode(), hashlib.sha256).hexdigest()
+
+    def signed_url(
+        self,
+        path: str,
+        *,
+        faults: dict[str, str],
+        signed_at: datetime | None = None,
+        ttl: int | None = None,
+        base_url: str | None = None,
+    ) -> str:
+        ttl = self.url_ttl if ttl is None else ttl
+        signed_at = signed_at or datetime.now(UTC)
+        params = {
+            "X-Tos-Algorithm": "TOS4-HMAC-SHA256",
+            "X-Tos-Credential": "demo",
+            "X-Tos-Date": signed_at.strftime(TOS_DATE_FORMAT),
+            "X-Tos-Expires": str(ttl),
+            "X-Tos-SignedHeaders": "host",
+        }
+        if faults:
+            params["fault"] = encode_faults(faults)
+        params["X-Tos-Signature"] = self._signature(path, params)
+        return f"{base_url or self.base_url}{path}?{urlencode(params)}"
+
+    def check_signed(self, path: str, params: dict[str, str]) -> str | None:
+        """Why this URL is refused (TOS answers 403 AccessDenied), or None when it is good."""
+        signature = params.get("X-Tos-Signature", "")
+        unsigned = {k: v for k, v in params.items() if k != "X-Tos-Signature"}
+        if not signature or not hmac.compare_digest(signature, self._signature(path, unsigned)):
+            return "The request signature we calculated does not match the signature you provided."
+        try:
+            signed_at = datetime.strptime(params["X-Tos-Date"], TOS_DATE_FORMAT).replace(tzinfo=UTC)
+            expires_at = signed_at + timedelta(seconds=int(params["X-Tos-Expires"]))
+        except (KeyError, ValueError):
+            return "The request is missing a valid X-Tos-Date or X-Tos-Expires."
+        if datetime.now(UTC) >= expires_at:
+            return "Request has expired."
+        return None
+
+
+class _DemoRequestHandler(BaseHTTPRequestHandler):
+    server: _DemoHTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive, and chunked bodies for oversized_chunked
+    server_version = "DemoArk/1.0"
+    sys_version = ""
+    timeout = 60  # an idle keep-alive connection does not hold a thread forever
+
+    @property
+    def demo(self) -> DemoUpstream:
+        return self.server.demo
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("demo upstream %s: " + format, self.address_string(), *args)
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _record(self, body: Any = None) -> None:
+        if urlsplit(self.path).path.startswith("/_demo/"):
+            return
+        headers = dict(self.headers.items())
+        authorization = headers.get("Authorization")
+        if authorization and authorization != "Bearer demo":
+            # Enough to prove a key was sent, never the key itself.
+            headers["Authorization"] = authorization.split(" ", 1)[0] + " <redacted>"
+        self.demo.log_request(
+            {
+                "method": self.command,
+                "path": self.path,
+                "host": self.headers.get("Host", ""),
+                "headers": headers,
+                "json": body,
+                "time": time.time(),
+            }
+        )
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _ark_error(self, status: int, code: str, message: str, param: str = "") -> None:
+        error_type = STATUS_ERRORS.get(status, ("", "Error", ""))[1]
+        request_id = secrets.token_hex(16)
+        self._send_json(
+            status,
+            {
+                "error": {
+                    "code": code,
+                    "message": f"{message} Request id: {request_id}",
+                    "param": param,
+                    "type": error_type,
+                }
+            },
+        )
+
+    def _tos_error(self, status: int, code: str, message: str) -> None:
+        self._send_json(
+            status,
+            {
+                "Code": code,
+                "Message": message,
+                "RequestId": secrets.token_hex(12),
+                "HostId": "demo",
+            },
+        )
+
+    def _safely(self, handler: Any) -> None:
+        try:
+            handler()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            # The client went away (or read too slowly): nothing left to tell it.
+            self.close_connection = True
+
+    # -- routes ------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        self._safely(self._post)
+
+    def do_GET(self) -> None:
+        self._safely(self._get)
+
+    def do_HEAD(self) -> None:
+        self._safely(self._get)
+
+    def do_DELETE(self) -> None:
+        self._record()
+        if urlsplit(self.path).path == REQUESTS_PATH:
+            self.demo.clear_request_log()
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._tos_error(404, "NotFound", "No such resource.")
+
+    def _get(self) -> None:
+        self._record()
+        url = urlsplit(self.path)
+        if url.path == REQUESTS_PATH:
+            self._send_json(200, self.demo.request_log)
+        elif url.path in ("/", "/healthz"):
+            self._send_json(200, {"status": "ok", "api": self.demo.api_base_url})
+        elif IMAGE_PATH_RE.fullmatch(url.path):
+            self._serve_image(url.path, url.query)
+        else:
+            self._tos_error(404, "NoSuchKey", "The specified key does not exist.")
+
+    def _post(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = MAX_REQUEST_BYTES + 1  # unreadable: refused like a body too large
+        if length > MAX_REQUEST_BYTES:
+            self._record()
+            self.close_connection = True
+            self._ark_error(400, "InvalidParameter", "The request body is too large.")
+            return
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        self._record(body)
+        if urlsplit(self.path).path != API_PATH:
+            self._ark_error(404, "NotFound", f"No API at {urlsplit(self.path).path}.")
+            return
+        authorization = self.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self._ark_error(
+                401,
+                "AuthenticationError",
+                "The API key or AK/SK in the request is missing or invalid.",
+            )
+            return
+        if not isinstance(body, dict):
+            self._ark_error(400, "InvalidParameter", "The request body is not a JSON object.")
+            return
+        self._generate(body)
+
+    # -- generation ------------------------------------------------------------------
+
+    def _generate(self, body: dict[str, Any]) -> None:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            self._ark_error(
+                400,
+                "InvalidParameter",
+                "The parameter `prompt` specified in the request is not valid: it is required.",
+                param="prompt",
+            )
+            return
+        model = body.get("model")
+        if not isinstance(model, str) or not model.startswith(("doubao-", "demo-")):
+            self._ark_error(
+                404,
+                "InvalidEndpointOrModel.NotFound",
+                f"The model or endpoint {model} does not exist or you do not have access to it.",
+            )
+            return
+        try:
+            text, switches = parse_switches(prompt)
+            width, height = parse_size(body.get("size"))
+            count = self._image_count(body)
+        except SwitchError as exc:
+            self._ark_error(400, "InvalidParameter", str(exc))
+            return
+
+        if "slow" in switches:
+            time.sleep(float(switches["slow"]))
+        if "flaky" in switches and self.demo.count(f"flaky:{prompt}") <= int(switches["flaky"]):
+            code, _, message = STATUS_ERRORS[500]
+            self._ark_error(500, code, message)
+            return
+        if "status" in switches:
+            status = int(switches["status"])
+            code, _, message = STATUS_ERRORS.get(status, (f"DemoStatus{status}", "", "Demo."))
+            self._ark_error(status, code, message)
+            return
+        if "error" in switches:
+            code = switches["error"]
+            self._ark_error(400, code, ERROR_MESSAGES.get(code, f"Demo error {code}."))
+            return
+
+        data: list[dict[str, Any]] = []
+        pixels = 0
+        for index in range(count):
+            if index == 0 and "item_error" in switches:
+                code = "OutputImageSensitiveContentDetected"
+                data.append({"error": {"code": code, "message": ERROR_MESSAGES[code]}})
+                continue
+            item, item_pixels = self._make_image(
+                body, text=text, switches=switches, index=index, width=width, height=height
+            )
+            data.append(item)
+            pixels += item_pixels
+        tokens = pixels // 256  # Ark bills about one output token per 16x16 pixels
+        self._send_json(
+            200,
+            {
+                "model": body["model"],
+                "created": int(time.time()),
+                "data": data,
+                "usage": {
+                    "generated_images": sum(1 for item in data if "error" not in item),
+                    "output_tokens": tokens,
+                    "total_tokens": tokens,
+                },
+            },
+        )
+
+    @staticmethod
+    def _image_count(body: dict[str, Any]) -> int:
+        if body.get("sequential_image_generation", "disabled") != "auto":
+            return 1
+        options = body.get("sequential_image_generation_options") or {}
+        if not isinstance(options, dict):
+            raise SwitchError("sequential_image_generation_options must be an object")
+        max_images = options.get("max_images", 1)
+        if not isinstance(max_images, int) or not 1 <= max_images <= 15:
+            raise SwitchError("max_images must be an integer from 1 to 15")
+        return max_images
+
+    def _make_image(
+        self,
+        body: dict[str, Any],
+        *,
+        text: str,
+        switches: dict[str, str],
+        index: int,
+        width: int,
+        height: int,
+    ) -> tuple[dict[str, Any], int]:
+        faults = {name: value for name, value in switches.items() if name in SERVING_FAULTS}
+        extension = "jpeg"
+        if "bomb" in switches:
+            content, content_type, extension = bomb_png(), "image/png", "png"
+            width = height = BOMB_SIDE
+        elif "big" in switches:
+            content, width, height = big_jpeg(float(switches["big"]))
+            content_type = "image/jpeg"
+        elif "html" in switches:
+            content, content_type = HTML_PAGE, "text/html; charset=utf-8"
+        elif "svg" in switches:
+            content, content_type = SVG_IMAGE, "image/svg+xml"
+        else:
+            image_format = "JPEG"
+            if "png" in switches or "wrong_type" in switches:
+                image_format, extension = "PNG", "png"
+            elif "webp" in switches:
+                image_format, extension = "WEBP", "webp"
+            seed_material = f"{body['prompt']}|{body.get('seed', -1)}|{index}|{body.get('image')}"
+            content = render_image(
+                text,
+                seed_material=seed_material,
+                width=width,
+                height=height,
+                image_format=image_format,
+                watermark=bool(body.get("watermark", True)),
+            )
+            content_type = f"image/{extension}"
+            if "wrong_type" in switches:
+                # The bytes are PNG, the URL and the header say JPEG.
+                content_type, extension = "image/jpeg", "jpeg"
+            elif "text_type" in switches:
+                content_type = "text/plain"
+
+        image_id = self.demo.store_image(StoredImage(body=content, content_type=content_type))
+        path = f"/images/{image_id}.{extension}"
+        signed_at = None
+        if "expired" in switches:
+            signed_at = datetime.now(UTC) - timedelta(seconds=self.demo.url_ttl + 3600)
+        base_url = None
+        if "host" in switches:
+            base_url = f"http://{LOOPBACK_HOST_FORMS[switches['host'].lower()]}:{self.demo.port}"
+        url = self.demo.signed_url(path, faults=faults, signed_at=signed_at, base_url=base_url)
+        size = f"{width}x{height}"
+        if body.get("response_format") == "b64_json":
+            return {"b64_json": base64.b64encode(content).decode(), "size": size}, width * height
+        return {"url": url, "size": size}, width * height
+
+    # -- image serving -------------------------------------------------------------------
+
+    def _serve_image(self, path: str, query: str) -> None:
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        refusal = self.demo.check_signed(path, params)
+        if refusal:
+            self._tos_error(403, "AccessDenied", refusal)
+            return
+        match = IMAGE_PATH_RE.fullmatch(path)
+        assert match is not None
+        stored = self.demo.stored_image(match.group(1))
+        if stored is None:
+            self._tos_error(404, "NoSuchKey", "The specified key does not exist.")
+            return
+        faults = decode_faults(params.get("fault", ""))
+
+        if "flaky_image" in faults:
+            key = f"flaky_image:{path}?{query}"
+            seen = self.demo.count(key) if self.command == "GET" else self.demo.peek_count(key)
+            if seen <= int(faults["flaky_image"]):
+                self._tos_error(503, "ServiceUnavailable", "Please reduce your request rate.")
+                return
+        signed_at = datetime.strptime(params["X-Tos-Date"], TOS_DATE_FORMAT).replace(tzinfo=UTC)
+        ttl = int(params["X-Tos-Expires"])
+        if int(faults.get("redirect") or 0) > 0:
+            remaining = int(faults["redirect"]) - 1
+            next_faults = {k: v for k, v in faults.items() if k != "redirect"}
+            if remaining:
+                next_faults["redirect"] = str(remaining)
+            host = self.headers.get("Host") or self.demo.base_url.split("//", 1)[1]
+            location = self.demo.signed_url(
+                path, faults=next_faults, signed_at=signed_at, ttl=ttl, base_url=f"http://{host}"
+            )
+            self._send(302, b"", "text/plain", {"Location": location})
+            return
+        if "redirect_loopback" in faults:
+            next_faults = {k: v for k, v in faults.items() if k != "redirect_loopback"}
+            location = self.demo.signed_url(
+                path,
+                faults=next_faults,
+                signed_at=signed_at,
+                ttl=ttl,
+                base_url=f"http://localhost:{self.demo.port}",
+            )
+            self._send(302, b"", "text/plain", {"Location": location})
+            return
+
+        headers = {"Cache-Control": "max-age=86400", "X-Tos-Request-Id": secrets.token_hex(8)}
+        if "oversized" in faults:
+            self._stream_oversized(stored, int(float(faults["oversized"]) * MiB), chunked=False)
+        elif "oversized_chunked" in faults:
+            self._stream_oversized(
+                stored, int(float(faults["oversized_chunked"]) * MiB), chunked=True
+            )
+        elif "truncated" in faults:
+            self.send_response(200)
+            self.send_header("Content-Type", stored.content_type)
+            self.send_header("Content-Length", str(len(stored.body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if self.command != "HEAD":
+                self.wfile.write(stored.body[: len(stored.body) // 2])
+                self.wfile.flush()
+        elif "slow_image" in faults:
+            self.send_response(200)
+            self.send_header("Content-Type", stored.content_type)
+            self.send_header("Content-Length", str(len(stored.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self._drip(stored.body, float(faults["slow_image"]))
+        else:
+            self._send(200, stored.body, stored.content_type, headers)
+
+    def _drip(self, body: bytes, seconds: float) -> None:
+        pieces = 20
+        step = max(1, math.ceil(len(body) / pieces))
+        for offset in range(0, len(body), step):
+            self.wfile.write(body[offset : offset + step])
+            self.wfile.flush()
+            if offset + step < len(body):
+                time.sleep(seconds / pieces)
+
+    def _stream_oversized(self, stored: StoredImage, total: int, *, chunked: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(total))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        # A real image start (so that sniffing says JPEG), then padding up to the size.
+        head = stored.body[:total]
+        padding = b"\0" * (256 * 1024)
+        sent = 0
+        while sent < total:
+            piece = head if sent == 0 and head else padding[: total - sent]
+            if chunked:
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            else:
+                self.wfile.write(piece)
+            sent += len(piece)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()

@@ -1,0 +1,489 @@
+"""The demo upstream: Ark's shapes, signed expiring URLs, and every fault switch."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+import requests
+from django.core.management import CommandError, call_command
+from PIL import Image
+
+from generations.demo_upstream import DemoUpstream
+from generations.upstream import ArkClient, UpstreamError, UpstreamImage, external_url_expiry
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+
+
+def generate_body(demo: DemoUpstream, body: dict[str, Any], **headers: str) -> requests.Response:
+    return requests.post(
+        demo.api_base_url + "/images/generations",
+        json=body,
+        headers={"Authorization": "Bearer demo", **headers},
+        timeout=10,
+    )
+
+
+def image_url(demo: DemoUpstream, prompt: str, *, size: str = "128x128", **extra: Any) -> str:
+    response = generate_body(
+        demo, {"model": "doubao-seedream-4-0-250828", "prompt": prompt, "size": size, **extra}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"][0]["url"]
+
+
+def raw_get(url: str, method: str = "GET") -> tuple[http.client.HTTPResponse, bytes, bool]:
+    """Status, the bytes actually received, and whether the body ended early."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request(method, f"{parts.path}?{parts.query}")
+    response = connection.getresponse()
+    try:
+        return response, response.read(), False
+    except http.client.IncompleteRead as exc:
+        return response, exc.partial, True
+    finally:
+        connection.close()
+
+
+def with_query(url: str, **changes: str | None) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for key, value in changes.items():
+        if value is None:
+            query.pop(key, None)
+        else:
+            query[key] = value
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# -- Ark's request and response shapes ---------------------------------------------------------
+
+
+def test_answers_in_arks_shape_with_usage(demo_upstream: DemoUpstream, unique_prompt: Any) -> None:
+    response = generate_body(
+        demo_upstream,
+        {
+            "model": "doubao-seedream-4-0-250828",
+            "prompt": unique_prompt(),
+            "size": "256x128",
+            "sequential_image_generation": "auto",
+            "sequential_image_generation_options": {"max_images": 2},
+        },
+    )
+
+    assert response.status_code == 200
+    payload = response.json()
+    assert payload["model"] == "doubao-seedream-4-0-250828"
+    assert abs(payload["created"] - time.time()) < 60
+    assert [item["size"] for item in payload["data"]] == ["256x128", "256x128"]
+    assert payload["usage"]["generated_images"] == 2
+    assert payload["usage"]["output_tokens"] == 2 * 256 * 128 // 256
+    assert payload["usage"]["total_tokens"] == payload["usage"]["output_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ("1K", (1024, 1024)),
+        ("adaptive", (2048, 2048)),
+        ("9000x100", (4096, 100)),
+        ("64X48", (64, 48)),
+    ],
+)
+def test_sizes_follow_ark(
+    demo_upstream: DemoUpstream, size: str, expected: tuple[int, int]
+) -> None:
+    url = image_url(demo_upstream, "a size test", size=size)
+
+    assert Image.open(io.BytesIO(requests.get(url, timeout=10).content)).size == expected
+
+
+def test_the_same_prompt_and_seed_give_the_same_picture(demo_upstream: DemoUpstream) -> None:
+    def picture(seed: int) -> bytes:
+        return requests.get(image_url(demo_upstream, "a red fox", seed=seed), timeout=5).content
+
+    assert picture(7) == picture(7)
+    assert picture(7) != picture(8)
+
+
+def test_refuses_a_request_without_a_bearer_key(demo_upstream: DemoUpstream) -> None:
+    response = requests.post(
+        demo_upstream.api_base_url + "/images/generations",
+        json={"model": "doubao-seedream-4-0-250828", "prompt": "a cat"},
+        timeout=5,
+    )
+
+    assert response.status_code == 401
+    assert set(response.json()["error"]) == {"code", "message", "param", "type"}
+    assert response.json()["error"]["code"] == "AuthenticationError"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "doubao-seedream-4-0-250828"}, 400, "InvalidParameter"),
+        ({"model": "doubao-seedream-4-0-250828", "prompt": "   "}, 400, "InvalidParameter"),
+        ({"model": "dall-e-3", "prompt": "a cat"}, 404, "InvalidEndpointOrModel.NotFound"),
+        ({"model": "demo-x", "prompt": "a cat", "size": "huge"}, 400, "InvalidParameter"),
+        ({"model": "demo-x", "prompt": "a cat [demo:nonsense]"}, 400, "InvalidParameter"),
+        ({"model": "demo-x", "prompt": "a cat [demo:slow=soon]"}, 400, "InvalidParameter"),
+        ({"model": "demo-x", "prompt": "[demo:status=200]"}, 400, "InvalidParameter"),
+        ({"model": "demo-x", "prompt": "[demo:status=503]"}, 503, "ServiceUnavailable"),
+        ({"model": "demo-x", "prompt": "[demo:status=500]"}, 500, "InternalServiceError"),
+    ],
+)
+def test_bad_requests_get_arks_errors(
+    demo_upstream: DemoUpstream, body: dict[str, Any], status: int, code: str
+) -> None:
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_b64_json_answers_carry_the_bytes(demo_upstream: DemoUpstream) -> None:
+    response = generate_body(
+        demo_upstream,
+        {"model": "demo-x", "prompt": "a cat", "size": "64x64", "response_format": "b64_json"},
+    )
+
+    import base64
+
+    item = response.json()["data"][0]
+    assert Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("marker", "pillow_format", "content_type"),
+    [("png", "PNG", "image/png"), ("webp", "WEBP", "image/webp")],
+)
+def test_other_formats(
+    demo_upstream: DemoUpstream, marker: str, pillow_format: str, content_type: str
+) -> None:
+    url = image_url(demo_upstream, f"a cat [demo:{marker}]")
+    response = requests.get(url, timeout=5)
+
+    assert response.headers["Content-Type"] == content_type
+    assert Image.open(io.BytesIO(response.content)).format == pillow_format
+    assert urlsplit(url).path.endswith(f".{marker}")
+
+
+def test_markers_combine_and_slow_waits(demo_upstream: DemoUpstream, unique_prompt: Any) -> None:
+    started = time.monotonic()
+    url = image_url(demo_upstream, unique_prompt("[demo:slow=0.4] a cat [demo:png]"))
+
+    assert time.monotonic() - started >= 0.4
+    assert urlsplit(url).path.endswith(".png")
+
+
+# -- signed URLs --------------------------------------------------------------------------------
+
+
+def test_urls_answer_403_once_expired() -> None:
+    with DemoUpstream(port=0, url_ttl=2, extra_loopback_listeners=False) as demo:
+        url = image_url(demo, "short lived")
+        expires_at = external_url_expiry(url)
+        assert expires_at is not None
+        assert requests.get(url, timeout=5).status_code == 200
+
+        time.sleep(max(0.0, expires_at.timestamp() - time.time()) + 0.05)
+        response = requests.get(url, timeout=5)
+
+    assert response.status_code == 403
+    assert response.json()["Code"] == "AccessDenied"
+    assert "expired" in response.json()["Message"]
+
+
+def test_the_expired_fault_gives_a_dead_url(demo_upstream: DemoUpstream) -> None:
+    url = image_url(demo_upstream, "old news [demo:expired]")
+
+    expires_at = external_url_expiry(url)
+    assert expires_at is not None
+    assert expires_at.timestamp() < time.time()
+    response = requests.get(url, timeout=5)
+    assert response.status_code == 403
+    assert response.json()["Code"] == "AccessDenied"
+
+
+def test_a_tampered_url_is_refused(demo_upstream: DemoUpstream) -> None:
+    url = image_url(demo_upstream, "signed [demo:truncated]")
+    signature = dict(parse_qsl(urlsplit(url).query))["X-Tos-Signature"]
+    forged = ("0" if signature[0] != "0" else "1") + signature[1:]
+
+    for bad_url in (
+        with_query(url, **{"X-Tos-Signature": forged}),
+        with_query(url, **{"X-Tos-Signature": None}),
+        with_query(url, **{"X-Tos-Expires": "999999999"}),
+        with_query(url, fault=None),  # the fault is signed too
+    ):
+        response = requests.get(bad_url, timeout=5)
+        assert response.status_code == 403, bad_url
+        assert response.json()["Code"] == "AccessDenied"
+
+
+def test_an_unknown_image_is_404(demo_upstream: DemoUpstream) -> None:
+    url = demo_upstream.signed_url("/images/" + "0" * 32 + ".jpeg", faults={})
+
+    assert requests.get(url, timeout=5).status_code == 404
+
+
+def test_head_gives_the_headers_without_the_body(demo_upstream: DemoUpstream) -> None:
+    url = image_url(demo_upstream, "a head")
+    full = requests.get(url, timeout=5)
+    response, body, _ = raw_get(url, "HEAD")
+
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "image/jpeg"
+    assert int(response.getheader("Content-Length")) == len(full.content)
+    assert body == b""
+
+
+# -- image-serving faults ------------------------------------------------------------------------
+
+
+def test_truncated_sends_half_of_what_it_declares(demo_upstream: DemoUpstream) -> None:
+    response, received, ended_early = raw_get(image_url(demo_upstream, "cut [demo:truncated]"))
+
+    declared = int(response.getheader("Content-Length"))
+    assert ended_early
+    assert 0 < len(received) == declared // 2
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_streams_that_many_megabytes(demo_upstream: DemoUpstream, chunked: bool) -> None:
+    marker = "oversized_chunked" if chunked else "oversized"
+    response = requests.get(
+        image_url(demo_upstream, f"big [demo:{marker}=3]"), stream=True, timeout=10
+    )
+    received = b"".join(response.iter_content(256 * 1024))
+
+    assert len(received) == 3 * MiB
+    assert received[:2] == b"\xff\xd8"  # starts as a JPEG, so sniffing alone does not catch it
+    if chunked:
+        assert "Content-Length" not in response.headers
+        assert response.headers["Transfer-Encoding"] == "chunked"
+    else:
+        assert response.headers["Content-Length"] == str(3 * MiB)
+
+
+def test_html_and_svg_are_not_images(demo_upstream: DemoUpstream) -> None:
+    html = requests.get(image_url(demo_upstream, "[demo:html]"), timeout=5)
+    svg = requests.get(image_url(demo_upstream, "[demo:svg]"), timeout=5)
+
+    assert html.headers["Content-Type"].startswith("text/html")
+    assert b"<html" in html.content
+    assert svg.headers["Content-Type"] == "image/svg+xml"
+    assert b"<script" in svg.content
+    for body in (html.content, svg.content):
+        with pytest.raises(Image.UnidentifiedImageError):
+            Image.open(io.BytesIO(body))
+
+
+def test_declared_types_can_lie(demo_upstream: DemoUpstream) -> None:
+    wrong = requests.get(image_url(demo_upstream, "[demo:wrong_type]"), timeout=5)
+    text = requests.get(image_url(demo_upstream, "[demo:text_type]"), timeout=5)
+
+    assert wrong.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(wrong.content)).format == "PNG"
+    assert text.headers["Content-Type"] == "text/plain"
+    assert Image.open(io.BytesIO(text.content)).format == "JPEG"
+
+
+def test_flaky_image_fails_the_first_gets(demo_upstream: DemoUpstream, unique_prompt: Any) -> None:
+    url = image_url(demo_upstream, unique_prompt("[demo:flaky_image=2]"))
+
+    statuses = [requests.get(url, timeout=5).status_code for _ in range(3)]
+
+    assert statuses == [503, 503, 200]
+
+
+def test_slow_image_drips_the_body(demo_upstream: DemoUpstream) -> None:
+    url = image_url(demo_upstream, "[demo:slow_image=0.8]")
+    started = time.monotonic()
+    response = requests.get(url, stream=True, timeout=5)
+    headers_after = time.monotonic() - started
+    body = response.content
+    total = time.monotonic() - started
+
+    assert headers_after < 0.4
+    assert total >= 0.7
+    assert Image.open(io.BytesIO(body)).format == "JPEG"
+
+
+def test_bomb_is_small_but_claims_900_megapixels(demo_upstream: DemoUpstream) -> None:
+    body = requests.get(image_url(demo_upstream, "[demo:bomb]"), timeout=10).content
+
+    assert len(body) < 200_000
+    assert body[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", body[16:24])
+    assert (width, height) == (30_000, 30_000)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(body))
+
+
+def test_redirect_loopback_points_at_localhost(demo_upstream: DemoUpstream) -> None:
+    url = image_url(demo_upstream, "[demo:redirect_loopback]")
+    first = requests.get(url, allow_redirects=False, timeout=5)
+
+    assert first.status_code == 302
+    location = urlsplit(first.headers["Location"])
+    assert location.netloc == f"localhost:{demo_upstream.port}"
+    followed = requests.get(first.headers["Location"], allow_redirects=False, timeout=5)
+    assert followed.status_code == 200
+    assert Image.open(io.BytesIO(followed.content)).format == "JPEG"
+
+
+def test_redirect_chains_have_the_length_asked(demo_upstream: DemoUpstream) -> None:
+    url = image_url(demo_upstream, "[demo:redirect=3]")
+
+    response = requests.get(url, timeout=5)
+    assert [hop.status_code for hop in response.history] == [302, 302, 302]
+    assert response.status_code == 200
+    session = requests.Session()
+    session.max_redirects = 2
+    with pytest.raises(requests.TooManyRedirects):
+        session.get(url, timeout=5)
+
+
+@pytest.mark.parametrize(
+    "form", ["127.0.0.2", "[::1]", "2130706433", "[::ffff:127.0.0.1]", "localhost"]
+)
+def test_other_loopback_spellings_still_reach_the_image(
+    demo_upstream: DemoUpstream, form: str
+) -> None:
+    url = image_url(demo_upstream, f"[demo:host={form}]")
+
+    assert urlsplit(url).netloc == f"{form}:{demo_upstream.port}"
+    if form == "[::1]" and "::1" not in demo_upstream.listening_on:
+        pytest.skip("this machine cannot listen on ::1")
+    response = requests.get(url, timeout=5)
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).format == "JPEG"
+
+
+def test_big_is_a_real_jpeg_of_about_that_size(demo_upstream: DemoUpstream) -> None:
+    first = requests.get(image_url(demo_upstream, "[demo:big=3]"), timeout=10).content
+    started = time.monotonic()
+    second = requests.get(image_url(demo_upstream, "again [demo:big=3]"), timeout=10).content
+
+    assert 0.8 * 3 * MiB < len(first) < 1.2 * 3 * MiB
+    assert Image.open(io.BytesIO(first)).format == "JPEG"
+    assert second == first  # made once per size, then cached
+    assert time.monotonic() - started < 1
+
+
+# -- the request log ------------------------------------------------------------------------------
+
+
+def test_request_log_over_http(demo_upstream: DemoUpstream) -> None:
+    url = image_url(demo_upstream, "logged")
+    requests.get(url, timeout=5)
+
+    log = requests.get(demo_upstream.base_url + "/_demo/requests", timeout=5).json()
+    assert [entry["method"] for entry in log] == ["POST", "GET"]
+    assert log[0]["json"]["prompt"] == "logged"
+    assert log[1]["path"] == url.split(str(demo_upstream.port), 1)[1]
+    assert log[1]["host"] == f"127.0.0.1:{demo_upstream.port}"
+    assert "Authorization" not in log[1]["headers"]
+
+    assert requests.delete(demo_upstream.base_url + "/_demo/requests", timeout=5).status_code == 204
+    assert requests.get(demo_upstream.base_url + "/_demo/requests", timeout=5).json() == []
+
+
+def test_a_real_key_is_never_kept_in_the_log(demo_upstream: DemoUpstream) -> None:
+    generate_body(
+        demo_upstream,
+        {"model": "demo-x", "prompt": "x", "size": "16x16"},
+        Authorization="Bearer sk-real",
+    )
+
+    assert demo_upstream.request_log[0]["headers"]["Authorization"] == "Bearer <redacted>"
+    assert "sk-real" not in json.dumps(demo_upstream.request_log)
+
+
+# -- the management command ------------------------------------------------------------------------
+
+
+def test_the_command_serves_until_interrupted() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "demo_upstream", "--port", "0", "--url-ttl", "60"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert "Demo upstream serving on http://127.0.0.1:" in line, process.stderr.read()
+        base_url = line.split("serving on ", 1)[1].split()[0]
+        client = ArkClient(
+            base_url=base_url + "/api/v3",
+            api_key="demo",
+            connect_timeout=2,
+            read_timeout=10,
+            max_retries=0,
+        )
+        items = client.generate(
+            model_id="doubao-seedream-4-0-250828",
+            prompt="from the command",
+            size="64x64",
+            params={},
+            image=None,
+            capabilities=set(),
+        )
+        assert isinstance(items[0], UpstreamImage)
+        assert items[0].expires_at is not None
+        assert items[0].expires_at.timestamp() - time.time() < 61
+        assert requests.get(items[0].url, timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert "Stopped." in out
+    assert "Traceback" not in err
+
+
+def test_the_command_refuses_a_bad_ttl() -> None:
+    with pytest.raises(CommandError, match="--url-ttl"):
+        call_command("demo_upstream", "--url-ttl", "0")
+
+
+def test_the_command_says_when_the_port_is_taken(demo_upstream: DemoUpstream) -> None:
+    with pytest.raises(CommandError, match="Cannot listen"):
+        call_command("demo_upstream", "--port", str(demo_upstream.port))
+
+
+def test_item_errors_and_images_together_through_the_client(demo_upstream: DemoUpstream) -> None:
+    client = ArkClient(
+        base_url=demo_upstream.api_base_url,
+        api_key="demo",
+        connect_timeout=2,
+        read_timeout=10,
+        max_retries=0,
+    )
+    items = client.generate(
+        model_id="doubao-seedream-4-0-250828",
+        prompt="[demo:item_error] two frames",
+        size="64x64",
+        params={"max_images": 2},
+        image=None,
+        capabilities={"sequential"},
+    )
+
+    assert isinstance(items[0], UpstreamError)
+    assert isinstance(items[1], UpstreamImage)
