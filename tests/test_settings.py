@@ -63,3 +63,20 @@ def test_s3_mode_with_everything_set_starts(tmp_path: Path) -> None:
         GENVAULT_VAR_DIR=str(tmp_path),
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def test_a_worker_with_a_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "DJANGO_"))}
+    env.update(STORAGE_MODE="s3", GENVAULT_VAR_DIR=str(tmp_path))
+    completed = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "worker"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode != 0
+    assert completed.stderr.strip().splitlines() == [
+        "genvault: configuration error: STORAGE_S3_BUCKET is required when STORAGE_MODE=s3"
+    ]

@@ -233,3 +233,26 @@ def test_deleting_a_result_deletes_its_objects_after_commit(
         assert results_delete(result_ids=[result.pk]) == 1
     assert stored_files(image_storage_root) == []
     assert not GenerationResult.objects.filter(pk=result.pk).exists()
+
+
+def test_a_stored_image_outlives_its_upstream_url(settings: Any, staff_client: Client) -> None:
+    """The point of genvault: once stored, the image is served after Ark's link dies."""
+    import time
+
+    from generations.demo_upstream import DemoUpstream
+
+    short_lived_demo = DemoUpstream(port=0, url_ttl=2, extra_loopback_listeners=False)
+    with short_lived_demo as short_lived:
+        settings.ARK_API_KEY = ""
+        settings.DEMO_UPSTREAM_URL = short_lived.base_url
+        settings.IMAGE_FETCH_ALLOWED_HOSTS = [short_lived.base_url.split("://", 1)[1]]
+        result = generate("a fleeting fox")
+        upstream_bytes = requests.get(result.external_url, timeout=10).content
+        assert result_store_image(result_id=result.pk) is StoreOutcome.STORED
+        time.sleep(3)
+        # Ark's link is dead...
+        assert requests.get(result.external_url, timeout=10).status_code == 403
+
+    served = staff_client.get(f"/api/images/{result.pk}")
+    assert served.status_code == 200
+    assert b"".join(served.streaming_content) == upstream_bytes
