@@ -7,6 +7,7 @@ DEBUG = env.bool("DEBUG", default=True)
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 (VAR_DIR / "celery" / "queue").mkdir(parents=True, exist_ok=True)
+(VAR_DIR / "celery" / "control").mkdir(parents=True, exist_ok=True)
 
 # gunicorn serves static files through whitenoise straight from the source folders.
 WHITENOISE_USE_FINDERS = True

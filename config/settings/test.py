@@ -54,6 +54,7 @@ if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue),
         "data_folder_out": str(_queue),
+        "control_folder": str(_TEST_VAR / "celery" / "control"),
         "store_processed": False,
     }
 
