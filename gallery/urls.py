@@ -1,3 +1,5 @@
+"""Routes of the staff gallery and the generate form."""
+
 from django.urls import path
 
 from . import views
@@ -7,5 +9,10 @@ app_name = "gallery"
 urlpatterns = [
     path("gallery/", views.index, name="index"),
     path("gallery/<int:result_id>/", views.detail, name="detail"),
+    path("gallery/<int:result_id>/delete/", views.delete, name="delete"),
+    path("gallery/<int:result_id>/restore/", views.restore, name="restore"),
+    path("gallery/bulk/", views.bulk, name="bulk"),
+    path("gallery/restore-all/", views.restore_all, name="restore_all"),
+    path("gallery/clear/", views.clear_all, name="clear_all"),
     path("generate/", views.generate, name="generate"),
 ]

@@ -1,8 +1,379 @@
-from django.http import HttpRequest, HttpResponse
+"""The staff gallery: server-rendered pages over the generations domain.
+
+Views are thin: they parse input, call a selector or a service of
+`generations.services`, and render. Every state change is a POST (CSRF-checked)
+that answers with a Django message and a redirect; destructive ones ask first.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.services import (
+    generation_create,
+    results_delete,
+    results_delete_all,
+    results_enqueue_storing,
+    results_restore,
+)
+
+from . import selectors
+from .forms import SIZE_CHOICES, GenerateForm, ResultFilterForm
+
+RESULTS_PER_PAGE = 24
+MAX_SAVED_PROMPTS = 200
+MAX_BULK_IDS = 1000
+View = Callable[..., HttpResponse]
 
 
+def staff_required(view: View) -> View:
+    """Anonymous visitors go to the login page; signed-in non-staff get a 403."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.is_staff:
+            raise PermissionDenied("The gallery is for staff only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
+    """Redirect to the page the form came from (a safe local `next`), else `default`."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return HttpResponseRedirect(target)
+    return HttpResponseRedirect(default)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _selected_ids(request: HttpRequest) -> list[int]:
+    ids = {int(v) for v in request.POST.getlist("ids") if v.isdigit()}
+    return sorted(ids, reverse=True)[:MAX_BULK_IDS]
+
+
+# --- Browsing ----------------------------------------------------------------------
+
+
+@require_GET
+@staff_required
 def index(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("")
+    models = list(ImageModel.objects.order_by("name"))
+    filter_form = ResultFilterForm(request.GET or None, models=models)
+    filters = filter_form.cleaned_data if filter_form.is_valid() else {}
+    results = selectors.results_for_gallery(filters=filters)
+    page = Paginator(results, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
+    counts = selectors.storage_counts()
+    storage_links = [
+        ("stored", "Stored", counts["stored"]),
+        ("pending", "Pending", counts["pending"]),
+        ("storing", "Storing", counts["storing"]),
+        ("failed", "Failed", counts["failed"]),
+        ("expired", "Expired", counts["expired"]),
+        ("none", "No image", counts["none"]),
+    ]
+    return render(
+        request,
+        "gallery/index.html",
+        {
+            "nav": "gallery",
+            "filter_form": filter_form,
+            "filters_active": any(v for v in filters.values()),
+            "page": page,
+            "results": list(page.object_list),
+            "counts": counts,
+            "storage_links": storage_links,
+            "active_storage": filters.get("storage_status") or "",
+            "at_risk_active": bool(filters.get("at_risk")),
+            "at_risk": selectors.at_risk_count(),
+        },
+    )
 
 
-detail = generate = index
+@require_GET
+@staff_required
+def detail(request: HttpRequest, result_id: int) -> HttpResponse:
+    result = selectors.result_for_detail(result_id=result_id)
+    if result is None:
+        raise Http404("No such result.")
+    return render(
+        request,
+        "gallery/detail.html",
+        {
+            "nav": "gallery",
+            "result": result,
+            "generation": result.generation,
+            "params_items": sorted(result.params_used.items()),
+        },
+    )
+
+
+# --- Changing things (POST only) -----------------------------------------------------
+
+
+@require_POST
+@staff_required
+def restore(request: HttpRequest, result_id: int) -> HttpResponse:
+    result = GenerationResult.objects.filter(pk=result_id).first()
+    if result is None:
+        raise Http404("No such result.")
+    detail_url = reverse("gallery:detail", args=[result_id])
+    if result.is_stored:
+        messages.info(request, f"Result {result_id} is stored already.")
+    elif result.is_lost:
+        messages.error(
+            request,
+            f"Result {result_id} cannot be re-stored: its upstream link expired "
+            "before it was stored.",
+        )
+    elif results_restore(result_ids=[result_id]):
+        messages.success(request, f"Queued result {result_id} for storing.")
+    else:
+        messages.warning(
+            request,
+            f"Result {result_id} was not queued: it is being stored right now, or has no image.",
+        )
+    return _back(request, detail_url)
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def delete(request: HttpRequest, result_id: int) -> HttpResponse:
+    """GET asks for confirmation; POST deletes the result and its stored object."""
+    result = selectors.result_for_detail(result_id=result_id)
+    if result is None:
+        raise Http404("No such result.")
+    if request.method == "POST":
+        deleted = results_delete(result_ids=[result_id])
+        messages.success(request, f"Deleted {_plural(deleted, 'result')} (#{result_id}).")
+        return _back(request, reverse("gallery:index"))
+    return render(
+        request,
+        "gallery/confirm_delete.html",
+        {
+            "nav": "gallery",
+            "results": [result],
+            "action": reverse("gallery:delete", args=[result_id]),
+            "next": request.GET.get("next") or reverse("gallery:index"),
+            "cancel": request.GET.get("next") or result.get_absolute_url(),
+        },
+    )
+
+
+@require_POST
+@staff_required
+def bulk(request: HttpRequest) -> HttpResponse:
+    """Delete or re-store the results ticked on the index; delete asks first."""
+    index_url = reverse("gallery:index")
+    ids = _selected_ids(request)
+    action = request.POST.get("action")
+    if not ids:
+        messages.warning(request, "Select at least one result first.")
+        return _back(request, index_url)
+    if action == "restore":
+        queued = results_restore(result_ids=ids)
+        skipped = len(ids) - queued
+        text = f"Queued {_plural(queued, 'result')} for storing."
+        if skipped:
+            text += (
+                f" {_plural(skipped, 'selected result')} skipped: stored already, "
+                "being stored, lost or without an image."
+            )
+        (messages.success if queued else messages.warning)(request, text)
+        return _back(request, index_url)
+    if action == "delete":
+        if request.POST.get("confirmed") == "yes":
+            deleted = results_delete(result_ids=ids)
+            messages.success(request, f"Deleted {_plural(deleted, 'result')}.")
+            return _back(request, index_url)
+        results = list(
+            GenerationResult.objects.select_related("generation", "model").filter(pk__in=ids)
+        )
+        next_url = request.POST.get("next") or index_url
+        return render(
+            request,
+            "gallery/confirm_delete.html",
+            {
+                "nav": "gallery",
+                "results": results,
+                "action": reverse("gallery:bulk"),
+                "bulk": True,
+                "next": next_url,
+                "cancel": next_url,
+            },
+        )
+    messages.error(request, "Unknown action.")
+    return _back(request, index_url)
+
+
+@require_POST
+@staff_required
+def restore_all(request: HttpRequest) -> HttpResponse:
+    """Queue every result that is not stored and still can be, newest first."""
+    ids = list(GenerationResult.objects.storable().order_by("-id").values_list("pk", flat=True))
+    queued = results_enqueue_storing(result_ids=ids)
+    if ids:
+        messages.success(request, f"Queued {_plural(queued, 'result')} for storing, newest first.")
+    else:
+        messages.info(request, "Nothing to re-store: every image that can be stored is stored.")
+    return _back(request, reverse("gallery:index"))
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def clear_all(request: HttpRequest) -> HttpResponse:
+    """Delete every result, once the user has typed the confirmation word."""
+    if request.method == "POST":
+        typed = request.POST.get("confirmation", "")
+        if typed.strip() != "DELETE":
+            messages.error(request, "Nothing was deleted: type DELETE (in capitals) to confirm.")
+            return redirect("gallery:clear_all")
+        deleted = results_delete_all(confirmation=typed)
+        messages.success(request, f"Cleared the gallery: deleted {_plural(deleted, 'result')}.")
+        return redirect("gallery:index")
+    return render(
+        request, "gallery/clear_all.html", {"nav": "gallery", "counts": selectors.storage_counts()}
+    )
+
+
+# --- Generating ----------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def generate(request: HttpRequest) -> HttpResponse:
+    models = list(ImageModel.objects.enabled().order_by("name"))
+    prompts = list(Prompt.objects.all()[:MAX_SAVED_PROMPTS])
+    if request.method == "POST":
+        form = GenerateForm(request.POST, models=models, prompts=prompts)
+        if form.is_valid():
+            data = form.cleaned_data
+            prompt = data["prompt_object"]
+            if prompt is None and data.get("save_title"):
+                prompt = Prompt.objects.create(text=data["prompt_text"], title=data["save_title"])
+            generation = generation_create(
+                user=request.user,
+                models=data["model_list"],
+                prompt_text=data["prompt_text"],
+                prompt=prompt,
+                size=data["size_value"],
+                params=data["params"],
+                reference=data["reference_image"],
+            )
+            _report_generation(request, generation)
+            return redirect(f"{reverse('gallery:generate')}?generation={generation.pk}")
+    else:
+        form = GenerateForm(
+            initial=_generate_initial(request, models), models=models, prompts=prompts
+        )
+
+    shown, results = _shown_generation(request)
+    return render(
+        request,
+        "gallery/generate.html",
+        {
+            "nav": "generate",
+            "form": form,
+            "models": models,
+            "generation": shown,
+            "results": results,
+            "polling": any(r.storage_status in ("pending", "storing") for r in results),
+        },
+    )
+
+
+def _report_generation(request: HttpRequest, generation: Generation) -> None:
+    outcomes = list(generation.results.values_list("status", flat=True))
+    images = outcomes.count(GenerationResult.Status.SUCCESS)
+    failed = len(outcomes) - images
+    text = f"Generation {generation.pk}: {_plural(images, 'image')}"
+    if failed:
+        text += f", {failed} failed"
+    text += ". Storing happens in the background; the statuses below update by themselves."
+    (messages.success if images else messages.warning)(request, text)
+
+
+def _shown_generation(request: HttpRequest) -> tuple[Generation | None, list[GenerationResult]]:
+    raw = request.GET.get("generation", "")
+    if not raw.isdigit():
+        return None, []
+    generation = Generation.objects.filter(pk=int(raw)).first()
+    if generation is None:
+        return None, []
+    results = list(generation.results.select_related("model").order_by("id"))
+    for result in results:
+        result.generation = generation  # already loaded: no query per card
+    return generation, results
+
+
+def _generate_initial(request: HttpRequest, models: list[ImageModel]) -> dict[str, Any]:
+    """Prefill from ?from=ID (continue a result), ?reference=ID (image-to-image) or
+    ?generation=ID (the generation just made, to iterate on it)."""
+    initial: dict[str, Any] = {"watermark": True}
+    source_id = request.GET.get("from", "")
+    reference_id = request.GET.get("reference", "")
+    generation_id = request.GET.get("generation", "")
+    if source_id.isdigit():
+        source = GenerationResult.objects.select_related("generation").filter(pk=source_id).first()
+        if source is not None:
+            initial.update(_initial_from_generation(source.generation))
+            if not initial.get("size") and not initial.get("custom_size"):
+                initial.update(_initial_size(str(source.params_used.get("size") or "")))
+            if source.model_id:
+                initial["models"] = [source.model_id]
+    elif generation_id.isdigit():
+        generation = Generation.objects.filter(pk=generation_id).first()
+        if generation is not None:
+            initial.update(_initial_from_generation(generation))
+            initial["models"] = list(
+                generation.results.exclude(model=None).values_list("model_id", flat=True).distinct()
+            )
+    if reference_id.isdigit():
+        initial["reference"] = f"result:{int(reference_id)}"
+        # Preselect the models that take a reference image.
+        initial["models"] = [m.pk for m in models if "image_to_image" in m.capabilities]
+    return initial
+
+
+def _initial_from_generation(generation: Generation) -> dict[str, Any]:
+    initial: dict[str, Any] = {"prompt": generation.prompt_text, **_initial_size(generation.size)}
+    params = generation.params or {}
+    if "watermark" in params:
+        initial["watermark"] = bool(params["watermark"])
+    if params.get("seed") is not None:
+        initial["seed"] = params["seed"]
+    if params.get("guidance_scale") is not None:
+        initial["guidance_scale"] = params["guidance_scale"]
+    if generation.reference_result_id:
+        initial["reference"] = f"result:{generation.reference_result_id}"
+    elif generation.reference_image_url and not generation.reference_image_url.startswith("data:"):
+        initial["reference"] = generation.reference_image_url
+    return initial
+
+
+def _initial_size(size: str) -> dict[str, str]:
+    if not size:
+        return {}
+    if size in {value for value, _label in SIZE_CHOICES}:
+        return {"size": size}
+    return {"custom_size": size}

@@ -1,0 +1,175 @@
+"""Forms of the gallery: the index filters and the generate form.
+
+The generate form owns no rules of its own: it hands every value to the same
+parsers the JSON API uses (`generations.inputs`) and shows their `InvalidInput`
+as an error on the field it names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from generations.inputs import (
+    InvalidInput,
+    check_models_fit,
+    parse_models,
+    parse_params,
+    parse_prompt_text,
+    parse_reference,
+    parse_size,
+)
+from generations.models import GenerationResult, ImageModel, Prompt
+
+RESULT_STATUS_CHOICES = [("", "Any result"), *GenerationResult.Status.choices]
+STORAGE_STATUS_CHOICES = [
+    ("", "Any storage"),
+    *[(value, label) for value, label in GenerationResult.StorageStatus.choices if value],
+    ("none", "No image"),
+]
+SIZE_CHOICES = [
+    ("", "Model default"),
+    ("1K", "1K"),
+    ("2K", "2K"),
+    ("4K", "4K"),
+    ("1024x1024", "1024 x 1024 (square)"),
+    ("2048x2048", "2048 x 2048 (square)"),
+    ("2304x1728", "2304 x 1728 (4:3)"),
+    ("1728x2304", "1728 x 2304 (3:4)"),
+    ("2560x1440", "2560 x 1440 (16:9)"),
+    ("1440x2560", "1440 x 2560 (9:16)"),
+    ("adaptive", "Adaptive (follow the reference)"),
+]
+
+# Where an InvalidInput from generations.inputs is shown on this form.
+_FIELD_FOR_INPUT = {
+    "prompt": "prompt",
+    "promptId": "saved_prompt",
+    "modelIds": "models",
+    "size": "size",
+    "image": "reference",
+    "params.seed": "seed",
+    "params.guidance_scale": "guidance_scale",
+    "params.watermark": "watermark",
+}
+
+
+class ResultFilterForm(forms.Form):
+    """GET filters of the index; an invalid value is ignored rather than refused."""
+
+    q = forms.CharField(
+        label="Prompt contains",
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Search prompts"}),
+    )
+    storage_status = forms.ChoiceField(
+        label="Storage", choices=STORAGE_STATUS_CHOICES, required=False
+    )
+    status = forms.ChoiceField(label="Result", choices=RESULT_STATUS_CHOICES, required=False)
+    model = forms.TypedChoiceField(label="Model", coerce=int, required=False, empty_value=None)
+    at_risk = forms.BooleanField(label="At risk only", required=False)
+
+    def __init__(self, *args: Any, models: list[ImageModel], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The view hands over the models, so that rendering the form runs no query.
+        model_field = self.fields["model"]
+        assert isinstance(model_field, forms.ChoiceField)
+        model_field.choices = [("", "Any model")] + [(m.pk, m.name) for m in models]
+
+
+class GenerateForm(forms.Form):
+    prompt = forms.CharField(
+        label="Prompt",
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 4, "placeholder": "A lighthouse at dusk, oil painting, warm light"}
+        ),
+    )
+    saved_prompt = forms.TypedChoiceField(
+        label="…or a saved prompt", coerce=int, required=False, empty_value=None
+    )
+    models = forms.TypedMultipleChoiceField(
+        label="Models", coerce=int, widget=forms.CheckboxSelectMultiple, required=False
+    )
+    size = forms.ChoiceField(label="Size", choices=SIZE_CHOICES, required=False)
+    custom_size = forms.CharField(
+        label="…or a custom size",
+        required=False,
+        max_length=20,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. 1536x1024"}),
+    )
+    watermark = forms.BooleanField(label="Watermark", required=False, initial=True)
+    seed = forms.IntegerField(
+        label="Seed",
+        required=False,
+        help_text="Only for models that take one (Seedream 3.0, SeedEdit 3.0). -1 is random.",
+    )
+    guidance_scale = forms.FloatField(
+        label="Guidance scale",
+        required=False,
+        help_text="1 to 10; only for models that take one.",
+    )
+    reference = forms.CharField(
+        label="Reference image",
+        required=False,
+        max_length=4096,
+        help_text="For image-to-image: an https URL, or result:ID of an image in the gallery.",
+        widget=forms.TextInput(attrs={"placeholder": "https://… or result:42"}),
+    )
+    save_title = forms.CharField(
+        label="Save the prompt as",
+        required=False,
+        max_length=200,
+        help_text="Optional: a title to keep this prompt for later.",
+    )
+
+    def __init__(
+        self, *args: Any, models: list[ImageModel], prompts: list[Prompt], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        # Choices come from the view, so that rendering the form runs no query.
+        self.prompts_by_id = {p.pk: p for p in prompts}
+        models_field, prompt_field = self.fields["models"], self.fields["saved_prompt"]
+        assert isinstance(models_field, forms.ChoiceField)
+        assert isinstance(prompt_field, forms.ChoiceField)
+        models_field.choices = [(m.pk, m.name) for m in models]
+        prompt_field.choices = [("", "(type one above)")] + [
+            (p.pk, _prompt_label(p)) for p in prompts
+        ]
+        prompt_field.widget.attrs["disabled"] = not prompts
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        try:
+            saved = self.prompts_by_id.get(data.get("saved_prompt") or 0)
+            typed = (data.get("prompt") or "").strip()
+            if saved is not None and typed:
+                raise InvalidInput("type a prompt or choose a saved one, not both", field="prompt")
+            data["prompt_object"] = saved
+            data["prompt_text"] = saved.text if saved is not None else parse_prompt_text(typed)
+            data["model_list"] = parse_models(list(data.get("models") or []))
+            data["size_value"] = parse_size(data.get("custom_size") or data.get("size") or "")
+            params: dict[str, Any] = {"watermark": bool(data.get("watermark"))}
+            if data.get("seed") is not None:
+                params["seed"] = data["seed"]
+            if data.get("guidance_scale") is not None:
+                params["guidance_scale"] = data["guidance_scale"]
+            data["params"] = parse_params(params)
+            data["reference_image"] = parse_reference(data.get("reference") or None)
+            check_models_fit(data["model_list"], reference=data["reference_image"])
+        except InvalidInput as exc:
+            field = _FIELD_FOR_INPUT.get(exc.field)
+            if field == "size" and data.get("custom_size"):
+                field = "custom_size"
+            self.add_error(field, exc.message)
+        return data
+
+
+def _prompt_label(prompt: Prompt) -> str:
+    text = " ".join(prompt.text.split())
+    text = text if len(text) <= 70 else text[:69] + "…"
+    return f"{prompt.title}: {text}" if prompt.title else text

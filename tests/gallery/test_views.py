@@ -1,0 +1,668 @@
+"""The staff gallery through Django's test client: access, CSRF, every action's effect."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from storage_backends import images as image_storage
+from tests.factories import (
+    GenerationFactory,
+    GenerationResultFactory,
+    ImageModelFactory,
+    jpeg_bytes,
+)
+
+pytestmark = pytest.mark.django_db
+
+S = GenerationResult.StorageStatus
+LOST_SENTENCE = "This image is lost: its upstream link expired before it was stored."
+
+
+def stored_result(**kwargs: Any) -> GenerationResult:
+    """A result whose image and thumbnail really are in the local storage."""
+    result = GenerationResultFactory(**kwargs)
+    key = image_storage.image_key(result_id=result.pk, extension="jpg")
+    thumb = image_storage.thumbnail_key(result_id=result.pk)
+    data = jpeg_bytes()
+    image_storage.save_object_bytes(backend="local", key=key, data=data)
+    image_storage.save_object_bytes(backend="local", key=thumb, data=jpeg_bytes(16, 12))
+    import hashlib
+
+    GenerationResult.objects.filter(pk=result.pk).update(
+        storage_status=S.STORED,
+        storage_backend="local",
+        storage_key=key,
+        thumbnail_key=thumb,
+        content_type="image/jpeg",
+        byte_size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=64,
+        height=48,
+        stored_at=timezone.now(),
+        image_url=result.stable_url,
+    )
+    result.refresh_from_db()
+    return result
+
+
+def lost_result() -> GenerationResult:
+    return GenerationResultFactory(
+        storage_status=S.EXPIRED,
+        external_url_expires_at=timezone.now() - timedelta(hours=1),
+        storage_error="ImageExpired: 403",
+    )
+
+
+def page_text(response: Any) -> str:
+    return response.content.decode()
+
+
+def get_pages(result: GenerationResult) -> list[str]:
+    return [
+        reverse("gallery:index"),
+        reverse("gallery:index") + "?storage_status=stored&q=fox&page=2",
+        reverse("gallery:detail", args=[result.pk]),
+        reverse("gallery:delete", args=[result.pk]),
+        reverse("gallery:clear_all"),
+        reverse("gallery:generate"),
+        reverse("gallery:generate") + f"?from={result.pk}",
+        reverse("gallery:generate") + f"?reference={result.pk}",
+        reverse("gallery:generate") + f"?generation={result.generation_id}",
+    ]
+
+
+def post_actions(result: GenerationResult) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (reverse("gallery:restore", args=[result.pk]), {}),
+        (reverse("gallery:delete", args=[result.pk]), {}),
+        (reverse("gallery:bulk"), {"action": "delete", "ids": [result.pk], "confirmed": "yes"}),
+        (reverse("gallery:bulk"), {"action": "restore", "ids": [result.pk]}),
+        (reverse("gallery:restore_all"), {}),
+        (reverse("gallery:clear_all"), {"confirmation": "DELETE"}),
+        (reverse("gallery:generate"), {"prompt": "a cat", "models": [result.model_id]}),
+    ]
+
+
+def snapshot() -> list[tuple[Any, ...]]:
+    rows = GenerationResult.objects.order_by("pk").values_list(
+        "pk", "storage_status", "storage_attempts", "storage_key"
+    )
+    return [*rows, ("generations", Generation.objects.count(), Prompt.objects.count())]
+
+
+# --- Access ------------------------------------------------------------------------
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(client: Client) -> None:
+    result = GenerationResultFactory(storage_status=S.FAILED)
+    for url in get_pages(result):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("login") + "?next="), url
+    for url, data in post_actions(result):
+        response = client.post(url, data)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("login")), url
+    assert GenerationResult.objects.filter(pk=result.pk, storage_status=S.FAILED).exists()
+
+
+def test_signed_in_non_staff_get_403(client: Client, plain_user: Any) -> None:
+    result = GenerationResultFactory(storage_status=S.FAILED)
+    client.force_login(plain_user)
+    for url in get_pages(result):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert "Not allowed" in page_text(response)
+    for url, data in post_actions(result):
+        assert client.post(url, data).status_code == 403, url
+    assert GenerationResult.objects.filter(pk=result.pk, storage_status=S.FAILED).exists()
+
+
+def test_staff_see_every_page(staff_client: Client) -> None:
+    result = stored_result()
+    for url in get_pages(result):
+        response = staff_client.get(url)
+        assert response.status_code == 200, url
+        assert "Log out" in page_text(response)
+
+
+def test_login_page_logs_staff_in_and_logout_is_a_post(client: Client, staff_user: Any) -> None:
+    page = client.get(reverse("login"))
+    assert page.status_code == 200 and 'name="password"' in page_text(page)
+    response = client.post(
+        reverse("login"), {"username": "staff", "password": "staff-pass-123"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == reverse("gallery:index")
+    assert "Gallery" in page_text(response)
+    assert client.get(reverse("logout")).status_code == 405  # GET never logs out
+    client.post(reverse("logout"))
+    assert client.get(reverse("gallery:index")).status_code == 302
+
+
+def test_wrong_password_shows_an_error(client: Client, staff_user: Any) -> None:
+    response = client.post(reverse("login"), {"username": "staff", "password": "nope"})
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in page_text(response)
+
+
+# --- CSRF, and GETs change nothing -------------------------------------------------
+
+
+def test_every_post_without_a_csrf_token_is_refused(staff_user: Any) -> None:
+    result = GenerationResultFactory(storage_status=S.FAILED)
+    GenerationResultFactory()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    before = snapshot()
+    for url, data in post_actions(result):
+        assert client.post(url, data).status_code == 403, url
+    assert snapshot() == before
+
+
+def test_post_with_the_csrf_token_from_the_page_works(staff_user: Any) -> None:
+    result = GenerationResultFactory()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    client.get(reverse("gallery:delete", args=[result.pk]))
+    token = client.cookies[settings.CSRF_COOKIE_NAME].value
+    response = client.post(
+        reverse("gallery:delete", args=[result.pk]), {"csrfmiddlewaretoken": token}
+    )
+    assert response.status_code == 302
+    assert not GenerationResult.objects.filter(pk=result.pk).exists()
+
+
+def test_gets_change_nothing(staff_client: Client) -> None:
+    result = GenerationResultFactory(storage_status=S.FAILED)
+    stored_result()
+    lost_result()
+    before = snapshot()
+    for url in get_pages(result):
+        staff_client.get(url)
+    post_only = [
+        reverse("gallery:restore", args=[result.pk]),
+        reverse("gallery:bulk"),
+        reverse("gallery:restore_all"),
+    ]
+    for url in post_only:
+        assert staff_client.get(url).status_code == 405, url
+    assert snapshot() == before
+
+
+# --- Index ---------------------------------------------------------------------------
+
+
+def test_index_shows_newest_first_with_thumbnails_and_placeholders(staff_client: Client) -> None:
+    stored = stored_result(generation=GenerationFactory(prompt_text="a stored <owl>"))
+    waiting = GenerationResultFactory(generation=GenerationFactory(prompt_text="a pending heron"))
+    html = page_text(staff_client.get(reverse("gallery:index")))
+    thumb = reverse("api:thumbnail", args=[stored.pk])
+    assert f'<img src="{thumb}" loading="lazy" alt="a stored &lt;owl&gt;">' in html
+    assert reverse("api:thumbnail", args=[waiting.pk]) + '" loading' not in html
+    assert "placeholder--pending" in html
+    assert html.index("a pending heron") < html.index("a stored &lt;owl&gt;")
+    assert reverse("api:image", args=[stored.pk]) + "?download=1" in html
+
+
+def test_header_counts_link_to_their_filters(staff_client: Client) -> None:
+    stored_result()
+    GenerationResultFactory(storage_status=S.PENDING, external_url_expires_at=None)
+    GenerationResultFactory(storage_status=S.FAILED)
+    GenerationResultFactory(status=GenerationResult.Status.FAILED, storage_status=S.NONE)
+    GenerationResultFactory(
+        storage_status=S.PENDING, external_url_expires_at=timezone.now() + timedelta(days=1)
+    )
+    response = staff_client.get(reverse("gallery:index"))
+    counts = response.context["counts"]
+    assert (counts["total"], counts["stored"], counts["pending"], counts["failed"]) == (5, 1, 2, 1)
+    assert counts["none"] == 1
+    assert response.context["at_risk"] == 2  # unknown expiry: pending and failed
+    html = page_text(response)
+    assert '?storage_status=pending"' in html and '?at_risk=1"' in html
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("storage_status=stored", {"stored"}),
+        ("storage_status=failed", {"failed"}),
+        ("storage_status=none", {"broken"}),
+        ("status=FAILED", {"broken"}),
+        ("q=HERON", {"failed"}),
+        ("at_risk=1", {"failed"}),
+        ("model=MODEL", {"stored"}),
+        ("storage_status=bogus", {"stored", "failed", "broken", "safe"}),
+    ],
+)
+def test_filters_filter(staff_client: Client, query: str, expected: set[str]) -> None:
+    model = ImageModelFactory()
+    rows = {
+        "stored": stored_result(model=model, generation=GenerationFactory(prompt_text="an owl")),
+        "failed": GenerationResultFactory(
+            storage_status=S.FAILED, generation=GenerationFactory(prompt_text="a grey heron")
+        ),
+        "broken": GenerationResultFactory(
+            status=GenerationResult.Status.FAILED, storage_status=S.NONE, error_code="Bad"
+        ),
+        "safe": GenerationResultFactory(
+            storage_status=S.PENDING, external_url_expires_at=timezone.now() + timedelta(days=1)
+        ),
+    }
+    response = staff_client.get(
+        reverse("gallery:index") + "?" + query.replace("MODEL", str(model.pk))
+    )
+    assert response.status_code == 200
+    shown = {r.pk for r in response.context["results"]}
+    assert shown == {rows[name].pk for name in expected}
+
+
+def test_pagination_keeps_the_filters(staff_client: Client) -> None:
+    model = ImageModelFactory()
+    generation = GenerationFactory(prompt_text="a fox")
+    GenerationResult.objects.bulk_create(
+        GenerationResult(
+            generation=generation,
+            model=model,
+            upstream_model_id="m",
+            status="SUCCESS",
+            storage_status=S.PENDING,
+        )
+        for _ in range(30)
+    )
+    response = staff_client.get(reverse("gallery:index") + "?q=fox&page=2")
+    assert len(response.context["results"]) == 6
+    assert "?q=fox&amp;page=1" in page_text(response)
+
+
+def test_index_query_count_does_not_grow_with_the_number_of_results(
+    staff_client: Client,
+) -> None:
+    models = [ImageModelFactory(), ImageModelFactory()]
+
+    def add_results(count: int) -> None:
+        generations = Generation.objects.bulk_create(
+            Generation(prompt_text=f"a lighthouse, study {i}", size="2K") for i in range(count)
+        )
+        statuses = [S.STORED, S.PENDING, S.FAILED, S.EXPIRED]
+        GenerationResult.objects.bulk_create(
+            (
+                GenerationResult(
+                    generation=g,
+                    model=models[i % 2],
+                    upstream_model_id=models[i % 2].upstream_model_id,
+                    status="SUCCESS",
+                    storage_status=statuses[i % 4],
+                    storage_key=f"generations/{i}.jpg" if i % 4 == 0 else "",
+                    thumbnail_key=f"thumbnails/{i}.webp" if i % 4 == 0 else "",
+                    external_url=f"https://images.example.test/{i}.jpeg",
+                )
+                for i, g in enumerate(generations)
+            ),
+            batch_size=2000,
+        )
+
+    def queries_for(url: str) -> int:
+        staff_client.get(url)  # warm the session
+        with CaptureQueriesContext(connection) as captured:
+            response = staff_client.get(url)
+        assert response.status_code == 200
+        return len(captured)
+
+    add_results(10)
+    small = {url: queries_for(url) for url in ("/gallery/", "/gallery/?page=1&q=light")}
+    add_results(9_990)
+    assert GenerationResult.objects.count() == 10_000
+    large = {url: queries_for(url) for url in ("/gallery/", "/gallery/?page=1&q=light")}
+    assert large == small
+    assert queries_for("/gallery/?page=400") == small["/gallery/"]
+    assert small["/gallery/"] <= 8
+
+
+# --- Detail ----------------------------------------------------------------------------
+
+
+def test_detail_shows_everything_about_a_stored_result(staff_client: Client) -> None:
+    result = stored_result(external_url_expires_at=timezone.now() + timedelta(hours=3))
+    html = page_text(staff_client.get(reverse("gallery:detail", args=[result.pk])))
+    for text in (
+        reverse("api:image", args=[result.pk]),
+        result.sha256,
+        result.storage_key,
+        result.external_url,
+        "image/jpeg",
+        result.model.name,
+        result.generation.prompt_text,
+        f"?from={result.pk}",
+        f"?reference={result.pk}",
+        "?download=1",
+    ):
+        assert text in html, text
+    assert LOST_SENTENCE not in html
+    assert reverse("gallery:restore", args=[result.pk]) not in html  # stored: no re-store
+
+
+def test_lost_result_says_so_and_offers_no_restore(staff_client: Client) -> None:
+    result = lost_result()
+    html = page_text(staff_client.get(reverse("gallery:detail", args=[result.pk])))
+    assert LOST_SENTENCE in html
+    assert reverse("gallery:restore", args=[result.pk]) not in html
+    index = page_text(staff_client.get(reverse("gallery:index")))
+    assert reverse("gallery:restore", args=[result.pk]) not in index
+    # A pending result whose URL has expired is lost too.
+    pending = GenerationResultFactory(external_url_expires_at=timezone.now() - timedelta(minutes=5))
+    html = page_text(staff_client.get(reverse("gallery:detail", args=[pending.pk])))
+    assert LOST_SENTENCE in html
+    # And a forged POST changes nothing.
+    response = staff_client.post(reverse("gallery:restore", args=[result.pk]), follow=True)
+    assert "cannot be re-stored" in page_text(response)
+    result.refresh_from_db()
+    assert result.storage_status == S.EXPIRED and result.storage_attempts == 0
+
+
+def test_detail_of_a_missing_result_is_404(staff_client: Client) -> None:
+    assert staff_client.get(reverse("gallery:detail", args=[999_999])).status_code == 404
+
+
+# --- Delete --------------------------------------------------------------------------
+
+
+def test_delete_asks_then_removes_the_row_and_its_stored_object(
+    staff_client: Client, image_storage_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    result = stored_result()
+    image_file = image_storage_root / result.storage_key
+    thumb_file = image_storage_root / result.thumbnail_key
+    assert image_file.is_file() and thumb_file.is_file()
+
+    confirm = staff_client.get(reverse("gallery:delete", args=[result.pk]))
+    assert "Delete 1 result?" in page_text(confirm)
+    assert GenerationResult.objects.filter(pk=result.pk).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            reverse("gallery:delete", args=[result.pk]),
+            {"next": "/gallery/?q=x"},
+            follow=True,
+        )
+    assert response.redirect_chain[0][0] == "/gallery/?q=x"
+    assert f"Deleted 1 result (#{result.pk})." in page_text(response)
+    assert not GenerationResult.objects.filter(pk=result.pk).exists()
+    assert not image_file.exists() and not thumb_file.exists()
+
+
+def test_delete_ignores_an_offsite_next(staff_client: Client) -> None:
+    result = GenerationResultFactory()
+    response = staff_client.post(
+        reverse("gallery:delete", args=[result.pk]), {"next": "https://evil.example/"}
+    )
+    assert response["Location"] == reverse("gallery:index")
+
+
+def test_bulk_delete_confirms_first(
+    staff_client: Client, image_storage_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    first, second = stored_result(), stored_result()
+    keep = GenerationResultFactory()
+    ids = [first.pk, second.pk]
+    confirm = staff_client.post(reverse("gallery:bulk"), {"action": "delete", "ids": ids})
+    assert confirm.status_code == 200
+    assert "Delete 2 results?" in page_text(confirm)
+    assert GenerationResult.objects.count() == 3
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            reverse("gallery:bulk"),
+            {"action": "delete", "ids": ids, "confirmed": "yes"},
+            follow=True,
+        )
+    assert "Deleted 2 results." in page_text(response)
+    assert list(GenerationResult.objects.values_list("pk", flat=True)) == [keep.pk]
+    assert not (image_storage_root / first.storage_key).exists()
+    assert not (image_storage_root / second.storage_key).exists()
+
+
+def test_bulk_with_nothing_selected_says_so(staff_client: Client) -> None:
+    response = staff_client.post(reverse("gallery:bulk"), {"action": "delete"}, follow=True)
+    assert "Select at least one result first." in page_text(response)
+
+
+# --- Re-store --------------------------------------------------------------------------
+
+
+def queued_tasks() -> int | None:
+    """How many messages wait in this session's queue (None without Redis)."""
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        return None
+    import redis
+
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+def test_restore_queues_a_failed_result(staff_client: Client) -> None:
+    result = GenerationResultFactory(storage_status=S.FAILED, storage_error="boom")
+    before = queued_tasks()
+    response = staff_client.post(reverse("gallery:restore", args=[result.pk]), follow=True)
+    assert f"Queued result {result.pk} for storing." in page_text(response)
+    assert GenerationResult.objects.storable().filter(pk=result.pk).exists()
+    if before is not None:
+        assert queued_tasks() == before + 1
+
+
+def test_restore_of_a_stored_result_changes_nothing(staff_client: Client) -> None:
+    result = stored_result()
+    response = staff_client.post(reverse("gallery:restore", args=[result.pk]), follow=True)
+    assert "is stored already" in page_text(response)
+    result.refresh_from_db()
+    assert result.storage_status == S.STORED
+
+
+def test_bulk_restore_counts_what_it_queued(staff_client: Client) -> None:
+    failed = GenerationResultFactory(storage_status=S.FAILED)
+    pending = GenerationResultFactory(storage_status=S.PENDING)
+    stored = stored_result()
+    before = queued_tasks()
+    response = staff_client.post(
+        reverse("gallery:bulk"),
+        {"action": "restore", "ids": [failed.pk, pending.pk, stored.pk]},
+        follow=True,
+    )
+    html = page_text(response)
+    assert "Queued 2 results for storing." in html
+    assert "1 selected result skipped" in html
+    if before is not None:
+        assert queued_tasks() == before + 2
+
+
+def test_restore_everything_not_stored(staff_client: Client) -> None:
+    GenerationResultFactory(storage_status=S.FAILED)
+    GenerationResultFactory(storage_status=S.PENDING)
+    stored_result()
+    lost_result()
+    response = staff_client.post(reverse("gallery:restore_all"), follow=True)
+    assert "Queued 2 results for storing, newest first." in page_text(response)
+
+
+# --- Clear all -------------------------------------------------------------------------
+
+
+def test_clear_all_refuses_a_wrong_word(staff_client: Client) -> None:
+    GenerationResultFactory.create_batch(3)
+    for word in ("", "delete please", "yes", "DELET"):
+        response = staff_client.post(
+            reverse("gallery:clear_all"), {"confirmation": word}, follow=True
+        )
+        assert "Nothing was deleted" in page_text(response)
+    assert GenerationResult.objects.count() == 3
+
+
+def test_clear_all_with_delete_removes_everything(
+    staff_client: Client, image_storage_root: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    stored = stored_result()
+    GenerationResultFactory.create_batch(2)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            reverse("gallery:clear_all"), {"confirmation": "DELETE"}, follow=True
+        )
+    assert "deleted 3 results" in page_text(response)
+    assert GenerationResult.objects.count() == 0
+    assert Generation.objects.count() == 0
+    assert not (image_storage_root / stored.storage_key).exists()
+
+
+# --- Generate --------------------------------------------------------------------------
+
+
+def test_generate_form_refuses_an_empty_prompt(staff_client: Client) -> None:
+    model = ImageModelFactory()
+    response = staff_client.post(
+        reverse("gallery:generate"), {"prompt": "  ", "models": [model.pk]}
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors["prompt"] == ["the prompt is empty"]
+    assert Generation.objects.count() == 0
+
+
+def test_generate_form_needs_a_model(staff_client: Client) -> None:
+    response = staff_client.post(reverse("gallery:generate"), {"prompt": "a cat"})
+    assert response.context["form"].errors["models"] == ["choose at least one model"]
+
+
+def test_generate_form_says_which_model_needs_a_reference(staff_client: Client) -> None:
+    model = ImageModelFactory(
+        name="Editor", default_params={"capabilities": ["image_to_image", "image_required"]}
+    )
+    response = staff_client.post(
+        reverse("gallery:generate"), {"prompt": "make it blue", "models": [model.pk]}
+    )
+    assert response.context["form"].errors["reference"] == [
+        "model 'Editor' needs a reference image"
+    ]
+    assert "model &#x27;Editor&#x27; needs a reference image" in page_text(response)
+    assert Generation.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error_field"),
+    [
+        ("custom_size", "99999x3", "custom_size"),
+        ("guidance_scale", "42", "guidance_scale"),
+        ("reference", "http://10.0.0.1/x.png", "reference"),
+        ("reference", "result:424242", "reference"),
+    ],
+)
+def test_generate_form_puts_input_errors_on_their_field(
+    staff_client: Client, field: str, value: str, error_field: str
+) -> None:
+    model = ImageModelFactory()
+    response = staff_client.post(
+        reverse("gallery:generate"), {"prompt": "a cat", "models": [model.pk], field: value}
+    )
+    assert error_field in response.context["form"].errors
+    assert Generation.objects.count() == 0
+
+
+def test_generate_against_the_demo_upstream_creates_results(
+    staff_client: Client, demo: Any
+) -> None:
+    first, second = ImageModelFactory(), ImageModelFactory()
+    response = staff_client.post(
+        reverse("gallery:generate"),
+        {
+            "prompt": "a lighthouse at dusk",
+            "models": [first.pk, second.pk],
+            "size": "1024x1024",
+            "watermark": "on",
+            "save_title": "Lighthouse",
+        },
+    )
+    generation = Generation.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('gallery:generate')}?generation={generation.pk}"
+    results = list(generation.results.order_by("id"))
+    assert [r.model_id for r in results] == [first.pk, second.pk]
+    assert all(r.status == "SUCCESS" and r.storage_status == S.PENDING for r in results)
+    assert generation.params == {"watermark": True}
+    assert generation.size == "1024x1024"
+    assert generation.prompt is not None and generation.prompt.title == "Lighthouse"
+
+    page = staff_client.get(response["Location"])
+    html = page_text(page)
+    assert f"Generation {generation.pk}: 2 images." in html
+    assert f'data-poll-url="{reverse("api:generation", args=[generation.pk])}"' in html
+    for result in results:
+        assert f'data-result-id="{result.pk}"' in html
+
+
+def test_generate_with_a_saved_prompt(staff_client: Client, demo: Any) -> None:
+    model = ImageModelFactory()
+    prompt = Prompt.objects.create(text="a saved sunrise", title="Sunrise")
+    page = page_text(staff_client.get(reverse("gallery:generate")))
+    assert "Sunrise: a saved sunrise" in page
+    staff_client.post(
+        reverse("gallery:generate"), {"saved_prompt": prompt.pk, "models": [model.pk]}
+    )
+    generation = Generation.objects.get()
+    assert generation.prompt == prompt and generation.prompt_text == "a saved sunrise"
+
+
+def test_continue_prefills_prompt_model_and_size(staff_client: Client) -> None:
+    model = ImageModelFactory()
+    result = GenerationResultFactory(
+        model=model, generation=GenerationFactory(prompt_text="a red kite", size="2048x2048")
+    )
+    response = staff_client.get(reverse("gallery:generate") + f"?from={result.pk}")
+    form = response.context["form"]
+    assert form.initial["prompt"] == "a red kite"
+    assert form.initial["models"] == [model.pk]
+    assert form.initial["size"] == "2048x2048"
+    html = page_text(response)
+    assert ">\na red kite</textarea>" in html
+    assert re.search(f'name="models" value="{model.pk}" id="id_models_\\d+" checked', html)
+    assert '<option value="2048x2048" selected>' in html
+
+
+def test_image_to_image_prefills_the_reference(staff_client: Client) -> None:
+    result = stored_result()
+    editor = ImageModelFactory(default_params={"capabilities": ["image_to_image"]})
+    text_only = ImageModelFactory(default_params={"capabilities": ["text_to_image"]})
+    response = staff_client.get(reverse("gallery:generate") + f"?reference={result.pk}")
+    form = response.context["form"]
+    assert form.initial["reference"] == f"result:{result.pk}"
+    assert editor.pk in form.initial["models"] and text_only.pk not in form.initial["models"]
+    assert f'value="result:{result.pk}"' in page_text(response)
+
+
+def test_model_needing_a_reference_generates_with_one(staff_client: Client, demo: Any) -> None:
+    reference = stored_result()
+    editor = ImageModelFactory(
+        default_params={"capabilities": ["image_to_image", "image_required"]}
+    )
+    response = staff_client.post(
+        reverse("gallery:generate"),
+        {"prompt": "make it blue", "models": [editor.pk], "reference": f"result:{reference.pk}"},
+    )
+    assert response.status_code == 302
+    generation = Generation.objects.exclude(pk=reference.generation_id).get()
+    assert generation.reference_result == reference
+    assert generation.results.get().status == "SUCCESS"
+
+
+def test_enabled_models_only(staff_client: Client) -> None:
+    ImageModelFactory(name="Shown model")
+    ImageModelFactory(name="Hidden model", enabled=False)
+    html = page_text(staff_client.get(reverse("gallery:generate")))
+    assert "Shown model" in html and "Hidden model" not in html
+    assert ImageModel.objects.filter(name="Hidden model").exists()
