@@ -117,6 +117,25 @@ def _image(request: HttpRequest, result_id: int, *, thumbnail: bool) -> HttpResp
         raise ApiError(404, "not_found", str(exc)) from None
 
 
+@api_endpoint(methods=("GET",))
+def export(request: HttpRequest) -> HttpResponse:
+    """The JSON backup; `?images=1` streams a ZIP holding it and every stored image."""
+    from django.http import StreamingHttpResponse
+    from django.utils import timezone
+
+    from .backup import export_data, iter_export_zip
+
+    if request.GET.get("images") == "1":
+        name = f"genvault-export-{timezone.now():%Y%m%d-%H%M%S}.zip"
+        archive = StreamingHttpResponse(iter_export_zip(), content_type="application/zip")
+        archive["Content-Disposition"] = f'attachment; filename="{name}"'
+        archive["Cache-Control"] = "no-store"
+        return archive  # type: ignore[return-value]  # api_endpoint passes any response through
+    response = JsonResponse(export_data())
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def _check_database() -> str:
     try:
         with connection.cursor() as cursor:

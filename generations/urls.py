@@ -9,4 +9,5 @@ urlpatterns = [
     path("generations/<int:generation_id>", api.generation_detail, name="generation"),
     path("images/<int:result_id>", api.image, name="image"),
     path("images/<int:result_id>/thumbnail", api.thumbnail, name="thumbnail"),
+    path("export", api.export, name="export"),
 ]

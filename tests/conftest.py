@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
+# The moto S3 server fixture (`moto_s3`), shared by every test folder.
+pytest_plugins = ["tests.s3_fixtures"]
+
 REQUIRE_SERVICES = os.environ.get("GENVAULT_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("GENVAULT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -51,6 +54,18 @@ def image_storage_root(settings: Any, tmp_path: Path) -> Path:
         storages["images"] = storages["images_local"]
     settings.STORAGES = storages
     return root
+
+
+@pytest.fixture(autouse=True)
+def _seedream_models_after_flush(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush every table, the data migration's models included."""
+    marker = request.node.get_closest_marker("django_db")
+    wants_transactions = "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    if wants_transactions:
+        request.getfixturevalue("transactional_db")
+        ensure_seedream_models()
 
 
 @pytest.fixture

@@ -1,0 +1,195 @@
+"""Store every result whose image is not stored yet, newest first (the backfill).
+
+For results left behind by a broker that was down, a worker that died, or a
+deploy made before storage existed. It calls the same service as the Celery task
+(`result_store_image`), whose claim makes it safe to stop and run again: a result
+stored, or being stored by someone else, is skipped, never fetched twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.db.models import QuerySet
+from django.utils import timezone
+from tqdm import tqdm
+
+from generations.models import GenerationResult
+from generations.services import StoreOutcome, result_store_image, results_enqueue_storing
+
+S = GenerationResult.StorageStatus
+STATUS_CHOICES = (S.PENDING.value, S.FAILED.value, S.STORING.value)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
+    return number
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _store_one(result_id: int) -> StoreOutcome:
+    try:
+        return result_store_image(result_id=result_id, will_retry=False)
+    finally:
+        connection.close()  # each pool thread has its own connection; do not leak it
+
+
+class Command(BaseCommand):
+    help = (
+        "Store every result not stored yet, newest first. Without --sync, queue one "
+        "Celery task per result; with --sync, store them here with a progress bar. "
+        "Safe to stop and run again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--status",
+            action="append",
+            choices=STATUS_CHOICES,
+            help="Only results in this storage status (repeatable; 'storing' means lost claims).",
+        )
+        parser.add_argument(
+            "--since", type=_date, help="Only results created on or after YYYY-MM-DD."
+        )
+        parser.add_argument("--limit", type=_positive_int, help="Store at most N results.")
+        parser.add_argument(
+            "--concurrency",
+            type=_positive_int,
+            default=4,
+            help="Parallel fetches with --sync (default 4).",
+        )
+        parser.add_argument(
+            "--sync", action="store_true", help="Store in this process instead of queueing."
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="List what would be done; change nothing."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.verbosity = int(options["verbosity"])
+        queryset = self._queryset(options)
+        if options["dry_run"]:
+            self._dry_run(queryset, limit=options["limit"], sync=options["sync"])
+            return
+        ids = list(queryset.values_list("pk", flat=True).iterator(chunk_size=2000))
+        if options["limit"]:
+            ids = ids[: options["limit"]]
+        if not ids:
+            self._say("nothing to store")
+            self._summary(Counter())
+            return
+        if not options["sync"]:
+            queued = results_enqueue_storing(result_ids=ids)
+            if queued < len(ids):
+                raise CommandError(
+                    f"queued {queued} of {len(ids)} results: the broker is unavailable "
+                    "(run again, or use --sync)"
+                )
+            self._say(self.style.SUCCESS(f"queued {queued} results for storing"))
+            return
+        self._summary(self._store(ids, concurrency=options["concurrency"]))
+
+    def _queryset(self, options: dict[str, Any]) -> QuerySet[GenerationResult]:
+        queryset = GenerationResult.objects.storable()
+        if options["status"]:
+            queryset = queryset.filter(storage_status__in=options["status"])
+        if options["since"]:
+            start = dt.datetime.combine(options["since"], dt.time.min, tzinfo=dt.UTC)
+            queryset = queryset.filter(created_at__gte=start)
+        return queryset.order_by("-created_at", "-id")
+
+    def _store(self, ids: list[int], *, concurrency: int) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        # The raw stream: OutputWrapper would end each of tqdm's updates with a newline.
+        raw_stderr = getattr(self.stderr, "_out", self.stderr)
+        bar = tqdm(
+            total=len(ids),
+            desc="storing",
+            unit="img",
+            file=raw_stderr,
+            disable=self.verbosity < 1,
+        )
+        pending: dict[Future[StoreOutcome], int] = {}
+        remaining = iter(ids)
+        # A bounded window of submissions, so a million ids do not become a million futures.
+        with bar, ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="restore") as pool:
+            while True:
+                while len(pending) < concurrency * 2:
+                    result_id = next(remaining, None)
+                    if result_id is None:
+                        break
+                    pending[pool.submit(_store_one, result_id)] = result_id
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result_id = pending.pop(future)
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:
+                        counts["failed"] += 1
+                        tqdm.write(
+                            f"result {result_id}: {type(exc).__name__}: {exc}", file=raw_stderr
+                        )
+                    else:
+                        counts[_bucket(outcome)] += 1
+                        if self.verbosity >= 2:
+                            tqdm.write(f"result {result_id}: {outcome.value}", file=raw_stderr)
+                    bar.update(1)
+        return counts
+
+    def _dry_run(
+        self, queryset: QuerySet[GenerationResult], *, limit: int | None, sync: bool
+    ) -> None:
+        now = timezone.now()
+        rows = queryset.values_list("pk", "storage_status", "external_url_expires_at")
+        if limit:
+            rows = rows[:limit]
+        total = expired = 0
+        for pk, storage_status, expires_at in rows.iterator(chunk_size=2000):
+            dead = bool(expires_at and expires_at < now)
+            total += 1
+            expired += dead
+            if self.verbosity >= 2:
+                action = "mark expired (URL dead)" if dead else ("store" if sync else "queue")
+                self.stdout.write(f"would {action}: result {pk} ({storage_status})")
+        verb = "store" if sync else "queue"
+        self._say(
+            f"dry run: would {verb} {total - expired} results and mark {expired} expired; "
+            "nothing changed"
+        )
+
+    def _summary(self, counts: Counter[str]) -> None:
+        line = (
+            f"stored {counts['stored']}, failed {counts['failed']}, "
+            f"expired {counts['expired']}, skipped {counts['skipped']}"
+        )
+        style = self.style.SUCCESS if not counts["failed"] else self.style.WARNING
+        self._say(style(line))
+
+    def _say(self, message: str) -> None:
+        if self.verbosity >= 1:
+            self.stdout.write(message)
+
+
+def _bucket(outcome: StoreOutcome) -> str:
+    if outcome is StoreOutcome.RETRY:  # only with will_retry=True; counted as a failure here
+        return "failed"
+    return outcome.value

@@ -1,0 +1,363 @@
+"""Operator work on stored images: checking them against their rows, moving them between backends.
+
+`storage_verify` finds what is wrong between the rows and the objects (missing or
+corrupt objects, orphans both ways) and can mark broken rows for re-store;
+`result_migrate_storage` copies one result's objects to another backend, verifies
+what was written and only then points the row at it. Both stream objects in
+chunks, so no image is ever held whole in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import F
+
+from storage_backends import images as image_storage
+from storage_backends.images import StorageUnavailable
+
+from .fetch import render_thumbnail
+from .models import GenerationResult
+
+logger = logging.getLogger(__name__)
+
+S = GenerationResult.StorageStatus
+KEY_RE = re.compile(
+    r"^(?:generations/(?P<image>\d+)\.(?:jpg|png|webp)|thumbnails/(?P<thumb>\d+)\.webp)$"
+)
+_ROW_FIELDS = ("pk", "storage_backend", "storage_key", "thumbnail_key", "byte_size", "sha256")
+
+Progress = Callable[[int], object]
+
+
+def result_id_from_key(key: str) -> int | None:
+    """The result id an object key of ours was made from, or None for a foreign key."""
+    match = KEY_RE.match(key)
+    if match is None:
+        return None
+    return int(match["image"] or match["thumb"])
+
+
+def object_digest(*, backend: str, key: str) -> tuple[int, str]:
+    """(size, SHA-256) of an object, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in image_storage.iter_object_chunks(backend=backend, key=key):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def copy_object_to_file(*, backend: str, key: str, dest: Path) -> tuple[int, str]:
+    """Copy an object to a local file in chunks; return its (size, SHA-256)."""
+    digest = hashlib.sha256()
+    size = 0
+    with dest.open("wb") as out:
+        for chunk in image_storage.iter_object_chunks(backend=backend, key=key):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
+# --- verify ------------------------------------------------------------------------
+
+
+@dataclass
+class BrokenRow:
+    result_id: int
+    backend: str
+    key: str
+    problem: str  # "missing", "corrupt" or "unreadable"
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    ok: int = 0
+    broken: list[BrokenRow] = field(default_factory=list)
+    thumbnails_missing: list[int] = field(default_factory=list)
+    orphans: list[tuple[str, str]] = field(default_factory=list)
+    repaired: int = 0
+    thumbnails_rebuilt: int = 0
+    orphans_deleted: int = 0
+
+    def count(self, problem: str) -> int:
+        return sum(1 for b in self.broken if b.problem == problem)
+
+    @property
+    def problems(self) -> int:
+        return len(self.broken) + len(self.thumbnails_missing) + len(self.orphans)
+
+    def summary(self) -> str:
+        line = (
+            f"checked {self.checked}, ok {self.ok}, missing {self.count('missing')}, "
+            f"corrupt {self.count('corrupt')}, unreadable {self.count('unreadable')}, "
+            f"thumbnails missing {len(self.thumbnails_missing)}, orphans {len(self.orphans)}"
+        )
+        if self.repaired or self.thumbnails_rebuilt or self.orphans_deleted:
+            line += (
+                f"; repaired {self.repaired}, thumbnails rebuilt {self.thumbnails_rebuilt}, "
+                f"orphans deleted {self.orphans_deleted}"
+            )
+        return line
+
+
+def stored_rows() -> Iterator[dict[str, object]]:
+    return (
+        GenerationResult.objects.filter(storage_status=S.STORED)
+        .order_by("pk")
+        .values(*_ROW_FIELDS)
+        .iterator(chunk_size=1000)
+    )
+
+
+def _check_row(row: dict[str, object], report: VerifyReport) -> None:
+    backend, key = str(row["storage_backend"]), str(row["storage_key"])
+    result_id = int(row["pk"])  # type: ignore[call-overload]
+    try:
+        size, sha256 = object_digest(backend=backend, key=key)
+    except FileNotFoundError:
+        report.broken.append(BrokenRow(result_id, backend, key, "missing", "the object is gone"))
+        return
+    except (StorageUnavailable, ImproperlyConfigured) as exc:
+        report.broken.append(BrokenRow(result_id, backend, key, "unreadable", str(exc)))
+        return
+    if size != row["byte_size"] or sha256 != row["sha256"]:
+        detail = (
+            f"{size} bytes, SHA-256 {sha256[:12]}… "
+            f"(row: {row['byte_size']} bytes, {str(row['sha256'])[:12]}…)"
+        )
+        report.broken.append(BrokenRow(result_id, backend, key, "corrupt", detail))
+        return
+    thumb = str(row["thumbnail_key"])
+    if thumb:
+        try:
+            if not image_storage.object_exists(backend=backend, key=thumb):
+                report.thumbnails_missing.append(result_id)
+                return
+        except StorageUnavailable as exc:
+            report.broken.append(BrokenRow(result_id, backend, thumb, "unreadable", str(exc)))
+            return
+    report.ok += 1
+
+
+def _is_orphan(*, backend: str, key: str) -> bool:
+    """Checked again against the database, so that work finished meanwhile is not an orphan."""
+    result_id = result_id_from_key(key)
+    if result_id is None:
+        return True
+    row = (
+        GenerationResult.objects.filter(pk=result_id).values(*_ROW_FIELDS, "storage_status").first()
+    )
+    if row is None:
+        return True
+    if row["storage_status"] == S.STORING:
+        return False  # a store attempt writes its objects before recording them
+    return not (
+        row["storage_status"] == S.STORED
+        and row["storage_backend"] == backend
+        and key in (row["storage_key"], row["thumbnail_key"])
+    )
+
+
+def storage_verify(
+    *,
+    repair: bool = False,
+    delete_orphans: bool = False,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check every stored row's object (exists, size, SHA-256) and find orphans both ways.
+
+    With `repair`, rows whose object is missing or corrupt go back to `pending`
+    (their external URL in `image_url`), where the sweep re-stores them, and missing
+    thumbnails are rebuilt from the stored image. With `delete_orphans`, objects no
+    row points at are deleted.
+    """
+    report = VerifyReport()
+    referenced: set[tuple[str, str]] = set()
+    for row in stored_rows():
+        report.checked += 1
+        backend = str(row["storage_backend"])
+        referenced.add((backend, str(row["storage_key"])))
+        if row["thumbnail_key"]:
+            referenced.add((backend, str(row["thumbnail_key"])))
+        _check_row(row, report)
+        if progress:
+            progress(1)
+
+    for backend in image_storage.configured_backends():
+        try:
+            keys = list(image_storage.iter_keys(backend=backend))
+        except Exception as exc:  # an unreachable bucket is reported, not a crash
+            report.broken.append(
+                BrokenRow(0, backend, "", "unreadable", f"cannot list {backend}: {exc}")
+            )
+            continue
+        for key in keys:
+            if (backend, key) not in referenced and _is_orphan(backend=backend, key=key):
+                report.orphans.append((backend, key))
+
+    if repair:
+        report.repaired = _repair_rows(
+            [b for b in report.broken if b.problem in ("missing", "corrupt")]
+        )
+        report.thumbnails_rebuilt = _rebuild_thumbnails(report.thumbnails_missing)
+    if delete_orphans:
+        for backend, key in report.orphans:
+            image_storage.delete_objects(backend=backend, keys=[key])
+            report.orphans_deleted += 1
+    return report
+
+
+def _repair_rows(broken: list[BrokenRow]) -> int:
+    repaired_ids = []
+    for item in broken:
+        # Conditional: a row re-stored or migrated since we looked is left alone.
+        updated = GenerationResult.objects.filter(
+            pk=item.result_id,
+            storage_status=S.STORED,
+            storage_backend=item.backend,
+            storage_key=item.key,
+        ).update(
+            storage_status=S.PENDING,
+            storage_backend="",
+            storage_key="",
+            thumbnail_key="",
+            content_type="",
+            byte_size=None,
+            sha256="",
+            width=None,
+            height=None,
+            stored_at=None,
+            storage_claim=None,
+            storage_error=f"verify_images: the stored object is {item.problem}",
+            image_url=F("external_url"),
+        )
+        if updated:
+            repaired_ids.append(item.result_id)
+    # No task is queued here: the periodic sweep (or `restore_images`) stores pending rows.
+    return len(repaired_ids)
+
+
+def _rebuild_thumbnails(result_ids: list[int]) -> int:
+    rebuilt = 0
+    for result in GenerationResult.objects.filter(pk__in=result_ids, storage_status=S.STORED):
+        with tempfile.TemporaryDirectory(prefix="genvault-thumb-") as tmp:
+            path = Path(tmp) / "image"
+            try:
+                copy_object_to_file(
+                    backend=result.storage_backend, key=result.storage_key, dest=path
+                )
+                thumbnail = render_thumbnail(path)
+                image_storage.save_object_bytes(
+                    backend=result.storage_backend, key=result.thumbnail_key, data=thumbnail
+                )
+            except Exception as exc:
+                logger.warning("result %s: could not rebuild its thumbnail: %s", result.pk, exc)
+                continue
+        rebuilt += 1
+    return rebuilt
+
+
+# --- migrate -----------------------------------------------------------------------
+
+
+class MigrationFailed(Exception):
+    """One result could not be moved; its row and its source object are untouched."""
+
+
+def results_to_migrate(*, target: str) -> list[int]:
+    return list(
+        GenerationResult.objects.filter(storage_status=S.STORED)
+        .exclude(storage_backend=target)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .iterator(chunk_size=2000)
+    )
+
+
+def _copy_verified(
+    *, source: str, target: str, key: str, tmp: Path, expected_sha256: str | None
+) -> None:
+    """Copy one object through a temporary file and check what the target holds after."""
+    path = tmp / "object"
+    _size, sha256 = copy_object_to_file(backend=source, key=key, dest=path)
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise MigrationFailed(
+            f"{source}:{key} does not match the row's SHA-256 (run verify_images)"
+        )
+    image_storage.save_object_from_path(backend=target, key=key, path=path)
+    path.unlink()
+    _size, written = object_digest(backend=target, key=key)
+    if written != sha256:
+        raise MigrationFailed(f"{target}:{key} read back with another SHA-256 than was written")
+
+
+def result_migrate_storage(*, result_id: int, target: str, keep_source: bool = False) -> bool:
+    """Move one stored result's image and thumbnail to `target`; True when moved.
+
+    The row is switched with one conditional UPDATE (backend and key as read), so a
+    row re-stored or deleted meanwhile is not overwritten; the source objects are
+    deleted only once the row points at the copies. The stable URL never changes.
+    """
+    row = (
+        GenerationResult.objects.filter(pk=result_id, storage_status=S.STORED)
+        .values(*_ROW_FIELDS)
+        .first()
+    )
+    if row is None or row["storage_backend"] == target:
+        return False
+    source, key, thumb = (
+        str(row["storage_backend"]),
+        str(row["storage_key"]),
+        str(row["thumbnail_key"]),
+    )
+    written: list[str] = []
+    new_thumb = thumb
+    try:
+        with tempfile.TemporaryDirectory(prefix="genvault-migrate-") as tmp_name:
+            tmp = Path(tmp_name)
+            written.append(key)
+            _copy_verified(
+                source=source, target=target, key=key, tmp=tmp, expected_sha256=str(row["sha256"])
+            )
+            if thumb:
+                try:
+                    written.append(thumb)
+                    _copy_verified(
+                        source=source, target=target, key=thumb, tmp=tmp, expected_sha256=None
+                    )
+                except FileNotFoundError:
+                    written.pop()
+                    new_thumb = ""  # thumbnails can be rebuilt; the image is what matters
+    except FileNotFoundError as exc:
+        image_storage.delete_objects(backend=target, keys=written)
+        raise MigrationFailed(f"{source}:{exc} is missing (run verify_images)") from None
+    except (StorageUnavailable, MigrationFailed) as exc:
+        image_storage.delete_objects(backend=target, keys=written)
+        raise MigrationFailed(str(exc)) from None
+
+    switched = GenerationResult.objects.filter(
+        pk=result_id, storage_status=S.STORED, storage_backend=source, storage_key=key
+    ).update(storage_backend=target, thumbnail_key=new_thumb)
+    if not switched:
+        now = (
+            GenerationResult.objects.filter(pk=result_id)
+            .values("storage_backend", "storage_key")
+            .first()
+        )
+        if not (now and now["storage_backend"] == target and now["storage_key"] == key):
+            image_storage.delete_objects(backend=target, keys=written)
+        return False
+    if not keep_source:
+        image_storage.delete_objects(backend=source, keys=[key, thumb])
+    return True
