@@ -1,21 +1,32 @@
 """The gallery end to end: headless Chromium, the live server, the demo upstream as Ark,
 and a real Celery worker on Redis storing the images.
 
+Every action of SPEC section 8 is done here by a browser: browsing, the filters and
+header counts, pagination, the detail page (also reached by keyboard), download,
+delete, re-store (single, selected, everything), the lost statement, continue,
+image-to-image, saved prompts, form errors, clear all, log in and log out.
+
 Also takes the README's screenshots (docs/screenshots/) with real stored images.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from generations.models import Generation, GenerationResult
+from generations.models import Generation, GenerationResult, Prompt
+from storage_backends import images as image_storage
 from tests.conftest import wait_for
-from tests.factories import ImageModelFactory
+from tests.factories import ImageModelFactory, jpeg_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -44,11 +55,30 @@ def generate(page: Any, base_url: str, *, prompt: str, model_names: list[str]) -
     expect(page.get_by_role("heading", name="Generation #")).to_be_visible()
     generation = Generation.objects.get(prompt_text=prompt)
     assert f"?generation={generation.pk}" in page.url
+    assert generation.results.count() == len(model_names)
+    wait_until_stored_in_place(page, generation)
+    return generation
 
+
+def submit_and_wait(page: Any) -> Generation:
+    """Submit the generate form as it is filled now; wait for the new generation's images."""
+    # No generation shown yet, so that its heading appearing means the new one is made.
+    expect(page.locator(".generation")).to_have_count(0)
+    newest_before = Generation.objects.order_by("-id").values_list("pk", flat=True).first() or 0
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.get_by_role("heading", name="Generation #")).to_be_visible()
+    generation = Generation.objects.get(pk__gt=newest_before)
+    expect(page).to_have_url(re.compile(rf"/generate/\?generation={generation.pk}$"))
+    wait_until_stored_in_place(page, generation)
+    return generation
+
+
+def wait_until_stored_in_place(page: Any, generation: Generation) -> None:
+    """On the generation's page, every card turns `stored` without the page reloading."""
     # Mark this document: if the page reloaded, the mark would be gone.
     page.evaluate("window.__sameDocument = true")
     results = list(generation.results.order_by("id"))
-    assert len(results) == len(model_names)
+    assert results
     for result in results:
         card = page.locator(f'[data-result-id="{result.pk}"]')
         expect(card.locator("[data-storage-badge]")).to_have_text(
@@ -57,7 +87,6 @@ def generate(page: Any, base_url: str, *, prompt: str, model_names: list[str]) -
         expect(card.locator("img")).to_be_visible()
     assert page.evaluate("window.__sameDocument") is True
     expect(page.get_by_text("Every image of this generation has been handled.")).to_be_visible()
-    return generation
 
 
 def test_generate_watch_store_open_and_download(
@@ -181,3 +210,425 @@ def test_restore_bulk_delete_and_clear_all(
     expect(page.get_by_text("Cleared the gallery: deleted 1 result.")).to_be_visible()
     expect(page.get_by_text("Nothing here yet.")).to_be_visible()
     assert GenerationResult.objects.count() == 0
+
+
+# --- Browsing, filters, pagination, keyboard, delete, form errors, log out -----------
+
+# Nothing listens on the discard port: should a browser ever follow an external URL of
+# these made-up rows, it fails at once on loopback instead of reaching the internet.
+UNREACHABLE_IMAGE_HOST = "http://127.0.0.1:9"
+# The pagination links, by their words (their arrows are typographic characters).
+OLDER = re.compile(r"^Older")
+NEWER = re.compile(r"Newer$")
+
+
+def make_result(
+    *, prompt: str, model: Any, status: str = GenerationResult.Status.SUCCESS, **fields: Any
+) -> GenerationResult:
+    generation = Generation.objects.create(prompt_text=prompt, size="1024x1024")
+    values: dict[str, Any] = {
+        "external_url": f"{UNREACHABLE_IMAGE_HOST}/{generation.pk}.jpeg",
+        "external_url_expires_at": timezone.now() + timedelta(days=1),
+        "storage_status": S.PENDING,
+        **fields,
+    }
+    values.setdefault("image_url", values["external_url"])
+    return GenerationResult.objects.create(
+        generation=generation,
+        model=model,
+        upstream_model_id=model.upstream_model_id,
+        status=status,
+        **values,
+    )
+
+
+def store_real_jpeg(result: GenerationResult) -> Path:
+    """Put real JPEG bytes in the image storage and mark the row stored, as the task would."""
+    data = jpeg_bytes(320, 240, color=(30, 90, 160))
+    backend = image_storage.active_backend()
+    key = image_storage.image_key(result_id=result.pk, extension="jpg")
+    image_storage.save_object_bytes(backend=backend, key=key, data=data)
+    GenerationResult.objects.filter(pk=result.pk).update(
+        storage_status=S.STORED,
+        storage_backend=backend,
+        storage_key=key,
+        content_type="image/jpeg",
+        byte_size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=320,
+        height=240,
+        stored_at=timezone.now(),
+        image_url=result.stable_url,
+    )
+    path = image_storage.local_path(backend=backend, key=key)
+    assert path is not None and path.is_file()
+    return path
+
+
+def shown_result_ids(page: Any, expected_count: int) -> set[int]:
+    cards = page.locator("ul.grid .card")
+    expect(cards).to_have_count(expected_count)
+    return {int(i) for i in cards.evaluate_all("cards => cards.map(c => c.dataset.resultId)")}
+
+
+def header_link(page: Any, label: str) -> Any:
+    header = page.get_by_role("navigation", name="Results by storage status")
+    return header.get_by_role("link", name=re.compile(rf"^{label}\s*\d+$"))
+
+
+def test_browse_filter_paginate_open_delete_and_log_out(
+    page: Any, live_server: Any, staff_user: Any, image_storage_root: Path
+) -> None:
+    base = live_server.url
+    fox_model = ImageModelFactory(name="Seedream 4.0 (demo)")
+    harbour_model = ImageModelFactory(name="Seedream 3.0 (demo)")
+    tomorrow = timezone.now() + timedelta(days=1)
+    # 26 pending results made in two queries: more than one page of 24.
+    fox_generations = Generation.objects.bulk_create(
+        [Generation(prompt_text=f"a red fox in snow, take {n}", size="2K") for n in range(26)]
+    )
+    foxes = GenerationResult.objects.bulk_create(
+        [
+            GenerationResult(
+                generation=generation,
+                model=fox_model,
+                upstream_model_id=fox_model.upstream_model_id,
+                status=GenerationResult.Status.SUCCESS,
+                external_url=f"{UNREACHABLE_IMAGE_HOST}/fox-{generation.pk}.jpeg",
+                image_url=f"{UNREACHABLE_IMAGE_HOST}/fox-{generation.pk}.jpeg",
+                external_url_expires_at=tomorrow,
+                storage_status=S.PENDING,
+            )
+            for generation in fox_generations
+        ]
+    )
+    fox_ids = sorted(r.pk for r in foxes)
+    harbour = make_result(prompt="a quiet harbour town, watercolour", model=harbour_model)
+    harbour_file = store_real_jpeg(harbour)
+    refused = make_result(
+        prompt="an impossible staircase",
+        model=harbour_model,
+        status=GenerationResult.Status.FAILED,
+        error_code="OutputImageSensitiveContentDetected",
+        error_message="The output image may contain sensitive content.",
+        external_url="",
+        image_url="",
+        external_url_expires_at=None,
+        storage_status=S.NONE,
+    )
+    boats = make_result(
+        prompt="three paper boats on a pond",
+        model=fox_model,
+        storage_status=S.FAILED,
+        storage_attempts=5,
+        storage_error="TransientFetchError: the image host answered 503",
+        external_url_expires_at=timezone.now() + timedelta(hours=2),  # at risk
+    )
+    lost = make_result(
+        prompt="a lantern festival by the river",
+        model=fox_model,
+        storage_status=S.EXPIRED,
+        storage_error="ImageExpired: the upstream link answered 403",
+        external_url_expires_at=timezone.now() - timedelta(hours=1),
+    )
+    log_in(page, base)
+    page.goto(f"{base}/")
+    expect(page).to_have_url(f"{base}/gallery/")
+
+    # The header counts, and the first page: newest first, 24 of 30.
+    for label, count in [
+        ("All", 30),
+        ("Stored", 1),
+        ("Pending", 26),
+        ("Storing", 0),
+        ("Failed", 1),
+        ("Expired", 1),
+        ("No image", 1),
+        ("At risk", 1),
+    ]:
+        expect(header_link(page, label).locator("strong")).to_have_text(str(count))
+    expect(
+        page.get_by_text(re.compile(r"^Showing 1.24 of 30 results, newest first\.$"))
+    ).to_be_visible()
+    expect(page.locator("ul.grid .card").first).to_have_attribute("data-result-id", str(lost.pk))
+    assert len(shown_result_ids(page, 24)) == 24
+    expect(page.get_by_text("Page 1 of 2")).to_be_visible()
+
+    # Page 2 holds the six oldest.
+    page.get_by_role("link", name=OLDER).click()
+    expect(page.get_by_text("Page 2 of 2")).to_be_visible()
+    assert shown_result_ids(page, 6) == set(fox_ids[:6])
+    page.get_by_role("link", name=NEWER).click()
+    expect(page.get_by_text("Page 1 of 2")).to_be_visible()
+
+    # Each header count is a link to its filter.
+    for label, expected in [
+        ("Failed", {boats.pk}),
+        ("Stored", {harbour.pk}),
+        ("Expired", {lost.pk}),
+        ("No image", {refused.pk}),
+        ("At risk", {boats.pk}),
+    ]:
+        header_link(page, label).click()
+        expect(header_link(page, label)).to_have_attribute("aria-current", "true")
+        assert shown_result_ids(page, len(expected)) == expected, label
+    header_link(page, "All").click()
+    assert len(shown_result_ids(page, 24)) == 24
+
+    # The filter form: result status, storage status, model, prompt text.
+    page.get_by_label("Result", exact=True).select_option(label="Failed")
+    page.get_by_role("button", name="Filter").click()
+    assert shown_result_ids(page, 1) == {refused.pk}
+    expect(page.get_by_text("Generation failed").first).to_be_visible()
+    page.get_by_role("link", name="Reset").click()
+
+    page.get_by_label("Storage", exact=True).select_option(label="Failed")
+    page.get_by_role("button", name="Filter").click()
+    assert shown_result_ids(page, 1) == {boats.pk}
+    page.get_by_role("link", name="Reset").click()
+
+    page.get_by_label("Model", exact=True).select_option(label="Seedream 3.0 (demo)")
+    page.get_by_role("button", name="Filter").click()
+    assert shown_result_ids(page, 2) == {harbour.pk, refused.pk}
+    page.get_by_role("link", name="Reset").click()
+
+    # Prompt text, across pages: the filter stays on page 2.
+    page.get_by_label("Prompt contains").fill("FOX IN SNOW")
+    page.get_by_role("button", name="Filter").click()
+    expect(
+        page.get_by_text(re.compile(r"^Showing 1.24 of 26 results matching the filters"))
+    ).to_be_visible()
+    page.get_by_role("link", name=OLDER).click()
+    expect(page.get_by_text("Page 2 of 2")).to_be_visible()
+    expect(page.get_by_label("Prompt contains")).to_have_value("FOX IN SNOW")
+    assert shown_result_ids(page, 2) == set(fox_ids[:2])
+
+    # A filter that matches nothing says so.
+    page.get_by_label("Prompt contains").fill("no such prompt anywhere")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_text("No result matches these filters.")).to_be_visible()
+
+    # A lost result: opened from the grid, it says so plainly and offers no re-store.
+    page.get_by_label("Prompt contains").fill("lantern")
+    page.get_by_role("button", name="Filter").click()
+    lost_card = page.locator(f'[data-result-id="{lost.pk}"]')
+    expect(lost_card.locator("[data-storage-badge]")).to_have_text("lost")
+    expect(lost_card.get_by_role("button", name="Re-store")).to_have_count(0)
+    lost_card.locator(".card__link").click()
+    expect(page.get_by_role("heading", name=f"Result #{lost.pk}")).to_be_visible()
+    expect(
+        page.get_by_text("This image is lost: its upstream link expired before it was stored.")
+    ).to_be_visible()
+    expect(page.get_by_role("button", name="Re-store")).to_have_count(0)
+    expect(page.get_by_role("link", name="Image-to-image")).to_have_count(0)
+
+    # Keyboard: Tab from the toolbar reaches the card's link; Enter opens the detail page.
+    page.goto(f"{base}/gallery/?q=harbour")
+    harbour_card = page.locator(f'[data-result-id="{harbour.pk}"]')
+    page.get_by_role("link", name="Clear all…").focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label(f"Select result {harbour.pk}")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(harbour_card.locator(".card__prompt")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name=f"Result #{harbour.pk}")).to_be_visible()
+    page.wait_for_function("document.querySelector('.detail__image img').naturalWidth === 320")
+
+    # Delete one result, through its confirmation: the row and its object are gone.
+    page.get_by_role("link", name="Delete…").click()
+    expect(page.get_by_role("heading", name="Delete 1 result?")).to_be_visible()
+    page.get_by_role("button", name="Delete 1 result").click()
+    expect(page.get_by_text(f"Deleted 1 result (#{harbour.pk}).")).to_be_visible()
+    expect(page).to_have_url(f"{base}/gallery/")
+    expect(header_link(page, "Stored").locator("strong")).to_have_text("0")
+    assert not GenerationResult.objects.filter(pk=harbour.pk).exists()
+    wait_for(lambda: not harbour_file.exists(), timeout=5)
+
+    # The generate form shows an error for an empty prompt, and keeps what was chosen.
+    generations_before = Generation.objects.count()
+    page.get_by_role("link", name="Generate", exact=True).click()
+    page.get_by_label("Seedream 4.0 (demo)", exact=True).check()
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.get_by_text("Please fix the fields marked below.")).to_be_visible()
+    prompt_field = page.locator(".field--invalid", has=page.get_by_label("Prompt", exact=True))
+    expect(prompt_field.get_by_role("alert")).to_have_text("the prompt is empty")
+    expect(page.get_by_label("Seedream 4.0 (demo)", exact=True)).to_be_checked()
+    assert Generation.objects.count() == generations_before
+
+    # Log out (LOGOUT_REDIRECT_URL is the login page): the gallery asks for a login again.
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{base}/accounts/login/")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.get_by_role("button", name="Log out")).to_have_count(0)
+    page.goto(f"{base}/gallery/")
+    expect(page).to_have_url(f"{base}/accounts/login/?next=/gallery/")
+
+
+# --- Continue, image-to-image, saved prompts, re-store one, selected, everything -----
+
+
+def unstored_copy(
+    source: GenerationResult, *, image_index: int, storage_status: str, **fields: Any
+) -> GenerationResult:
+    """Another result of the source's generation with the same live upstream link, not stored."""
+    values: dict[str, Any] = {
+        "external_url": source.external_url,
+        "image_url": source.external_url,
+        "external_url_expires_at": source.external_url_expires_at,
+        **fields,
+    }
+    return GenerationResult.objects.create(
+        generation=source.generation,
+        model=source.model,
+        upstream_model_id=source.upstream_model_id,
+        image_index=image_index,
+        status=GenerationResult.Status.SUCCESS,
+        storage_status=storage_status,
+        **values,
+    )
+
+
+def test_continue_image_to_image_saved_prompt_and_restores(
+    page: Any, live_server: Any, staff_user: Any, demo: Any, celery_worker: Any
+) -> None:
+    base = live_server.url
+    saved = Prompt.objects.create(title="Harbour", text="a quiet harbour town at dawn, watercolour")
+    log_in(page, base)
+    prompt = "a lighthouse at dusk, oil painting"
+    source_generation = generate(page, base, prompt=prompt, model_names=["Seedream 4.0"])
+    source = source_generation.results.get()
+
+    # Continue, from the grid: the form comes prefilled with prompt, model and size.
+    page.get_by_role("link", name="Gallery", exact=True).click()
+    page.locator(f'[data-result-id="{source.pk}"]').get_by_role("link", name="Continue").click()
+    expect(page).to_have_url(f"{base}/generate/?from={source.pk}")
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value(prompt)
+    expect(page.get_by_label("Seedream 4.0", exact=True)).to_be_checked()
+    expect(page.get_by_label("Seedream 3.0", exact=True)).not_to_be_checked()
+    expect(page.get_by_label("SeedEdit 3.0", exact=True)).not_to_be_checked()
+    expect(page.get_by_label("Size", exact=True)).to_have_value("1024x1024")
+    continued = submit_and_wait(page)
+    assert continued.pk != source_generation.pk
+    assert (continued.prompt_text, continued.size) == (prompt, "1024x1024")
+    assert [r.model for r in continued.results.all()] == [source.model]
+
+    # Image-to-image, from the detail page: this result is the reference, and the
+    # upstream receives its stored bytes.
+    source.refresh_from_db()
+    page.goto(f"{base}/gallery/{source.pk}/")
+    page.get_by_role("link", name="Image-to-image").click()
+    expect(page.get_by_label("Reference image")).to_have_value(f"result:{source.pk}")
+    expect(page.get_by_label("Seedream 4.0", exact=True)).to_be_checked()
+    page.get_by_label("SeedEdit 3.0", exact=True).uncheck()
+    page.get_by_label("Prompt", exact=True).fill("the same lighthouse in deep winter")
+    demo.clear_request_log()
+    edited = submit_and_wait(page)
+    assert edited.reference_result_id == source.pk
+    calls = [
+        entry
+        for entry in demo.request_log
+        if entry["method"] == "POST" and entry["path"].endswith("/images/generations")
+    ]
+    assert len(calls) == 1
+    body = calls[0]["json"]
+    assert body["model"] == source.upstream_model_id
+    reference = body["image"][0] if isinstance(body["image"], list) else body["image"]
+    header, _, encoded = reference.partition(",")
+    assert header == f"data:{source.content_type};base64"
+    assert hashlib.sha256(base64.b64decode(encoded)).hexdigest() == source.sha256
+
+    # A saved prompt, chosen from the list, with a custom size and the model's params.
+    page.get_by_role("link", name="Generate", exact=True).click()
+    page.get_by_label("…or a saved prompt").select_option(label=f"Harbour: {saved.text}")
+    page.get_by_label("Seedream 3.0", exact=True).check()
+    page.get_by_label("…or a custom size").fill("1536x1024")
+    seed = page.get_by_label("Seed", exact=True)
+    # The help text is tied to its field, so a screen reader reads it with the field.
+    expect(seed).to_have_accessible_description(re.compile(r"^Only for models that take one"))
+    seed.fill("42")
+    page.get_by_label("Guidance scale", exact=True).fill("3.5")
+    page.get_by_label("Add the upstream's watermark").uncheck()
+    demo.clear_request_log()
+    from_saved = submit_and_wait(page)
+    assert (from_saved.prompt_id, from_saved.prompt_text) == (saved.pk, saved.text)
+    expect(page.locator(".generation .prompt-text")).to_have_text(saved.text)
+    (call,) = [e["json"] for e in demo.request_log if e["method"] == "POST"]
+    assert call["prompt"] == saved.text
+    assert (call["size"], call["seed"], call["guidance_scale"]) == ("1536x1024", 42, 3.5)
+    assert call["watermark"] is False
+
+    # Results that were not stored (storing failed, or never ran) while the link lives.
+    one = unstored_copy(
+        source, image_index=1, storage_status=S.FAILED, storage_error="TransientFetchError: 503"
+    )
+    picked = [
+        unstored_copy(source, image_index=2, storage_status=S.PENDING),
+        unstored_copy(source, image_index=3, storage_status=S.FAILED, storage_error="timeout"),
+    ]
+    left = unstored_copy(source, image_index=4, storage_status=S.FAILED, storage_error="503")
+    lost = unstored_copy(
+        source,
+        image_index=5,
+        storage_status=S.EXPIRED,
+        external_url_expires_at=timezone.now() - timedelta(minutes=5),
+    )
+
+    def stored(*results: GenerationResult) -> bool:
+        ids = [r.pk for r in results]
+        return GenerationResult.objects.filter(pk__in=ids, storage_status=S.STORED).count() == len(
+            ids
+        )
+
+    # Re-store from the detail page.
+    page.goto(f"{base}/gallery/{one.pk}/")
+    expect(page.locator(".page-head .badge")).to_have_text("failed")
+    page.get_by_role("button", name="Re-store").click()
+    expect(page.get_by_text(f"Queued result {one.pk} for storing.")).to_be_visible()
+    wait_for(lambda: stored(one), timeout=30)
+    page.reload()
+    expect(page.locator(".page-head .badge")).to_have_text("stored")
+    expect(page.get_by_role("button", name="Re-store")).to_have_count(0)
+    expect(page.get_by_role("link", name="Download")).to_be_visible()
+
+    # Re-store the selected ones: only they are queued, and the worker stores them.
+    page.get_by_role("link", name="← Gallery").click()
+    for result in picked:
+        page.get_by_label(f"Select result {result.pk}").check()
+    page.get_by_role("button", name="Re-store selected").click()
+    expect(page.get_by_text("Queued 2 results for storing.")).to_be_visible()
+    wait_for(lambda: stored(*picked), timeout=30)
+    assert not stored(left)
+
+    # Re-store everything not stored: the one left; the lost one cannot come back.
+    page.get_by_role("button", name="Re-store everything not stored").click()
+    expect(page.get_by_text("Queued 1 result for storing, newest first.")).to_be_visible()
+    wait_for(lambda: stored(left), timeout=30)
+    lost.refresh_from_db()
+    assert lost.storage_status == S.EXPIRED
+    page.reload()
+    expect(header_link(page, "Stored").locator("strong")).to_have_text("8")
+    expect(header_link(page, "Expired").locator("strong")).to_have_text("1")
+    for result in [*picked, left]:
+        card = page.locator(f'[data-result-id="{result.pk}"]')
+        expect(card.locator("[data-storage-badge]")).to_have_text("stored")
+        expect(card.locator("img")).to_be_visible()
+
+    # The admin: search the results, then re-store the selected one with its action.
+    staff_user.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=["view_generationresult", "change_generationresult"]
+        )
+    )
+    via_admin = unstored_copy(source, image_index=6, storage_status=S.FAILED, storage_error="503")
+    page.get_by_role("link", name="Admin", exact=True).click()
+    page.get_by_role("link", name="Generation results").click()
+    page.locator("#searchbar").fill("lighthouse at dusk")
+    page.locator("#searchbar").press("Enter")
+    expect(page.locator("#result_list tbody tr")).to_have_count(8)  # source, continued, copies
+    page.locator(f'#result_list input[name="_selected_action"][value="{via_admin.pk}"]').check()
+    page.get_by_role("combobox", name="Action").select_option(
+        label="Re-store selected results that are not stored"
+    )
+    page.get_by_role("button", name="Go", exact=True).click()
+    expect(page.get_by_text("Queued 1 result(s) for storing.")).to_be_visible()
+    wait_for(lambda: stored(via_admin), timeout=30)
