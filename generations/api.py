@@ -62,7 +62,7 @@ def _json_body(request: HttpRequest) -> Any:
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
     try:
         return json.loads(request.body or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
 
 

@@ -56,6 +56,8 @@ def image_response(
     if not key:
         raise Http404("no thumbnail for this image")
     content_type = "image/webp" if thumbnail else result.content_type
+    if content_type not in _EXTENSIONS:  # an edited or imported row: never SVG or HTML inline
+        content_type = "application/octet-stream"
     name = download_name(result) if download and not thumbnail else None
 
     redirect = image_storage.redirect_url(

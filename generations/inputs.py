@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from .fetch import is_public_address
 from .models import GenerationResult, ImageModel, Prompt
 from .services import ReferenceImage
 
@@ -97,6 +98,8 @@ def parse_prompt_text(text: Any) -> str:
     text = text.strip()
     if not text:
         raise InvalidInput("the prompt is empty", field="prompt")
+    if "\x00" in text:  # PostgreSQL cannot store it: refuse it here, not with a 500 later
+        raise InvalidInput("the prompt holds a NUL character", field="prompt")
     if len(text) > MAX_PROMPT_CHARS:
         raise InvalidInput(
             f"the prompt is longer than {MAX_PROMPT_CHARS} characters", field="prompt"
@@ -117,7 +120,7 @@ def parse_models(refs: Any) -> list[ImageModel]:
         if (
             isinstance(ref, bool)
             or not isinstance(ref, int | str)
-            or (isinstance(ref, str) and not ref.strip())
+            or (isinstance(ref, str) and (not ref.strip() or "\x00" in ref))  # NUL: see prompt
         ):
             raise InvalidInput("modelIds must hold model ids or names", field="modelIds")
         found = list(ImageModel.objects.matching(ref.strip() if isinstance(ref, str) else ref)[:2])
@@ -206,6 +209,9 @@ def check_public_url(url: str, *, field: str) -> None:
     Only the literal form is checked here (the upstream fetches the reference, not
     us); the fetch of SPEC section 7 resolves and checks every address itself.
     """
+    if not re.fullmatch(r"[\x21-\x7e]+", url):
+        # urlsplit silently drops tabs and newlines: what we check must be what is sent.
+        raise InvalidInput("image URL holds spaces, control or non-ASCII characters", field=field)
     parts = urlsplit(url)
     netloc = parts.netloc.lower()
     allowed = netloc in settings.IMAGE_FETCH_ALLOWED_HOSTS
@@ -217,7 +223,7 @@ def check_public_url(url: str, *, field: str) -> None:
         raise InvalidInput("image URL must not carry credentials", field=field)
     if allowed:
         return
-    host = parts.hostname
+    host = parts.hostname.rstrip(".")  # "localhost." is localhost
     if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
         raise InvalidInput("image URL points at a local address", field=field)
     try:
@@ -228,8 +234,8 @@ def check_public_url(url: str, *, field: str) -> None:
                 "image URL host is not a valid public address", field=field
             ) from None
         return
-    mapped = getattr(address, "ipv4_mapped", None)
-    if not (mapped or address).is_global:
+    # The fetch's own test: it also looks inside NAT64, 6to4, Teredo and ::a.b.c.d.
+    if not is_public_address(str(address)):
         raise InvalidInput("image URL points at a private or local address", field=field)
 
 

@@ -211,8 +211,9 @@ def results_enqueue_storing(*, result_ids: Iterable[int]) -> int:
         try:
             store_result_image.apply_async(args=[result_id], retry=False)
         except Exception as exc:
+            # The broker is down: trying the rest would cost a connect timeout each.
             logger.warning("could not queue storing of result %s: %s", result_id, exc)
-            continue
+            break
         queued += 1
     return queued
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
@@ -111,7 +111,7 @@ def delete_objects(*, backend: str, keys: list[str]) -> None:
 def open_object(*, backend: str, key: str) -> IO[bytes]:
     try:
         return image_storage(backend).open(key, "rb")
-    except FileNotFoundError:
+    except (FileNotFoundError, SuspiciousFileOperation):  # a key outside the storage: a 400
         raise
     except Exception as exc:
         if _is_not_found(exc):

@@ -89,6 +89,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The JSON API takes bodies up to 16 MiB (a reference image as a data: URI); Django's
+# 2.5 MB default would answer larger ones with an HTML 400 before the API sees them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024 + 64 * 1024
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -179,6 +182,10 @@ else:
         # Longer than any retry countdown, so a late-acked task is not redelivered
         # while it legitimately waits.
         "visibility_timeout": 3600,
+        # Publishing gives up at the first refused connection instead of retrying for
+        # the connection timeout: a request must not wait on a broker that is down
+        # (its results stay pending and the sweep queues them later).
+        "max_retries": 0,
         "socket_connect_timeout": 3,
         "socket_timeout": 10,
     }

@@ -1,0 +1,87 @@
+"""Fault 2: the broker stopped while `/api/generate` is called.
+
+gunicorn serves the API with the production Redis settings; with the broker down a
+request still answers 200 in normal time, its results `pending` with their external
+URLs. Once the broker is back, the sweep queues them and a worker stores them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from generations.models import GenerationResult
+from generations.tasks import sweep_unstored_images
+from tests.faults.helpers import S, age_rows, wait_all_settled
+from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes
+
+pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+NORMAL_SECONDS = 5
+
+
+def test_generate_answers_while_the_broker_is_down_and_the_sweep_stores_later(
+    start_gunicorn: Any,
+    start_worker: Any,
+    broker: Any,
+    demo: Any,
+    api_token: str,
+    image_storage_root: Path,
+) -> None:
+    web = start_gunicorn(workers=1)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {api_token}"
+    assert session.get(f"{web.url}/healthz", timeout=10).status_code == 200
+    broker.stop()
+
+    result_ids = []
+    # The last request asks for 3 images at once: one refused publish must not make
+    # the others wait a connect timeout each.
+    for n, extra in enumerate([{}, {}, {"params": {"max_images": 3}}]):
+        started = time.monotonic()
+        response = session.post(
+            f"{web.url}/api/generate",
+            json={
+                "prompt": f"a fox while the broker is down, take {n}",
+                "modelIds": ["doubao-seedream-4-0-250828"],
+                "size": "256x256",
+                **extra,
+            },
+            timeout=30,
+        )
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert elapsed < NORMAL_SECONDS, f"generate took {elapsed:.1f}s with the broker down"
+        for result in response.json()["results"]:
+            assert result["status"] == "SUCCESS"
+            assert result["storageStatus"] == S.PENDING
+            assert result["imageUrl"] == result["externalImageUrl"]
+            assert result["externalImageUrl"].startswith(demo.base_url)
+            result_ids.append(result["id"])
+    assert len(result_ids) >= 3
+
+    health = session.get(f"{web.url}/healthz", timeout=10)
+    assert health.status_code == 503
+    assert health.json()["broker"] == "unavailable"
+
+    broker.start()
+    start_worker()
+    time.sleep(1)
+    statuses = GenerationResult.objects.filter(pk__in=result_ids).values_list(
+        "storage_status", flat=True
+    )
+    assert set(statuses) == {S.PENDING}, "nothing was queued, so nothing may have moved"
+    age_rows(result_ids)
+    assert sweep_unstored_images() == len(result_ids)
+    wait_all_settled(result_ids, timeout=30)
+
+    counts = assert_no_image_lost(
+        objects=local_objects(image_storage_root),
+        upstream=lambda r: upstream_bytes(demo, r.external_url),
+    )
+    assert counts == {S.STORED: len(result_ids)}
+    assert session.get(f"{web.url}/healthz", timeout=10).status_code == 200
