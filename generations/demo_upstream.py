@@ -24,6 +24,9 @@ Generation (the POST):
 ``[demo:webp]``            render WebP instead of JPEG
 ``[demo:big=MB]``          serve a real JPEG of about MB MiB (noise; made once per size and
                            cached; up to 256 MiB, ~0.7 s per 100 MiB the first time)
+``[demo:photo=MB]``        serve a realistic 2048x2048 JPEG of about MB MiB (a rendered
+                           scene with film grain, the quality searched to fit; cached
+                           per size; up to 8), like a Seedream 2K image
 ``[demo:host=FORM]``       write the image URL with another loopback spelling: ``127.0.0.2``,
                            ``[::1]``, ``2130706433``, ``[::ffff:127.0.0.1]``, ``localhost``
 =========================  ===========================================================
@@ -96,6 +99,8 @@ MAX_LOGGED_REQUESTS = 10_000
 MAX_SIDE = 4096
 MIN_SIDE = 16
 MAX_BIG_MB = 256
+MAX_PHOTO_MB = 8
+PHOTO_SIDE = 2048
 BOMB_SIDE = 30_000
 
 SIZE_LABELS = {"1k": 1024, "2k": 2048, "4k": 4096}
@@ -120,6 +125,7 @@ GENERATION_SWITCHES: dict[str, str | None] = {
     "png": None,
     "webp": None,
     "big": "float",
+    "photo": "float",
     "host": "host",
 }
 SERVING_FAULTS: dict[str, str | None] = {
@@ -216,6 +222,8 @@ def _check_value(name: str, kind: str, value: str) -> None:
         raise SwitchError(f"[demo:host={value}]: one of {', '.join(sorted(LOOPBACK_HOST_FORMS))}")
     if name == "status" and not 400 <= int(value) <= 599:
         raise SwitchError("[demo:status=CODE] needs a code from 400 to 599")
+    if name == "photo" and not 0 < float(value) <= MAX_PHOTO_MB:
+        raise SwitchError(f"[demo:photo=MB] supports up to {MAX_PHOTO_MB} MB")
     if name == "big" and not 0 < float(value) <= MAX_BIG_MB:
         raise SwitchError(f"[demo:big=MB] supports up to {MAX_BIG_MB} MB")
 
@@ -345,6 +353,52 @@ def big_jpeg(megabytes: float) -> tuple[bytes, int, int]:
         noise.save(out, "JPEG", quality=100, subsampling=0)
         result = (out.getvalue(), side, side)
         _big_jpegs[megabytes] = result
+        return result
+
+
+_photo_jpegs: dict[float, tuple[bytes, int, int]] = {}
+
+
+def photo_jpeg(megabytes: float) -> tuple[bytes, int, int]:
+    """A 2048x2048 JPEG of about ``megabytes`` MiB that decodes like a photograph.
+
+    A rendered scene with gaussian grain; the JPEG quality is searched so the file
+    lands near the wanted size, as a Seedream 2K image does (1-3 MiB). Cached per size.
+    """
+    with _cache_lock:
+        cached = _photo_jpegs.get(megabytes)
+        if cached:
+            return cached
+        scene = render_image(
+            "bench photo",
+            seed_material=f"photo|{megabytes}",
+            width=PHOTO_SIDE,
+            height=PHOTO_SIDE,
+            image_format="PNG",
+            watermark=False,
+        )
+        base = Image.open(io.BytesIO(scene)).convert("RGB")
+        target = megabytes * MiB
+        best = b""
+        for sigma in (8, 16, 32, 64, 96):
+            grain = Image.effect_noise((PHOTO_SIDE, PHOTO_SIDE), sigma).convert("RGB")
+            grainy = Image.blend(base, grain, 0.35)
+            low, high = 50, 98
+            while low <= high:
+                quality = (low + high) // 2
+                out = io.BytesIO()
+                grainy.save(out, "JPEG", quality=quality)
+                data = out.getvalue()
+                if abs(len(data) - target) < abs(len(best) - target):
+                    best = data
+                if len(data) < target:
+                    low = quality + 1
+                else:
+                    high = quality - 1
+            if abs(len(best) - target) <= 0.1 * target:
+                break
+        result = (best, PHOTO_SIDE, PHOTO_SIDE)
+        _photo_jpegs[megabytes] = result
         return result
 
 
@@ -832,6 +886,9 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
             width = height = BOMB_SIDE
         elif "big" in switches:
             content, width, height = big_jpeg(float(switches["big"]))
+            content_type = "image/jpeg"
+        elif "photo" in switches:
+            content, width, height = photo_jpeg(float(switches["photo"]))
             content_type = "image/jpeg"
         elif "html" in switches:
             content, content_type = HTML_PAGE, "text/html; charset=utf-8"

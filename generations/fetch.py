@@ -28,7 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import certifi
 import urllib3
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -564,25 +564,104 @@ def render_thumbnail(path: Path, *, max_side: int = 480) -> bytes:
     """A small WebP of the image, upright, decoding a JPEG at the smallest scale that will do."""
     try:
         with Image.open(path, formats=_OPENED_FORMATS) as image:
-            width, height = image.size
-            scale = min(1.0, max_side / max(width, height))
-            wanted = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
             if image.format in ("JPEG", "MPO"):
-                image.draft("RGB", wanted)
-            upright = ImageOps.exif_transpose(image)
-            has_alpha = upright.mode in ("RGBA", "LA", "PA") or (
-                upright.mode == "P" and "transparency" in upright.info
-            )
-            converted = upright.convert("RGBA" if has_alpha else "RGB")
-            converted.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            output = BytesIO()
-            # method 0, the encoder's fastest: 2-3x less CPU than its default 4 for a few KB
-            # more on a 480 px thumbnail (measured by bench/, see the README's Performance).
-            converted.save(output, format="WEBP", quality=80, method=0)
+                image.draft("RGB", _thumbnail_size(image.size, max_side))
+            return _encode_thumbnail(image, max_side=max_side)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooManyPixels(str(exc)) from exc
     except Image.UnidentifiedImageError as exc:
         raise NotAnImage("not a JPEG, PNG or WebP image") from exc
     except _DECODE_ERRORS as exc:
         raise NotAnImage(f"the image does not decode: {exc}") from exc
+
+
+def inspect_and_thumbnail(
+    path: Path, *, max_pixels: int, max_side: int = 480
+) -> tuple[ImageInfo, bytes]:
+    """`inspect_image` and `render_thumbnail` with one decode where the format allows.
+
+    A JPEG decoded at the thumbnail's reduced scale still reads every scan, so the
+    same decode proves the file whole and yields the thumbnail. PNG's `verify()`
+    consumes the image, so PNG (and WebP) take the two steps.
+    """
+    info = _header_checks(path, max_pixels=max_pixels)
+    if info is None:
+        return inspect_image(path, max_pixels=max_pixels), render_thumbnail(path, max_side=max_side)
+    try:
+        with Image.open(path, formats=_OPENED_FORMATS) as image:
+            image.draft("RGB", _thumbnail_size(image.size, max_side))
+            image.load()
+            return info, _encode_thumbnail(image, max_side=max_side)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooManyPixels(str(exc)) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise NotAnImage("not a JPEG, PNG or WebP image") from exc
+    except _DECODE_ERRORS as exc:
+        raise NotAnImage(f"the image does not decode: {exc}") from exc
+
+
+def _header_checks(path: Path, *, max_pixels: int) -> ImageInfo | None:
+    """For a JPEG, the checks that need only its header; None for other formats."""
+    try:
+        with Image.open(path, formats=_OPENED_FORMATS) as image:
+            if image.format not in ("JPEG", "MPO"):
+                return None
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise NotAnImage(f"the image claims {width}x{height} pixels")
+            if width * height > max_pixels:
+                raise ImageTooManyPixels(
+                    f"{width}x{height} is over the limit of {max_pixels} pixels"
+                )
+            if image.info.get("progressive") and width * height > PROGRESSIVE_JPEG_MAX_PIXELS:
+                raise ImageTooManyPixels(
+                    f"a progressive JPEG of {width}x{height} is over the limit of "
+                    f"{PROGRESSIVE_JPEG_MAX_PIXELS} pixels"
+                )
+            content_type, extension = _PILLOW_FORMATS[str(image.format)]
+            return ImageInfo(
+                content_type=content_type, extension=extension, width=width, height=height
+            )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooManyPixels(str(exc)) from exc
+    except FetchError:
+        raise
+    except Image.UnidentifiedImageError as exc:
+        raise NotAnImage("not a JPEG, PNG or WebP image") from exc
+    except _DECODE_ERRORS as exc:
+        raise NotAnImage(f"the image does not decode: {exc}") from exc
+
+
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps does).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _thumbnail_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    width, height = size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+
+def _encode_thumbnail(image: Image.Image, *, max_side: int) -> bytes:
+    """Shrink, then turn upright (cheap on the small image), then encode as WebP."""
+    orientation = image.getexif().get(0x0112, 1)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    converted = image.convert("RGBA" if has_alpha else "RGB")
+    converted.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    if orientation in _UPRIGHT:
+        converted = converted.transpose(_UPRIGHT[orientation])
+    output = BytesIO()
+    # method 0, the encoder's fastest: 2-3x less CPU than its default 4 for a few KB
+    # more on a 480 px thumbnail (measured by bench/, see the README's Performance).
+    converted.save(output, format="WEBP", quality=80, method=0)
     return output.getvalue()

@@ -190,6 +190,10 @@ class GenerationResult(models.Model):
             models.Index(
                 fields=["storage_status", "external_url_expires_at"], name="result_storage_deadline"
             ),
+            # The gallery's filtered pages: WHERE <filter> AND id < cursor ORDER BY id DESC.
+            models.Index(fields=["storage_status", "-id"], name="result_storage_newest"),
+            models.Index(fields=["status", "-id"], name="result_status_newest"),
+            models.Index(fields=["model", "-id"], name="result_model_newest"),
         ]
 
     def __str__(self) -> str:

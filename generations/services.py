@@ -31,8 +31,7 @@ from .fetch import (
     FetchError,
     ImageExpired,
     fetch_to_file,
-    inspect_image,
-    render_thumbnail,
+    inspect_and_thumbnail,
 )
 from .models import Generation, GenerationResult, ImageModel, Prompt
 from .upstream import UpstreamError, UpstreamImage, UpstreamItem, client_for, external_url_expiry
@@ -268,8 +267,9 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
     key = thumb_key = ""
     try:
         try:
-            info = inspect_image(fetched.path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS)
-            thumbnail = render_thumbnail(fetched.path)
+            info, thumbnail = inspect_and_thumbnail(
+                fetched.path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS
+            )
         except FetchError as exc:
             return _record_fetch_failure(result=result, claim=claim, exc=exc, will_retry=will_retry)
         key = image_storage.image_key(result_id=result.pk, extension=info.extension)

@@ -867,3 +867,27 @@ def test_thumbnail_is_turned_upright_by_exif_orientation(tmp_path):
 def test_thumbnail_of_a_non_image_is_refused(tmp_path):
     with pytest.raises(NotAnImage):
         render_thumbnail(_write(tmp_path, "page.html", HTML))
+
+
+def test_inspect_and_thumbnail_decodes_a_jpeg_once_and_still_catches_truncation(
+    tmp_path: Path,
+) -> None:
+    from generations.fetch import inspect_and_thumbnail
+
+    image = Image.new("RGB", (1600, 900), (30, 120, 200))
+    whole = tmp_path / "whole.jpg"
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: upright it is 900 wide, 1600 high
+    image.save(buffer, "JPEG", quality=90, exif=exif)
+    whole.write_bytes(buffer.getvalue())
+    info, thumbnail = inspect_and_thumbnail(whole, max_pixels=10_000_000, max_side=480)
+    assert (info.content_type, info.width, info.height) == ("image/jpeg", 1600, 900)
+    with Image.open(io.BytesIO(thumbnail)) as thumb:
+        assert thumb.format == "WEBP"
+        assert thumb.size == (270, 480)
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(NotAnImage):
+        inspect_and_thumbnail(cut, max_pixels=10_000_000)
