@@ -1,0 +1,465 @@
+"""`make bench`: how fast genvault is, each figure against a baseline measured beside it.
+
+The machines that run this are shared and noisy, so nothing here is an absolute
+number: every figure is a ratio against a baseline measured in the same run,
+repetition by repetition, and the medians are compared with issue 7's goals. Each
+measurement runs in child processes on a throwaway SQLite database and storage folder
+(PostgreSQL for the gallery: a database of its own, dropped afterwards), with the demo
+upstream in a process of its own, Redis for Celery on queues of this run, loopback only.
+
+    make bench                       # --quick: smaller counts, about 3-4 minutes
+    make bench ARGS=--full           # the issue's sizes (500 images, more repetitions)
+    make bench ARGS="--only storing,memory"
+    make bench ARGS=--profile        # also write a pyinstrument profile of storing
+
+It prints a table and writes bench/results/latest.json and bench/results/latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    POSTGRES_URL,
+    REDIS_URL,
+    REPO,
+    BenchEnv,
+    Row,
+    demo_upstream,
+    run_child,
+    service_reachable,
+    temporary_root,
+)
+
+RESULTS = REPO / "bench" / "results"
+MEASUREMENTS = ("storing", "memory", "gallery", "serving", "generate")
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measurement does: --quick (default) or --full (issue 7's)."""
+
+    label: str
+    store_count: int
+    store_reps: int
+    memory_megabytes: float
+    memory_reps: int
+    gallery_small: int
+    gallery_large: int
+    gallery_reps: int
+    serving_seconds: float
+    serving_reps: int
+    generate_calls: int
+
+
+QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 7, 2.0, 3, 40)
+FULL = Sizes("full", 500, 5, 200, 5, 100, 100_000, 15, 4.0, 5, 80)
+
+
+def ratio(measured: float, baseline: float) -> float | None:
+    if not baseline or baseline != baseline or measured != measured:
+        return None
+    return measured / baseline
+
+
+def at_least(value: float | None, goal: float) -> bool | None:
+    return None if value is None else value >= goal
+
+
+def at_most(value: float | None, goal: float) -> bool | None:
+    return None if value is None else value <= goal
+
+
+# --- the measurements --------------------------------------------------------------
+
+
+def measure_storing(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
+    env = BenchEnv(root, "storing", demo_url=demo_url)
+    env.migrate()
+    skip_celery = not service_reachable("127.0.0.1", 6379)
+    out = run_child(
+        "storing",
+        [
+            "suite",
+            "--count",
+            str(sizes.store_count),
+            "--reps",
+            str(sizes.store_reps),
+            "--concurrency",
+            "8",
+            "--log-dir",
+            str(env.dir),
+            *(["--skip-celery"] if skip_celery else []),
+        ],
+        env.env,
+        timeout=900,
+    )
+    m = out["medians"]
+    size_note = f"{out['count']} images of {out['bytes_each'] / MiB:.2f} MiB, concurrency 8"
+    rows = [
+        Row(
+            name="1. storing: restore_images --sync",
+            measured=f"{m['restore']:.1f} img/s",
+            baseline=f"{m['raw']:.1f} img/s raw copy",
+            ratio=ratio(m["restore"], m["raw"]),
+            goal=">= 0.85",
+            met=at_least(ratio(m["restore"], m["raw"]), 0.85),
+            note=size_note + "; thumbnails included",
+            samples=out["restore"],
+        )
+    ]
+    if skip_celery:
+        note = "no Redis at 127.0.0.1:6379"
+        rows.append(Row("1b. storing: Celery worker", "n/a", "n/a", None, ">= 0.85", None, note))
+        rows.append(Row("2. scale-out: 2 workers vs 1", "n/a", "n/a", None, ">= 1.6", None, note))
+        return rows
+    rows.append(
+        Row(
+            name="1b. storing: 1 Celery worker on Redis",
+            measured=f"{m['celery_1']:.1f} img/s",
+            baseline=f"{m['celery_raw']:.1f} img/s raw copy",
+            ratio=ratio(m["celery_1"], m["celery_raw"]),
+            goal=">= 0.85",
+            met=at_least(ratio(m["celery_1"], m["celery_raw"]), 0.85),
+            note=size_note + "; worker = 1 process, --pool threads --concurrency 8",
+            samples=out["celery"],
+        )
+    )
+    rows.append(
+        Row(
+            name="2. scale-out: 2 worker processes vs 1",
+            measured=f"{m['celery_2']:.1f} img/s",
+            baseline=f"{m['celery_1']:.1f} img/s",
+            ratio=ratio(m["celery_2"], m["celery_1"]),
+            goal=">= 1.6",
+            met=at_least(ratio(m["celery_2"], m["celery_1"]), 1.6),
+            note=f"{os.cpu_count()} cores shared by workers, demo upstream and harness",
+            samples=out["celery"],
+        )
+    )
+    return rows
+
+
+def measure_memory(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
+    limit = int((sizes.memory_megabytes + 64) * MiB)
+    env = BenchEnv(
+        root,
+        "memory",
+        demo_url=demo_url,
+        IMAGE_FETCH_MAX_BYTES=str(limit),
+        IMAGE_FETCH_MAX_PIXELS="400000000",
+        IMAGE_FETCH_TIMEOUT="10,180",
+    )
+    env.migrate()
+    runs = [
+        run_child("memory", ["--megabytes", str(sizes.memory_megabytes)], env.env, timeout=600)
+        for _ in range(sizes.memory_reps)
+    ]
+    product = sorted(r["product_mb"] for r in runs)[len(runs) // 2]
+    raw = sorted(r["raw_mb"] for r in runs)[len(runs) // 2]
+    first = runs[0]
+    return [
+        Row(
+            name="3. memory: store one huge JPEG",
+            measured=f"{product:.1f} MB above idle",
+            baseline=f"{raw:.1f} MB raw download",
+            ratio=None,
+            goal="<= 64 MB",
+            met=product <= 64,
+            note=(
+                f"{first['byte_size'] / MiB:.0f} MiB, {first['pixels']} px; "
+                f"idle RSS {first['idle_mb']:.0f} MB; stored in {first['seconds']:.1f} s"
+            ),
+            samples={"runs": runs},
+        )
+    ]
+
+
+def measure_gallery(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
+    if not service_reachable("127.0.0.1", 5432):
+        return [Row("4. gallery", "n/a", "n/a", None, "<= 1.3", None, "no PostgreSQL")]
+    import psycopg
+
+    name = f"genvault_bench_{os.getpid()}"
+    with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = BenchEnv(root, "gallery", demo_url=demo_url, DATABASE_URL=f"{POSTGRES_URL}/{name}")
+        env.migrate()
+        out = run_child(
+            "gallery",
+            [
+                "--small",
+                str(sizes.gallery_small),
+                "--large",
+                str(sizes.gallery_large),
+                "--reps",
+                str(sizes.gallery_reps),
+            ],
+            env.env,
+            timeout=900,
+        )
+    finally:
+        with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if not out.get("available"):
+        return [Row("4. gallery", "n/a", "n/a", None, "<= 1.3", None, "/gallery/ not available")]
+    rows = []
+    for key, label in (("page_1", "page 1"), ("deep_page", "last page")):
+        small, large = out["small"][key], out["large"][key]
+        r = ratio(large["median"], small["median"])
+        same_queries = small["queries"] == large["queries"]
+        rows.append(
+            Row(
+                name=f"4. gallery {label}, PostgreSQL",
+                measured=f"{large['median'] * 1000:.1f} ms at {out['large_count']:,}",
+                baseline=f"{small['median'] * 1000:.1f} ms at {out['small_count']:,}",
+                ratio=r,
+                goal="<= 1.3, same queries",
+                met=None if r is None else (r <= 1.3 and same_queries),
+                note=(
+                    f"queries {small['queries']} vs {large['queries']}; "
+                    f"page {out['small']['last_page']} vs {out['large']['last_page']}"
+                    if key == "deep_page"
+                    else f"queries {small['queries']} vs {large['queries']}"
+                ),
+                samples={"small": small, "large": large, "slowest": out.get("slowest", {})},
+            )
+        )
+    return rows
+
+
+def measure_serving(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
+    static_dir = root / "serving" / "static"
+    env = BenchEnv(root, "serving", demo_url=demo_url, GENVAULT_BENCH_STATIC_DIR=str(static_dir))
+    env.migrate()
+    out = run_child(
+        "serving",
+        ["--seconds", str(sizes.serving_seconds), "--reps", str(sizes.serving_reps)],
+        env.env,
+        timeout=600,
+    )
+    m = out["medians"]
+    serve_ratio = ratio(m["api_200"], m["static_200"])
+    not_modified = ratio(m["api_304"], m["api_200"])
+    note = f"{out['bytes'] / MiB:.2f} MiB; gunicorn 2 workers x 8 threads; {out['clients']} clients"
+    return [
+        Row(
+            name="5. serving: /api/images/ID vs whitenoise",
+            measured=f"{m['api_200']:.0f} req/s",
+            baseline=f"{m['static_200']:.0f} req/s whitenoise",
+            ratio=serve_ratio,
+            goal=">= 0.9",
+            met=at_least(serve_ratio, 0.9),
+            note=note,
+            samples=out["samples"],
+        ),
+        Row(
+            name="5b. serving: 304 vs 200",
+            measured=f"{m['api_304']:.0f} req/s (304)",
+            baseline=f"{m['api_200']:.0f} req/s (200)",
+            ratio=not_modified,
+            goal=">= 5",
+            met=at_least(not_modified, 5),
+            note="If-None-Match with the ETag, same route and token",
+            samples=out["samples"],
+        ),
+    ]
+
+
+def measure_generate(
+    root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace
+) -> list[Row]:
+    if not service_reachable("127.0.0.1", 6379):
+        return [Row("6. generate overhead", "n/a", "n/a", None, "<= 1.05", None, "no Redis")]
+    env = BenchEnv(root, "generate", demo_url=demo_url)
+    env.migrate()
+    out = run_child(
+        "generate", ["--calls", str(sizes.generate_calls), "--size", "2K"], env.env, timeout=600
+    )
+    m = out["medians"]
+    r = ratio(m["enabled"], m["disabled"])
+    return [
+        Row(
+            name="6. /api/generate: storing queued vs not",
+            measured=f"{m['enabled'] * 1000:.1f} ms",
+            baseline=f"{m['disabled'] * 1000:.1f} ms",
+            ratio=r,
+            goal="<= 1.05",
+            met=at_most(r, 1.05),
+            note=(
+                f"{out['calls']} calls each, alternating; 2K demo images; baseline = "
+                "on_commit enqueue patched out in the harness; queue not consumed"
+            ),
+            samples=out["samples"],
+        )
+    ]
+
+
+def profile_storing(root: Path, demo_url: str) -> Path:
+    env = BenchEnv(root, "profile", demo_url=demo_url)
+    env.migrate()
+    target = RESULTS / "storing-profile.txt"
+    run_child("storing", ["profile", "--count", "30", "--out", str(target)], env.env, timeout=600)
+    return target
+
+
+RUNNERS: dict[str, Callable[[Path, str, Sizes, argparse.Namespace], list[Row]]] = {
+    "storing": measure_storing,
+    "memory": measure_memory,
+    "gallery": measure_gallery,
+    "serving": measure_serving,
+    "generate": measure_generate,
+}
+
+
+# --- output ------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram_gib = 0.0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = int(line.split()[1]) / 1024 / 1024
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(ram_gib, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def _fmt_ratio(row: Row) -> str:
+    return "-" if row.ratio is None else f"{row.ratio:.2f}"
+
+
+def _fmt_met(row: Row) -> str:
+    return {True: "yes", False: "NO", None: "n/a"}[row.met]
+
+
+def table_lines(rows: list[Row]) -> list[str]:
+    header = ["name", "measured", "baseline", "ratio", "goal", "met?"]
+    cells = [[r.name, r.measured, r.baseline, _fmt_ratio(r), r.goal, _fmt_met(r)] for r in rows]
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for c in cells:
+        out.append("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+    return out
+
+
+def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    lines = [
+        f"Run {meta['finished_at']} ({meta['sizes']} sizes, {meta['seconds']:.0f} s) on "
+        f"{m['nproc']} x {m['cpu']}, {m['ram_gib']} GiB RAM, Python {m['python']}.",
+        "",
+        "| name | measured | baseline | ratio | goal | met? |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.measured} | {r.baseline} | {_fmt_ratio(r)} | "
+            f"{r.goal.replace('<', '&lt;').replace('>', '&gt;')} | {_fmt_met(r)} |"
+        )
+    lines += ["", "Notes:", ""]
+    lines += [f"- {r.name}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller counts (the default)")
+    size.add_argument("--full", action="store_true", help="issue 7's full sizes")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {MEASUREMENTS}")
+    parser.add_argument("--profile", action="store_true", help="also profile the storing path")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    sizes = FULL if args.full else QUICK
+    chosen = [m for m in args.only.split(",") if m] or list(MEASUREMENTS)
+    unknown = set(chosen) - set(MEASUREMENTS)
+    if unknown:
+        parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    root = temporary_root()
+    started = time.monotonic()
+    print(
+        f"genvault bench ({sizes.label} sizes{'' if args.full else '; --full for issue 7 sizes'})"
+        f": {', '.join(chosen)}; Redis {REDIS_URL}; scratch {root}",
+        flush=True,
+    )
+    rows: list[Row] = []
+    failures: dict[str, str] = {}
+    try:
+        with demo_upstream(root) as demo_url:
+            for name in chosen:
+                t0 = time.monotonic()
+                print(f"  {name} ...", end="", flush=True)
+                try:
+                    new_rows = RUNNERS[name](root, demo_url, sizes, args)
+                except Exception as exc:
+                    failures[name] = "".join(traceback.format_exception(exc))[-3000:]
+                    new_rows = [Row(name, "error", "-", None, "-", None, str(exc)[:200])]
+                    print(f" FAILED ({time.monotonic() - t0:.0f} s)", flush=True)
+                else:
+                    print(f" {time.monotonic() - t0:.0f} s", flush=True)
+                rows.extend(new_rows)
+            if args.profile:
+                print(f"  storing profile: {profile_storing(root, demo_url)}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    meta = {
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": time.monotonic() - started,
+        "sizes": sizes.label,
+        "size_settings": sizes.__dict__,
+        "machine": machine(),
+    }
+    print()
+    print("\n".join(table_lines(rows)))
+    for row in rows:
+        if row.note:
+            print(f"  {row.name}: {row.note}")
+    for name, text in failures.items():
+        print(f"\n{name} failed:\n{text}", file=sys.stderr)
+    (RESULTS / "latest.json").write_text(
+        json.dumps({"meta": meta, "rows": [r.as_dict() for r in rows]}, indent=2) + "\n"
+    )
+    (RESULTS / "latest.md").write_text(markdown(rows, meta))
+    written = f"{RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}"
+    print(f"\nwrote {written} ({meta['seconds']:.0f} s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
