@@ -104,7 +104,12 @@ def time_pages(client: Any, *, reps: int) -> dict[str, Any]:
     from generations.models import GenerationResult
 
     last_page = max(1, math.ceil(GenerationResult.objects.count() / RESULTS_PER_PAGE))
-    pages = {"page_1": "/gallery/", "deep_page": f"/gallery/?page={last_page}"}
+    # The index pages by keyset ("older than id N"); the deepest page is the one
+    # holding the oldest results.
+    oldest = list(
+        GenerationResult.objects.order_by("id").values_list("id", flat=True)[: RESULTS_PER_PAGE + 1]
+    )
+    pages = {"page_1": "/gallery/", "deep_page": f"/gallery/?before={oldest[-1]}"}
     out: dict[str, Any] = {"last_page": last_page}
     for name, url in pages.items():
         client.get(url)  # warm

@@ -62,7 +62,7 @@ def measure(megabytes: float) -> dict[str, Any]:
 
     small_id, big_id = (
         prepare_results(count=1, megabytes=0.5)[0],
-        prepare_results(count=1, megabytes=megabytes)[0],
+        prepare_results(count=1, megabytes=megabytes, kind="big")[0],
     )
     outcome = result_store_image(result_id=small_id)  # warm: imports, plugins, connections
     assert outcome is StoreOutcome.STORED, outcome

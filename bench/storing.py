@@ -32,8 +32,12 @@ from bench.common import PYTHON, REPO, django_setup, median, report, stop_proces
 MAX_IMAGES_PER_CALL = 15  # Ark's (and the demo's) limit for sequential generation
 
 
-def prepare_results(*, count: int, megabytes: float) -> list[int]:
-    """Ask the demo upstream for `count` images and record them as pending results."""
+def prepare_results(*, count: int, megabytes: float, kind: str = "photo") -> list[int]:
+    """Ask the demo upstream for `count` images and record them as pending results.
+
+    `photo` images are 2048x2048 JPEGs like Seedream's 2K output; `big` ones are
+    dense noise, for sizes far past what a photo of that resolution reaches.
+    """
     import requests
     from django.conf import settings
     from django.utils import timezone
@@ -51,7 +55,7 @@ def prepare_results(*, count: int, megabytes: float) -> list[int]:
             f"{settings.DEMO_UPSTREAM_URL}/api/v3/images/generations",
             json={
                 "model": "demo-bench",
-                "prompt": f"[demo:photo={megabytes}] bench image batch {call}",
+                "prompt": f"[demo:{kind}={megabytes}] bench image batch {call}",
                 "response_format": "url",
                 "sequential_image_generation": "auto",
                 "sequential_image_generation_options": {"max_images": wanted},

@@ -42,6 +42,10 @@ SIZE_CHOICES = [
     ("adaptive", "Adaptive (follow the reference)"),
 ]
 
+# The largest id a database column holds (a signed 64-bit integer): a bigger cursor from
+# a hand-edited URL is ignored instead of overflowing the query.
+MAX_ROW_ID = 2**63 - 1
+
 # Where an InvalidInput from generations.inputs is shown on this form.
 _FIELD_FOR_INPUT = {
     "prompt": "prompt",
@@ -77,6 +81,18 @@ class ResultFilterForm(forms.Form):
         model_field = self.fields["model"]
         assert isinstance(model_field, forms.ChoiceField)
         model_field.choices = [("", "Any model")] + [(m.pk, m.name) for m in models]
+
+
+class PageCursorForm(forms.Form):
+    """Which page of the index: `before` an id (older) or `after` one (newer); none is the
+    newest. Kept apart from the filters, which the pagination links carry along."""
+
+    before = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_ROW_ID, widget=forms.HiddenInput
+    )
+    after = forms.IntegerField(
+        required=False, min_value=0, max_value=MAX_ROW_ID, widget=forms.HiddenInput
+    )
 
 
 class GenerateForm(forms.Form):

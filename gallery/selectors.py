@@ -1,21 +1,33 @@
-"""Reads for the gallery pages: filtered result lists and the header counts.
+"""Reads for the gallery pages: filtered result lists, one page of them, the header counts.
 
 Every page asks here for what it shows, in a fixed number of queries whatever the
-number of results, so that templates never query.
+number of results, so that templates never query. Pages are cut by keyset (`id <` or
+`id >` a cursor), never by OFFSET, and nothing counts the whole table per request: the
+header counts are one grouped query cached for a few seconds, and forgotten by the
+gallery's own state-changing views so that a person sees the effect of what they did.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Q
+from django.core.cache import cache
+from django.db.models import Count
 
-from generations.models import GenerationResult
+from generations.models import GenerationResult, GenerationResultQuerySet
 
 S = GenerationResult.StorageStatus
 
+# Versioned: a deploy that changes what is cached must not read the old shape.
+HEADER_COUNTS_CACHE_KEY = "gallery:header-counts:v2"
+# Long enough that a busy gallery counts the table a few times a minute at most; short
+# enough that work done behind the gallery's back (the storing worker, the API) shows
+# up soon. The gallery's own actions forget the counts at once.
+HEADER_COUNTS_CACHE_SECONDS = 15
 
-def results_for_gallery(*, filters: dict[str, Any]) -> Any:
+
+def results_for_gallery(*, filters: dict[str, Any]) -> GenerationResultQuerySet:
     """Results newest first, with what a card shows joined in, narrowed by the filters."""
     results = GenerationResult.objects.select_related("generation", "model").order_by("-id")
     if filters.get("at_risk"):
@@ -34,20 +46,106 @@ def results_for_gallery(*, filters: dict[str, Any]) -> Any:
     return results
 
 
-def storage_counts() -> dict[str, int]:
-    """How many results are in each storage status, and in all: one aggregate query."""
-    aggregates = {
-        "total": Count("id"),
-        **{
-            (value or "none"): Count("id", filter=Q(storage_status=value))
-            for value, _label in S.choices
-        },
-    }
-    return GenerationResult.objects.aggregate(**aggregates)
+@dataclass(frozen=True)
+class GalleryPage:
+    """One keyset page: its results (newest first) and the cursors of its neighbours."""
+
+    results: list[GenerationResult]
+    older_before: int | None  # `?before=` of the next older page, None when this is the last
+    newer_after: int | None  # `?after=` of the next newer page, None when this is the newest
+    is_newest: bool
 
 
-def at_risk_count() -> int:
-    return GenerationResult.objects.at_risk().count()
+def gallery_page(
+    results: GenerationResultQuerySet,
+    *,
+    before: int | None,
+    after: int | None,
+    per_page: int,
+) -> GalleryPage:
+    """Cut one page out of `results` by id, in one query that reads `per_page + 1` rows.
+
+    The extra row only tells whether there is more beyond the page; a page deep in
+    100,000 results costs what the first one does, since the index starts at the cursor.
+    """
+    if after is not None:
+        rows = list(results.filter(id__gt=after).order_by("id")[: per_page + 1])
+        more_newer = len(rows) > per_page
+        page = rows[:per_page][::-1]
+        # The page we came from (holding `after`) is older than this one.
+        has_older = bool(page)
+        has_newer = more_newer
+    else:
+        if before is not None:
+            results = results.filter(id__lt=before)
+        rows = list(results[: per_page + 1])
+        page = rows[:per_page]
+        has_older = len(rows) > per_page
+        has_newer = before is not None
+    return GalleryPage(
+        results=page,
+        older_before=page[-1].pk if has_older and page else None,
+        newer_after=page[0].pk if has_newer and page else None,
+        is_newest=not has_newer,
+    )
+
+
+def header_counts(*, fresh: bool = False) -> dict[str, int]:
+    """Results in all, by storage status, by result status, and at risk; cached briefly.
+
+    `fresh` recounts (and re-caches) for the few pages where a stale number would
+    mislead, such as the confirmation of clearing everything.
+    """
+    if not fresh:
+        cached = cache.get(HEADER_COUNTS_CACHE_KEY)
+        if cached is not None:
+            return dict(cached)
+    counts = _count_results()
+    cache.set(HEADER_COUNTS_CACHE_KEY, counts, HEADER_COUNTS_CACHE_SECONDS)
+    return counts
+
+
+def forget_header_counts() -> None:
+    """Called by the gallery's views after they change results, so the next page recounts."""
+    cache.delete(HEADER_COUNTS_CACHE_KEY)
+
+
+def _count_results() -> dict[str, int]:
+    """Two queries: one grouped count by (status, storage status), and the at-risk count."""
+    counts = {"total": 0, "none": 0, "at_risk": 0}
+    counts.update({value: 0 for value, _label in S.choices if value})
+    counts.update({f"result_{value.lower()}": 0 for value in GenerationResult.Status.values})
+    groups = (
+        GenerationResult.objects.order_by()
+        .values("status", "storage_status")
+        .annotate(n=Count("id"))
+        .values_list("status", "storage_status", "n")
+    )
+    for status, storage_status, n in groups:
+        counts["total"] += n
+        counts[storage_status or "none"] = counts.get(storage_status or "none", 0) + n
+        counts[f"result_{status.lower()}"] = counts.get(f"result_{status.lower()}", 0) + n
+    counts["at_risk"] = GenerationResult.objects.at_risk().count()
+    return counts
+
+
+def matching_total(*, filters: dict[str, Any], counts: dict[str, int]) -> int | None:
+    """How many results the filters match, when the header counts already say it.
+
+    Unfiltered, or narrowed by one storage status, one result status or at risk alone,
+    the answer is in the counts; with a model or prompt filter it would take a count of
+    its own over the table, which the index page does not pay for (None).
+    """
+    active = {name for name, value in filters.items() if value not in (None, "", False)}
+    if not active:
+        return counts["total"]
+    if active == {"storage_status"}:
+        return counts.get(filters["storage_status"])
+    if active == {"status"}:
+        return counts.get(f"result_{str(filters['status']).lower()}")
+    if active == {"at_risk"}:
+        return counts["at_risk"]
+    return None
 
 
 def result_for_detail(*, result_id: int) -> GenerationResult | None:

@@ -14,7 +14,6 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -31,7 +30,7 @@ from generations.services import (
 )
 
 from . import selectors
-from .forms import SIZE_CHOICES, GenerateForm, ResultFilterForm
+from .forms import SIZE_CHOICES, GenerateForm, PageCursorForm, ResultFilterForm
 
 RESULTS_PER_PAGE = 24
 MAX_SAVED_PROMPTS = 200
@@ -81,9 +80,15 @@ def index(request: HttpRequest) -> HttpResponse:
     models = list(ImageModel.objects.order_by("name"))
     filter_form = ResultFilterForm(request.GET or None, models=models)
     filters = filter_form.cleaned_data if filter_form.is_valid() else {}
-    results = selectors.results_for_gallery(filters=filters)
-    page = Paginator(results, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
-    counts = selectors.storage_counts()
+    cursor_form = PageCursorForm(request.GET)
+    cursor = cursor_form.cleaned_data if cursor_form.is_valid() else {}
+    page = selectors.gallery_page(
+        selectors.results_for_gallery(filters=filters),
+        before=cursor.get("before"),
+        after=cursor.get("after"),
+        per_page=RESULTS_PER_PAGE,
+    )
+    counts = selectors.header_counts()
     storage_links = [
         ("stored", "Stored", counts["stored"]),
         ("pending", "Pending", counts["pending"]),
@@ -100,12 +105,13 @@ def index(request: HttpRequest) -> HttpResponse:
             "filter_form": filter_form,
             "filters_active": any(v for v in filters.values()),
             "page": page,
-            "results": list(page.object_list),
+            "results": page.results,
+            "matching_total": selectors.matching_total(filters=filters, counts=counts),
             "counts": counts,
             "storage_links": storage_links,
             "active_storage": filters.get("storage_status") or "",
             "at_risk_active": bool(filters.get("at_risk")),
-            "at_risk": selectors.at_risk_count(),
+            "at_risk": counts["at_risk"],
         },
     )
 
@@ -147,6 +153,7 @@ def restore(request: HttpRequest, result_id: int) -> HttpResponse:
             "before it was stored.",
         )
     elif results_restore(result_ids=[result_id]):
+        selectors.forget_header_counts()
         messages.success(request, f"Queued result {result_id} for storing.")
     else:
         messages.warning(
@@ -165,6 +172,7 @@ def delete(request: HttpRequest, result_id: int) -> HttpResponse:
         raise Http404("No such result.")
     if request.method == "POST":
         deleted = results_delete(result_ids=[result_id])
+        selectors.forget_header_counts()
         messages.success(request, f"Deleted {_plural(deleted, 'result')} (#{result_id}).")
         return _back(request, reverse("gallery:index"))
     return render(
@@ -192,6 +200,7 @@ def bulk(request: HttpRequest) -> HttpResponse:
         return _back(request, index_url)
     if action == "restore":
         queued = results_restore(result_ids=ids)
+        selectors.forget_header_counts()
         skipped = len(ids) - queued
         text = f"Queued {_plural(queued, 'result')} for storing."
         if skipped:
@@ -204,6 +213,7 @@ def bulk(request: HttpRequest) -> HttpResponse:
     if action == "delete":
         if request.POST.get("confirmed") == "yes":
             deleted = results_delete(result_ids=ids)
+            selectors.forget_header_counts()
             messages.success(request, f"Deleted {_plural(deleted, 'result')}.")
             return _back(request, index_url)
         results = list(
@@ -232,6 +242,7 @@ def restore_all(request: HttpRequest) -> HttpResponse:
     """Queue every result that is not stored and still can be, newest first."""
     ids = list(GenerationResult.objects.storable().order_by("-id").values_list("pk", flat=True))
     queued = results_enqueue_storing(result_ids=ids)
+    selectors.forget_header_counts()
     if ids:
         messages.success(request, f"Queued {_plural(queued, 'result')} for storing, newest first.")
     else:
@@ -249,10 +260,14 @@ def clear_all(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Nothing was deleted: type DELETE (in capitals) to confirm.")
             return redirect("gallery:clear_all")
         deleted = results_delete_all(confirmation=typed)
+        selectors.forget_header_counts()
         messages.success(request, f"Cleared the gallery: deleted {_plural(deleted, 'result')}.")
         return redirect("gallery:index")
     return render(
-        request, "gallery/clear_all.html", {"nav": "gallery", "counts": selectors.storage_counts()}
+        request,
+        "gallery/clear_all.html",
+        # Fresh: the confirmation of deleting everything must not understate it.
+        {"nav": "gallery", "counts": selectors.header_counts(fresh=True)},
     )
 
 
@@ -280,6 +295,7 @@ def generate(request: HttpRequest) -> HttpResponse:
                 params=data["params"],
                 reference=data["reference_image"],
             )
+            selectors.forget_header_counts()
             _report_generation(request, generation)
             return redirect(f"{reverse('gallery:generate')}?generation={generation.pk}")
     else:

@@ -212,6 +212,22 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Cache (the gallery's header counts) -----------------------------------------
+# Shared through Redis when there is one, so that every web process sees a count
+# refreshed by another; in-process memory on the embedded default.
+_cache_redis = env.str("CACHE_URL", default=env.str("REDIS_URL", default=""))
+if _cache_redis:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_redis,
+            "KEY_PREFIX": "genvault",
+            "TIMEOUT": 300,
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- Login throttling ----------------------------------------------------------
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours

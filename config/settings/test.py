@@ -65,3 +65,5 @@ AXES_ENABLED = env.bool("AXES_ENABLED", default=False)
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+# Each test process keeps its own cache, whatever the environment says.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -25,6 +26,13 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_header_counts() -> None:
+    """Each test's rows are rolled back, but the cache is not: start without cached counts."""
+    cache.clear()
+
 
 S = GenerationResult.StorageStatus
 LOST_SENTENCE = "This image is lost: its upstream link expired before it was stored."
@@ -72,7 +80,8 @@ def page_text(response: Any) -> str:
 def get_pages(result: GenerationResult) -> list[str]:
     return [
         reverse("gallery:index"),
-        reverse("gallery:index") + "?storage_status=stored&q=fox&page=2",
+        reverse("gallery:index") + "?storage_status=stored&q=fox&before=1000",
+        reverse("gallery:index") + "?model=1&after=3",
         reverse("gallery:detail", args=[result.pk]),
         reverse("gallery:delete", args=[result.pk]),
         reverse("gallery:clear_all"),
@@ -268,66 +277,182 @@ def test_filters_filter(staff_client: Client, query: str, expected: set[str]) ->
     assert shown == {rows[name].pk for name in expected}
 
 
-def test_pagination_keeps_the_filters(staff_client: Client) -> None:
+def bulk_results(count: int, *, prompt: str = "a fox", **fields: Any) -> list[int]:
+    """`count` pending results of one generation, made in two queries; their ids, ascending."""
     model = ImageModelFactory()
-    generation = GenerationFactory(prompt_text="a fox")
+    generation = GenerationFactory(prompt_text=prompt)
+    values: dict[str, Any] = {"status": "SUCCESS", "storage_status": S.PENDING, **fields}
     GenerationResult.objects.bulk_create(
-        GenerationResult(
-            generation=generation,
-            model=model,
-            upstream_model_id="m",
-            status="SUCCESS",
-            storage_status=S.PENDING,
-        )
-        for _ in range(30)
+        GenerationResult(generation=generation, model=model, upstream_model_id="m", **values)
+        for _ in range(count)
     )
-    response = staff_client.get(reverse("gallery:index") + "?q=fox&page=2")
-    assert len(response.context["results"]) == 6
-    assert "?q=fox&amp;page=1" in page_text(response)
+    return list(generation.results.order_by("id").values_list("pk", flat=True))
+
+
+def pagination_links(html: str) -> dict[str, str]:
+    """The pagination's links by their words ("Newest", "Newer", "Older"), unescaped."""
+    nav = html[html.index('<nav class="pagination"') :]
+    nav = nav[: nav.index("</nav>")]
+    links = re.findall(r'<a class="button" href="([^"]*)"[^>]*>[^A-Za-z]*([A-Za-z]+)', nav)
+    return {word: href.replace("&amp;", "&") for href, word in links}
+
+
+def test_keyset_pages_walk_older_and_newer_and_keep_the_filters(staff_client: Client) -> None:
+    foxes = bulk_results(30, prompt="a fox")
+    bulk_results(5, prompt="a heron")  # newer, and filtered out
+    index = reverse("gallery:index")
+
+    first = staff_client.get(index + "?q=fox")
+    assert [r.pk for r in first.context["results"]] == foxes[::-1][:24]
+    links = pagination_links(page_text(first))
+    assert set(links) == {"Older"}  # the newest page: nothing newer
+    assert links["Older"] == f"{index}?q=fox&before={foxes[6]}"
+    assert "Showing 24 results matching the filters, newest first." in page_text(first)
+
+    older = staff_client.get(links["Older"])
+    assert [r.pk for r in older.context["results"]] == foxes[:6][::-1]
+    links = pagination_links(page_text(older))
+    assert set(links) == {"Newest", "Newer"}  # the oldest page: nothing older
+    assert links["Newer"] == f"{index}?q=fox&after={foxes[5]}"
+    assert links["Newest"] == f"{index}?q=fox"
+
+    newer = staff_client.get(links["Newer"])
+    assert [r.pk for r in newer.context["results"]] == foxes[::-1][:24]
+    assert set(pagination_links(page_text(newer))) == {"Older"}
+
+
+def test_a_middle_page_links_both_ways(staff_client: Client) -> None:
+    ids = bulk_results(60)
+    html = page_text(staff_client.get(reverse("gallery:index") + f"?before={ids[40]}"))
+    links = pagination_links(html)
+    assert links["Older"].endswith(f"?before={ids[16]}")
+    assert links["Newer"].endswith(f"?after={ids[39]}")
+    assert "Newest" in links
+    # Unfiltered, the total comes from the header counts.
+    assert "Showing 24 of 60 results, newest first." in html
+
+
+def test_a_cursor_past_the_end_says_so_and_links_back(staff_client: Client) -> None:
+    ids = bulk_results(3)
+    html = page_text(staff_client.get(reverse("gallery:index") + f"?before={ids[0]}"))
+    assert "No more results this way." in html
+    assert f'href="{reverse("gallery:index")}"' in html
+
+
+@pytest.mark.parametrize("query", ["before=abc", "before=-4", "after=99999999999999999999999"])
+def test_a_bad_cursor_shows_the_newest_page(staff_client: Client, query: str) -> None:
+    ids = bulk_results(3)
+    response = staff_client.get(reverse("gallery:index") + "?" + query)
+    assert response.status_code == 200
+    assert [r.pk for r in response.context["results"]] == ids[::-1]
+
+
+def add_lighthouse_results(count: int, models: list[ImageModel]) -> None:
+    generations = Generation.objects.bulk_create(
+        Generation(prompt_text=f"a lighthouse, study {i}", size="2K") for i in range(count)
+    )
+    statuses = [S.STORED, S.PENDING, S.FAILED, S.EXPIRED]
+    GenerationResult.objects.bulk_create(
+        (
+            GenerationResult(
+                generation=g,
+                model=models[i % 2],
+                upstream_model_id=models[i % 2].upstream_model_id,
+                status="SUCCESS",
+                storage_status=statuses[i % 4],
+                storage_key=f"generations/{i}.jpg" if i % 4 == 0 else "",
+                thumbnail_key=f"thumbnails/{i}.webp" if i % 4 == 0 else "",
+                external_url=f"https://images.example.test/{i}.jpeg",
+            )
+            for i, g in enumerate(generations)
+        ),
+        batch_size=2000,
+    )
+
+
+def queries_for(client: Client, url: str, *, cached_counts: bool) -> int:
+    client.get(url)  # warm the session (and, unless cleared below, the header counts)
+    if not cached_counts:
+        cache.clear()
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200
+    assert response.context["results"], url
+    return len(captured)
 
 
 def test_index_query_count_does_not_grow_with_the_number_of_results(
     staff_client: Client,
 ) -> None:
     models = [ImageModelFactory(), ImageModelFactory()]
+    urls = ["/gallery/", "/gallery/?q=light", f"/gallery/?model={models[0].pk}"]
 
-    def add_results(count: int) -> None:
-        generations = Generation.objects.bulk_create(
-            Generation(prompt_text=f"a lighthouse, study {i}", size="2K") for i in range(count)
-        )
-        statuses = [S.STORED, S.PENDING, S.FAILED, S.EXPIRED]
-        GenerationResult.objects.bulk_create(
-            (
-                GenerationResult(
-                    generation=g,
-                    model=models[i % 2],
-                    upstream_model_id=models[i % 2].upstream_model_id,
-                    status="SUCCESS",
-                    storage_status=statuses[i % 4],
-                    storage_key=f"generations/{i}.jpg" if i % 4 == 0 else "",
-                    thumbnail_key=f"thumbnails/{i}.webp" if i % 4 == 0 else "",
-                    external_url=f"https://images.example.test/{i}.jpeg",
-                )
-                for i, g in enumerate(generations)
-            ),
-            batch_size=2000,
-        )
+    def measure() -> dict[tuple[str, bool], int]:
+        return {
+            (url, cached): queries_for(staff_client, url, cached_counts=cached)
+            for url in urls
+            for cached in (False, True)
+        }
 
-    def queries_for(url: str) -> int:
-        staff_client.get(url)  # warm the session
-        with CaptureQueriesContext(connection) as captured:
-            response = staff_client.get(url)
-        assert response.status_code == 200
-        return len(captured)
-
-    add_results(10)
-    small = {url: queries_for(url) for url in ("/gallery/", "/gallery/?page=1&q=light")}
-    add_results(9_990)
+    add_lighthouse_results(10, models)
+    small = measure()
+    add_lighthouse_results(9_990, models)
     assert GenerationResult.objects.count() == 10_000
-    large = {url: queries_for(url) for url in ("/gallery/", "/gallery/?page=1&q=light")}
+    large = measure()
     assert large == small
-    assert queries_for("/gallery/?page=400") == small["/gallery/"]
-    assert small["/gallery/"] <= 8
+    # Counting the header costs two queries, once per cache period.
+    assert small[("/gallery/", False)] == small[("/gallery/", True)] + 2
+    assert small[("/gallery/", False)] <= 7
+
+
+def test_a_deep_keyset_page_costs_what_page_one_does(staff_client: Client) -> None:
+    models = [ImageModelFactory(), ImageModelFactory()]
+    add_lighthouse_results(3_000, models)
+    ids = list(GenerationResult.objects.order_by("id").values_list("pk", flat=True))
+    deep = ids[30]  # 2,970 newer results: page 124 of an OFFSET pager
+    for filters in ("", "storage_status=stored&", f"model={models[1].pk}&"):
+        for cached in (False, True):
+            first = queries_for(staff_client, f"/gallery/?{filters}", cached_counts=cached)
+            older = queries_for(
+                staff_client, f"/gallery/?{filters}before={deep}", cached_counts=cached
+            )
+            newer = queries_for(
+                staff_client, f"/gallery/?{filters}after={deep}", cached_counts=cached
+            )
+            assert first == older == newer, (filters, cached)
+    response = staff_client.get(f"/gallery/?before={deep}")
+    assert [r.pk for r in response.context["results"]] == ids[:30][::-1][:24]
+
+
+def test_header_counts_are_cached_until_the_gallery_changes_something(
+    staff_client: Client,
+) -> None:
+    kept = GenerationResultFactory(storage_status=S.FAILED)
+    doomed = GenerationResultFactory(storage_status=S.FAILED)
+    assert staff_client.get("/gallery/").context["counts"]["failed"] == 2
+
+    # A change behind the gallery's back (a worker, the API) shows once the cache expires.
+    GenerationResultFactory(storage_status=S.FAILED)
+    assert staff_client.get("/gallery/").context["counts"]["failed"] == 2
+
+    # The gallery's own action is seen at once by the person who did it.
+    response = staff_client.post(
+        reverse("gallery:delete", args=[doomed.pk]), {"next": "/gallery/"}, follow=True
+    )
+    assert response.context["counts"]["failed"] == 2  # 3 made, 1 deleted
+    assert response.context["counts"]["total"] == 2
+    staff_client.post(
+        reverse("gallery:bulk"), {"action": "delete", "ids": [kept.pk], "confirmed": "yes"}
+    )
+    counts = staff_client.get("/gallery/").context["counts"]
+    assert (counts["failed"], counts["total"]) == (1, 1)
+
+
+def test_clear_all_confirmation_counts_afresh(staff_client: Client) -> None:
+    GenerationResultFactory.create_batch(2)
+    staff_client.get("/gallery/")  # caches a total of 2
+    GenerationResultFactory()
+    assert "every result (3)" in page_text(staff_client.get(reverse("gallery:clear_all")))
 
 
 # --- Detail ----------------------------------------------------------------------------
