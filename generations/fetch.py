@@ -60,6 +60,9 @@ _NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 # A progressive JPEG's decoder keeps every DCT coefficient of the full picture in memory
 # (about 3 bytes a pixel) whatever the draft scale, so it gets a smaller pixel budget:
 # 4096x4096, the largest size Seedream renders, costs about 50 MB.
+# A Seedream 2K image (2048 px) decodes at 1/4 scale to exactly this: no resize step,
+# and sharp on a high-density screen in the gallery's cards.
+THUMBNAIL_MAX_SIDE = 512
 PROGRESSIVE_JPEG_MAX_PIXELS = 4096 * 4096
 
 _PILLOW_FORMATS = {
@@ -560,7 +563,7 @@ def inspect_image(path: Path, *, max_pixels: int) -> ImageInfo:
     return ImageInfo(content_type=content_type, extension=extension, width=width, height=height)
 
 
-def render_thumbnail(path: Path, *, max_side: int = 480) -> bytes:
+def render_thumbnail(path: Path, *, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes:
     """A small WebP of the image, upright, decoding a JPEG at the smallest scale that will do."""
     try:
         with Image.open(path, formats=_OPENED_FORMATS) as image:
@@ -576,7 +579,7 @@ def render_thumbnail(path: Path, *, max_side: int = 480) -> bytes:
 
 
 def inspect_and_thumbnail(
-    path: Path, *, max_pixels: int, max_side: int = 480
+    path: Path, *, max_pixels: int, max_side: int = THUMBNAIL_MAX_SIDE
 ) -> tuple[ImageInfo, bytes]:
     """`inspect_image` and `render_thumbnail` with one decode where the format allows.
 
@@ -656,12 +659,14 @@ def _encode_thumbnail(image: Image.Image, *, max_side: int) -> bytes:
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
-    converted = image.convert("RGBA" if has_alpha else "RGB")
-    converted.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    mode = "RGBA" if has_alpha else "RGB"
+    converted = image.copy() if image.mode == mode else image.convert(mode)
+    if max(converted.size) > max_side:
+        converted.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if orientation in _UPRIGHT:
         converted = converted.transpose(_UPRIGHT[orientation])
     output = BytesIO()
     # method 0, the encoder's fastest: 2-3x less CPU than its default 4 for a few KB
-    # more on a 480 px thumbnail (measured by bench/, see the README's Performance).
+    # more on a 512 px thumbnail (measured by bench/, see the README's Performance).
     converted.save(output, format="WEBP", quality=80, method=0)
     return output.getvalue()

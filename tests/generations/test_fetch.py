@@ -836,7 +836,7 @@ def _open_thumbnail(data: bytes) -> Image.Image:
 
 @pytest.mark.parametrize(
     ("data", "expected_size", "mode"),
-    [(JPEG, (480, 270), "RGB"), (PNG, (300, 200), "RGBA"), (WEBP, (320, 240), "RGB")],
+    [(JPEG, (512, 288), "RGB"), (PNG, (300, 200), "RGBA"), (WEBP, (320, 240), "RGB")],
 )
 def test_thumbnail_is_a_small_webp_keeping_the_aspect(tmp_path, data, expected_size, mode):
     thumbnail = _open_thumbnail(render_thumbnail(_write(tmp_path, "x.bin", data)))
@@ -861,7 +861,7 @@ def test_thumbnail_is_turned_upright_by_exif_orientation(tmp_path):
 
     thumbnail = _open_thumbnail(render_thumbnail(_write(tmp_path, "side.jpg", out.getvalue())))
 
-    assert thumbnail.size == (240, 480)
+    assert thumbnail.size == (256, 512)
 
 
 def test_thumbnail_of_a_non_image_is_refused(tmp_path):
