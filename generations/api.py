@@ -92,8 +92,26 @@ def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
     return JsonResponse(generation_json(request, generation))
 
 
+# What the image route reads of a result: the hot path of the product, so no more.
+_IMAGE_FIELDS = (
+    "status",
+    "generation_id",
+    "external_url",
+    "external_url_expires_at",
+    "storage_status",
+    "storage_backend",
+    "storage_key",
+    "thumbnail_key",
+    "content_type",
+    "sha256",
+)
+
+
 def _result_or_404(result_id: int) -> GenerationResult:
-    result = GenerationResult.objects.select_related("generation").filter(pk=result_id).first()
+    try:
+        result = GenerationResult.objects.only(*_IMAGE_FIELDS).get(pk=result_id)
+    except GenerationResult.DoesNotExist:
+        result = None
     if result is None or result.status != GenerationResult.Status.SUCCESS:
         raise ApiError(404, "not_found", f"no image with id {result_id}")
     return result

@@ -38,12 +38,15 @@ def _token_user(request: HttpRequest) -> Any:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <token>'")
-    token = (
-        ApiToken.objects.active()
-        .select_related("user")
-        .filter(key_hash=ApiToken.hash_key(key.strip()))
-        .first()
-    )
+    try:
+        token = (
+            ApiToken.objects.active()
+            .select_related("user")
+            .only("last_used_at", "user__is_staff", "user__is_active", "user__username")
+            .get(key_hash=ApiToken.hash_key(key.strip()))
+        )
+    except ApiToken.DoesNotExist:
+        token = None
     if token is None:
         raise ApiError(401, "unauthorized", "the token is unknown or revoked")
     if not token.user.is_staff:
