@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 import traceback
@@ -67,8 +68,8 @@ class Sizes:
     generate_calls: int
 
 
-QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 7, 2.0, 3, 40)
-FULL = Sizes("full", 500, 5, 200, 5, 100, 100_000, 15, 4.0, 5, 80)
+QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 15, 2.0, 3, 80)
+FULL = Sizes("full", 500, 5, 200, 5, 100, 100_000, 21, 4.0, 5, 120)
 
 
 def ratio(measured: float, baseline: float) -> float | None:
@@ -294,7 +295,13 @@ def measure_generate(
         "generate", ["--calls", str(sizes.generate_calls), "--size", "2K"], env.env, timeout=600
     )
     m = out["medians"]
-    r = ratio(m["enabled"], m["disabled"])
+    # Each pair of calls asks for the same image (same prompt, back to back, order
+    # alternating), so the median of the pairs' ratios cancels the upstream's own
+    # variation, which is larger than the effect measured.
+    pairs = [
+        e / d for e, d in zip(out["samples"]["enabled"], out["samples"]["disabled"], strict=True)
+    ]
+    r = statistics.median(pairs)
     return [
         Row(
             name="6. /api/generate: storing queued vs not",
@@ -304,7 +311,7 @@ def measure_generate(
             goal="<= 1.05",
             met=at_most(r, 1.05),
             note=(
-                f"{out['calls']} calls each, alternating; 2K demo images; baseline = "
+                f"{out['calls']} pairs, median of paired ratios; 2K demo images; baseline = "
                 "on_commit enqueue patched out in the harness; queue not consumed"
             ),
             samples=out["samples"],
