@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.test import Client
+
+if TYPE_CHECKING:
+    from tests.faults.processes import RedisServer
 
 # The moto S3 server fixture (`moto_s3`), shared by every test folder.
 pytest_plugins = ["tests.s3_fixtures"]
@@ -66,6 +69,19 @@ def _seedream_models_after_flush(request: pytest.FixtureRequest) -> None:
     if wants_transactions:
         request.getfixturevalue("transactional_db")
         ensure_seedream_models()
+
+
+@pytest.fixture(scope="session")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this session's own, which a test may stop (the machine's cannot be)."""
+    from tests.faults.processes import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -22,24 +22,14 @@ from tests.faults.processes import (
 )
 
 
-@pytest.fixture(scope="session")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def broker(own_redis: RedisServer) -> Iterator[RedisServer]:
+def broker(private_redis: RedisServer) -> Iterator[RedisServer]:
     """Our Redis, running and empty, with this process's Celery app publishing to it."""
-    own_redis.start()
-    redis_flushall(own_redis.port)
-    with celery_broker(own_redis.url):
-        yield own_redis
-    own_redis.start()  # a test that stopped it leaves it running for the next one
+    private_redis.start()
+    redis_flushall(private_redis.port)
+    with celery_broker(private_redis.url):
+        yield private_redis
+    private_redis.start()  # a test that stopped it leaves it running for the next one
 
 
 StartWorker = Callable[..., WorkerProcess]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
+import requests
 from django.test import Client
 from django.utils import timezone
 
@@ -14,14 +16,30 @@ from tests.conftest import wait_for
 
 S = GenerationResult.StorageStatus
 SETTLED = (S.STORED, S.FAILED, S.EXPIRED)
+SEEDREAM_4 = "doubao-seedream-4-0-250828"
+
+
+def generate_body(prompt: str, **extra: Any) -> dict[str, Any]:
+    """The `/api/generate` request the fault tests send: Seedream 4.0 at 256x256."""
+    return {"prompt": prompt, "modelIds": [SEEDREAM_4], "size": "256x256", **extra}
 
 
 def post_generate(client: Client, prompt: str, **extra: Any) -> dict[str, Any]:
-    body = {"prompt": prompt, "modelIds": ["doubao-seedream-4-0-250828"], "size": "256x256"}
-    body.update(extra)
+    body = generate_body(prompt, **extra)
     response = client.post("/api/generate", data=json.dumps(body), content_type="application/json")
     assert response.status_code == 200, response.content
     return response.json()
+
+
+def timed_generate(
+    session: requests.Session, base_url: str, prompt: str, *, timeout: float, **extra: Any
+) -> tuple[requests.Response, float]:
+    """`/api/generate` over HTTP on a served site: the response and the seconds it took."""
+    started = time.monotonic()
+    response = session.post(
+        f"{base_url}/api/generate", json=generate_body(prompt, **extra), timeout=timeout
+    )
+    return response, time.monotonic() - started
 
 
 def storage_status(result_id: int) -> str:

@@ -16,7 +16,7 @@ import requests
 
 from generations.models import GenerationResult
 from generations.tasks import sweep_unstored_images
-from tests.faults.helpers import S, age_rows, wait_all_settled
+from tests.faults.helpers import S, age_rows, timed_generate, wait_all_settled
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -42,18 +42,9 @@ def test_generate_answers_while_the_broker_is_down_and_the_sweep_stores_later(
     # The last request asks for 3 images at once: one refused publish must not make
     # the others wait a connect timeout each.
     for n, extra in enumerate([{}, {}, {"params": {"max_images": 3}}]):
-        started = time.monotonic()
-        response = session.post(
-            f"{web.url}/api/generate",
-            json={
-                "prompt": f"a fox while the broker is down, take {n}",
-                "modelIds": ["doubao-seedream-4-0-250828"],
-                "size": "256x256",
-                **extra,
-            },
-            timeout=30,
+        response, elapsed = timed_generate(
+            session, web.url, f"a fox while the broker is down, take {n}", timeout=30, **extra
         )
-        elapsed = time.monotonic() - started
         assert response.status_code == 200, response.text
         assert elapsed < NORMAL_SECONDS, f"generate took {elapsed:.1f}s with the broker down"
         for result in response.json()["results"]:

@@ -27,9 +27,8 @@ from playwright.sync_api import expect
 
 from gallery.selectors import HEADER_COUNTS_CACHE_SECONDS
 from generations.models import Generation, GenerationResult, Prompt
-from storage_backends import images as image_storage
 from tests.conftest import wait_for
-from tests.factories import ImageModelFactory, jpeg_bytes
+from tests.factories import ImageModelFactory, jpeg_bytes, mark_stored
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -258,29 +257,6 @@ def make_result(
     )
 
 
-def store_real_jpeg(result: GenerationResult) -> Path:
-    """Put real JPEG bytes in the image storage and mark the row stored, as the task would."""
-    data = jpeg_bytes(320, 240, color=(30, 90, 160))
-    backend = image_storage.active_backend()
-    key = image_storage.image_key(result_id=result.pk, extension="jpg")
-    image_storage.save_object_bytes(backend=backend, key=key, data=data)
-    GenerationResult.objects.filter(pk=result.pk).update(
-        storage_status=S.STORED,
-        storage_backend=backend,
-        storage_key=key,
-        content_type="image/jpeg",
-        byte_size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=320,
-        height=240,
-        stored_at=timezone.now(),
-        image_url=result.stable_url,
-    )
-    path = image_storage.local_path(backend=backend, key=key)
-    assert path is not None and path.is_file()
-    return path
-
-
 def shown_result_ids(page: Any, expected_count: int) -> set[int]:
     cards = page.locator("ul.grid .card")
     expect(cards).to_have_count(expected_count)
@@ -320,7 +296,9 @@ def test_browse_filter_paginate_open_delete_and_log_out(
     )
     fox_ids = sorted(r.pk for r in foxes)
     harbour = make_result(prompt="a quiet harbour town, watercolour", model=harbour_model)
-    harbour_file = store_real_jpeg(harbour)
+    mark_stored(harbour, data=jpeg_bytes(320, 240, color=(30, 90, 160)), thumbnail=False)
+    harbour_file = image_storage_root / harbour.storage_key
+    assert harbour_file.is_file()
     refused = make_result(
         prompt="an impossible staircase",
         model=harbour_model,

@@ -17,12 +17,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
-from storage_backends import images as image_storage
 from tests.factories import (
     GenerationFactory,
     GenerationResultFactory,
     ImageModelFactory,
-    jpeg_bytes,
+    mark_stored,
 )
 
 pytestmark = pytest.mark.django_db
@@ -40,29 +39,7 @@ LOST_SENTENCE = "This image is lost: its upstream link expired before it was sto
 
 def stored_result(**kwargs: Any) -> GenerationResult:
     """A result whose image and thumbnail really are in the local storage."""
-    result = GenerationResultFactory(**kwargs)
-    key = image_storage.image_key(result_id=result.pk, extension="jpg")
-    thumb = image_storage.thumbnail_key(result_id=result.pk)
-    data = jpeg_bytes()
-    image_storage.save_object_bytes(backend="local", key=key, data=data)
-    image_storage.save_object_bytes(backend="local", key=thumb, data=jpeg_bytes(16, 12))
-    import hashlib
-
-    GenerationResult.objects.filter(pk=result.pk).update(
-        storage_status=S.STORED,
-        storage_backend="local",
-        storage_key=key,
-        thumbnail_key=thumb,
-        content_type="image/jpeg",
-        byte_size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=64,
-        height=48,
-        stored_at=timezone.now(),
-        image_url=result.stable_url,
-    )
-    result.refresh_from_db()
-    return result
+    return mark_stored(GenerationResultFactory(**kwargs), backend="local")
 
 
 def lost_result() -> GenerationResult:

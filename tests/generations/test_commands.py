@@ -26,9 +26,8 @@ from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel
 from generations.upstream import UpstreamImage, client_for, external_url_expiry
-from storage_backends import images as image_storage
 from tests.conftest import wait_for, worker_environment
-from tests.factories import jpeg_bytes
+from tests.factories import jpeg_bytes, mark_stored
 
 S = GenerationResult.StorageStatus
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,31 +95,14 @@ def stored_result(
     """A stored result whose bytes are written straight into storage (no fetch)."""
     model = seedream()
     generation = Generation.objects.create(prompt_text="a stored test image", size="64x48")
-    data = jpeg_bytes(color=color)
     result = GenerationResult.objects.create(
         generation=generation,
         model=model,
         upstream_model_id=model.upstream_model_id,
         status=GenerationResult.Status.SUCCESS,
         external_url="https://images.example.test/gone.jpeg",
-        storage_status=S.STORED,
-        storage_backend=backend,
-        content_type="image/jpeg",
-        byte_size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=64,
-        height=48,
-        stored_at=timezone.now(),
     )
-    key = image_storage.image_key(result_id=result.pk, extension="jpg")
-    thumb = image_storage.thumbnail_key(result_id=result.pk)
-    image_storage.save_object_bytes(backend=backend, key=key, data=data)
-    image_storage.save_object_bytes(backend=backend, key=thumb, data=b"RIFF\0\0\0\0WEBPthumb")
-    GenerationResult.objects.filter(pk=result.pk).update(
-        storage_key=key, thumbnail_key=thumb, image_url=result.stable_url
-    )
-    result.refresh_from_db()
-    return result
+    return mark_stored(result, data=jpeg_bytes(color=color), backend=backend)
 
 
 def served_bytes(client: Client, result_id: int) -> bytes:

@@ -14,8 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from generations.models import ApiToken, GenerationResult
-from storage_backends import images as image_storage
-from tests.factories import GenerationFactory, GenerationResultFactory, jpeg_bytes
+from tests.factories import GenerationFactory, GenerationResultFactory, mark_stored
 from tests.faults.processes import RedisServer, celery_broker, redis_flushall
 
 # Markers planted in the data: no refusal may carry any of them.
@@ -23,23 +22,13 @@ SECRET_PROMPT = "SECRET-PROMPT-7f3a a lighthouse"
 SECRET_URL_PART = "SECRET-URL-c91d"
 
 
-@pytest.fixture(scope="session")
-def security_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(autouse=True)
-def own_broker(security_redis: RedisServer) -> Iterator[RedisServer]:
+def own_broker(private_redis: RedisServer) -> Iterator[RedisServer]:
     """Whatever a route queues goes to our own Redis, never the machine's shared one."""
-    security_redis.start()
-    redis_flushall(security_redis.port)
-    with celery_broker(security_redis.url):
-        yield security_redis
+    private_redis.start()
+    redis_flushall(private_redis.port)
+    with celery_broker(private_redis.url):
+        yield private_redis
 
 
 @dataclass
@@ -89,28 +78,7 @@ def stored_result(*, prompt: str = SECRET_PROMPT) -> GenerationResult:
         generation=generation,
         external_url=f"https://images.example.test/{SECRET_URL_PART}.jpeg",
     )
-    body = jpeg_bytes()
-    key = image_storage.image_key(result_id=result.pk, extension="jpg")
-    thumb = image_storage.thumbnail_key(result_id=result.pk)
-    image_storage.save_object_bytes(backend="local", key=key, data=body)
-    image_storage.save_object_bytes(backend="local", key=thumb, data=jpeg_bytes(16, 12))
-    import hashlib
-
-    GenerationResult.objects.filter(pk=result.pk).update(
-        storage_status=GenerationResult.StorageStatus.STORED,
-        storage_backend="local",
-        storage_key=key,
-        thumbnail_key=thumb,
-        content_type="image/jpeg",
-        byte_size=len(body),
-        sha256=hashlib.sha256(body).hexdigest(),
-        width=64,
-        height=48,
-        stored_at=timezone.now(),
-        image_url=result.stable_url,
-    )
-    result.refresh_from_db()
-    return result
+    return mark_stored(result, backend="local")
 
 
 def make_token(user: Any, *, revoked: bool = False) -> str:

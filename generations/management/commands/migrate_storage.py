@@ -8,26 +8,16 @@ stable URLs never change; a stopped run resumes where it left off.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from generations.management.arguments import positive_int
 from generations.operations import MigrationFailed, result_migrate_storage, results_to_migrate
 from storage_backends import images as image_storage
 from storage_backends.conf import BACKENDS
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
-    return number
 
 
 class Command(BaseCommand):
@@ -43,9 +33,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Leave the source objects in place after copying.",
         )
-        parser.add_argument(
-            "--limit", type=_positive_int, help="Move at most N images in this run."
-        )
+        parser.add_argument("--limit", type=positive_int, help="Move at most N images in this run.")
         parser.add_argument(
             "--dry-run", action="store_true", help="Count what would move; change nothing."
         )

@@ -8,7 +8,6 @@ stored, or being stored by someone else, is skipped, never fetched twice.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,28 +19,12 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from tqdm import tqdm
 
+from generations.management.arguments import iso_date, positive_int
 from generations.models import GenerationResult
 from generations.services import StoreOutcome, result_store_image, results_enqueue_storing
 
 S = GenerationResult.StorageStatus
 STATUS_CHOICES = (S.PENDING.value, S.FAILED.value, S.STORING.value)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
-    return number
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _store_one(result_id: int) -> StoreOutcome:
@@ -68,12 +51,12 @@ class Command(BaseCommand):
             help="Only results in this storage status (repeatable; 'storing' means lost claims).",
         )
         parser.add_argument(
-            "--since", type=_date, help="Only results created on or after YYYY-MM-DD."
+            "--since", type=iso_date, help="Only results created on or after YYYY-MM-DD."
         )
-        parser.add_argument("--limit", type=_positive_int, help="Store at most N results.")
+        parser.add_argument("--limit", type=positive_int, help="Store at most N results.")
         parser.add_argument(
             "--concurrency",
-            type=_positive_int,
+            type=positive_int,
             default=4,
             help="Parallel fetches with --sync (default 4).",
         )
