@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import enum
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -256,6 +257,7 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
     try:
         fetched = fetch_to_file(
             result.external_url,
+            dest_dir=_download_dir(),
             max_bytes=settings.IMAGE_FETCH_MAX_BYTES,
             allowed_hosts=settings.IMAGE_FETCH_ALLOWED_HOSTS,
             connect_timeout=settings.IMAGE_FETCH_CONNECT_TIMEOUT,
@@ -368,6 +370,33 @@ def _record_failure(
     if retry:
         return StoreOutcome.RETRY
     return StoreOutcome.EXPIRED if status == S.EXPIRED else StoreOutcome.FAILED
+
+
+def _download_dir() -> Path:
+    path = Path(settings.IMAGE_FETCH_TEMP_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def downloads_abandoned_delete() -> int:
+    """Delete partial downloads older than the lease: their worker died mid-fetch.
+
+    A live attempt finishes or gives up within the task's time limit, which is
+    shorter than the lease, so an older file has no one left to delete it.
+    """
+    directory = Path(settings.IMAGE_FETCH_TEMP_DIR)
+    if not directory.is_dir():
+        return 0
+    cutoff = time.time() - max(settings.STORAGE_LEASE_SECONDS, settings.CELERY_TASK_TIME_LIMIT)
+    deleted = 0
+    for path in directory.glob("fetch-*.part"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:
+            continue  # its own attempt finished in the meantime
+    return deleted
 
 
 def results_due_for_storing(*, limit: int = 500, settle_seconds: int = 60) -> list[int]:

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from .services import (
     StoreOutcome,
+    downloads_abandoned_delete,
     result_store_image,
     results_due_for_storing,
     results_enqueue_storing,
@@ -35,4 +36,5 @@ def store_result_image(self, result_id: int) -> str:  # type: ignore[no-untyped-
 @shared_task
 def sweep_unstored_images() -> int:
     """Queue again what a down broker or a dead worker left behind, deadline first."""
+    downloads_abandoned_delete()
     return results_enqueue_storing(result_ids=results_due_for_storing())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -140,6 +141,11 @@ DEMO_UPSTREAM_URL_TTL = env.int("DEMO_UPSTREAM_URL_TTL", default=24 * 3600)
 # --- Fetching images on a user's behalf (SPEC section 7) ----------------------
 IMAGE_FETCH_MAX_BYTES = env.int("IMAGE_FETCH_MAX_BYTES", default=50 * 1024 * 1024)
 IMAGE_FETCH_MAX_PIXELS = env.int("IMAGE_FETCH_MAX_PIXELS", default=100_000_000)
+# Downloads stream here before they are checked and written; the sweep removes what a
+# killed worker left behind.
+IMAGE_FETCH_TEMP_DIR = env.str(
+    "IMAGE_FETCH_TEMP_DIR", default=str(Path(tempfile.gettempdir()) / "genvault-fetch")
+)
 
 
 def _fetch_timeouts(value: str) -> tuple[float, float]:

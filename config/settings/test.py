@@ -67,3 +67,4 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 # Each test process keeps its own cache, whatever the environment says.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+IMAGE_FETCH_TEMP_DIR = str(_TEST_VAR / "downloads")

@@ -256,3 +256,34 @@ def test_a_stored_image_outlives_its_upstream_url(settings: Any, staff_client: C
     served = staff_client.get(f"/api/images/{result.pk}")
     assert served.status_code == 200
     assert b"".join(served.streaming_content) == upstream_bytes
+
+
+def test_the_sweep_deletes_downloads_a_dead_worker_left(settings: Any, tmp_path: Path) -> None:
+    import os
+    import time
+
+    from generations.services import downloads_abandoned_delete
+
+    settings.IMAGE_FETCH_TEMP_DIR = str(tmp_path / "downloads")
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    abandoned = folder / "fetch-abandoned.part"
+    in_flight = folder / "fetch-in-flight.part"
+    not_ours = folder / "notes.txt"
+    for path in (abandoned, in_flight, not_ours):
+        path.write_bytes(b"\xff\xd8 partial")
+    long_ago = time.time() - settings.STORAGE_LEASE_SECONDS - 60
+    os.utime(abandoned, (long_ago, long_ago))
+    os.utime(not_ours, (long_ago, long_ago))
+
+    assert downloads_abandoned_delete() == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["fetch-in-flight.part", "notes.txt"]
+
+
+def test_downloads_go_to_the_configured_folder_and_are_removed(
+    demo: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.IMAGE_FETCH_TEMP_DIR = str(tmp_path / "downloads")
+    result = generate("a tidy fox")
+    assert result_store_image(result_id=result.pk) is StoreOutcome.STORED
+    assert list((tmp_path / "downloads").iterdir()) == []
