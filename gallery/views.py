@@ -35,6 +35,11 @@ from .forms import SIZE_CHOICES, GenerateForm, PageCursorForm, ResultFilterForm
 RESULTS_PER_PAGE = 24
 MAX_SAVED_PROMPTS = 200
 MAX_BULK_IDS = 1000
+# Storage statuses that change by themselves: a page showing one follows it in place.
+STORAGE_IN_PROGRESS = (
+    GenerationResult.StorageStatus.PENDING,
+    GenerationResult.StorageStatus.STORING,
+)
 View = Callable[..., HttpResponse]
 
 
@@ -130,6 +135,7 @@ def detail(request: HttpRequest, result_id: int) -> HttpResponse:
             "result": result,
             "generation": result.generation,
             "params_items": sorted(result.params_used.items()),
+            "polling": result.storage_status in STORAGE_IN_PROGRESS,
         },
     )
 
@@ -313,7 +319,7 @@ def generate(request: HttpRequest) -> HttpResponse:
             "models": models,
             "generation": shown,
             "results": results,
-            "polling": any(r.storage_status in ("pending", "storing") for r in results),
+            "polling": any(r.storage_status in STORAGE_IN_PROGRESS for r in results),
         },
     )
 

@@ -448,9 +448,16 @@ def results_delete_all(*, confirmation: str) -> int:
 
 def results_restore(*, result_ids: Iterable[int]) -> int:
     """Queue storing for results that are not stored (and can still be)."""
+    S = GenerationResult.StorageStatus
     ids = list(
         GenerationResult.objects.storable()
         .filter(pk__in=list(result_ids))
         .values_list("pk", flat=True)
+    )
+    # A failed result queued again is pending: the gallery shows (and follows) it as
+    # waiting, and the sweep re-queues it should the broker be down. Conditional, so a
+    # row a worker claimed meanwhile keeps its claim.
+    GenerationResult.objects.filter(pk__in=ids, storage_status=S.FAILED).update(
+        storage_status=S.PENDING
     )
     return results_enqueue_storing(result_ids=ids)

@@ -16,40 +16,76 @@
     });
   }
 
-  // The generation page: poll the API every second until nothing is pending or storing,
-  // updating each result's storage badge and showing its thumbnail once stored.
-  function setUpPolling() {
-    var panel = document.querySelector("[data-poll-url]");
-    if (!panel) return;
+  // Follow results whose image is being stored, in place: an element with data-poll-url
+  // (the generation's API URL) holds, or is, elements with data-result-id. The generation
+  // page follows each of its cards; a result's detail page follows that result. Poll
+  // every second until none of them is pending or storing.
+  var busyStatuses = { pending: true, storing: true };
+
+  // What a reload would show: an expired image is lost.
+  function badgeLabel(status) {
+    return status === "expired" ? "lost" : status;
+  }
+
+  function showStored(item) {
+    var media = item.querySelector("[data-media]");
+    var src = item.getAttribute("data-stored-src");
+    if (media && src) {
+      var shown = media.querySelector("img");
+      var img = document.createElement("img");
+      img.src = src;
+      img.alt = shown ? shown.alt : (item.querySelector(".card__prompt") || {}).textContent || "";
+      var href = item.getAttribute("data-stored-href");
+      var content = img;
+      if (href) {
+        content = document.createElement("a");
+        content.href = href;
+        content.appendChild(img);
+      }
+      media.replaceChildren(content);
+    }
+    var download = item.querySelector("[data-download-link]");
+    if (download) download.hidden = false;
+    var restore = item.querySelector("[data-restore-form]");
+    if (restore) restore.remove();
+  }
+
+  function showResult(item, result) {
+    var status = result.storageStatus || "";
+    var badge = item.querySelector("[data-storage-badge]");
+    if (badge && status) {
+      badge.textContent = badgeLabel(status);
+      badge.className = "badge badge--" + badgeLabel(status);
+    }
+    var error = item.querySelector("[data-storage-error]");
+    if (error) {
+      error.textContent = result.storageError || "";
+      error.hidden = !result.storageError;
+      var label = item.querySelector("[data-storage-error-label]");
+      if (label) label.hidden = error.hidden;
+    }
+    // data-storage-status starts as the server rendered it: show the image only once.
+    var before = item.getAttribute("data-storage-status");
+    item.setAttribute("data-storage-status", status);
+    if (status === "stored" && before !== "stored") showStored(item);
+  }
+
+  function followResults(panel) {
     var url = panel.getAttribute("data-poll-url");
     var note = panel.querySelector("[data-poll-note]");
-    var busy = { pending: true, storing: true };
 
-    function showStored(card) {
-      var media = card.querySelector("[data-media]");
-      if (media && !media.querySelector("img")) {
-        var img = document.createElement("img");
-        img.src = card.getAttribute("data-thumb-url");
-        img.alt = (card.querySelector(".card__prompt") || {}).textContent || "";
-        media.replaceChildren(img);
-      }
-      var restore = card.querySelector("[data-restore-form]");
-      if (restore) restore.remove();
+    function itemFor(id) {
+      var selector = '[data-result-id="' + id + '"]';
+      return panel.matches(selector) ? panel : panel.querySelector(selector);
     }
 
     function update(data) {
       var stillBusy = false;
       (data.results || []).forEach(function (result) {
-        var status = result.storageStatus || "";
-        if (busy[status]) stillBusy = true;
-        var card = panel.querySelector('[data-result-id="' + result.id + '"]');
-        if (!card) return;
-        var badge = card.querySelector("[data-storage-badge]");
-        if (badge && status) {
-          badge.textContent = status;
-          badge.className = "badge badge--" + status;
-        }
-        if (status === "stored") showStored(card);
+        var item = itemFor(result.id);
+        if (!item) return; // another result of the generation, not shown here
+        if (busyStatuses[result.storageStatus]) stillBusy = true;
+        showResult(item, result);
       });
       return stillBusy;
     }
@@ -78,6 +114,10 @@
         });
     }
     window.setTimeout(poll, 1000);
+  }
+
+  function setUpPolling() {
+    document.querySelectorAll("[data-poll-url]").forEach(followResults);
   }
 
   // Tell the user the generate form is working (the upstream may take a while).

@@ -18,6 +18,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -557,8 +558,24 @@ def test_continue_image_to_image_saved_prompt_and_restores(
     assert call["watermark"] is False
 
     # Results that were not stored (storing failed, or never ran) while the link lives.
+    # The first one's image host is slow, so that its detail page sees it being stored;
+    # the second's link is dead by now, though its recorded expiry says otherwise.
+    image_path = urlsplit(source.external_url).path
     one = unstored_copy(
-        source, image_index=1, storage_status=S.FAILED, storage_error="TransientFetchError: 503"
+        source,
+        image_index=1,
+        storage_status=S.FAILED,
+        storage_error="TransientFetchError: 503",
+        external_url=demo.signed_url(image_path, faults={"slow_image": "1.5"}),
+    )
+    dead = unstored_copy(
+        source,
+        image_index=7,
+        storage_status=S.FAILED,
+        storage_error="TransientFetchError: 503",
+        external_url=demo.signed_url(
+            image_path, faults={}, signed_at=timezone.now() - timedelta(days=2)
+        ),
     )
     picked = [
         unstored_copy(source, image_index=2, storage_status=S.PENDING),
@@ -578,16 +595,36 @@ def test_continue_image_to_image_saved_prompt_and_restores(
             ids
         )
 
-    # Re-store from the detail page.
+    # Re-store from the detail page: the page follows the result without a reload until
+    # it is stored, then shows the full image and the Download link.
     page.goto(f"{base}/gallery/{one.pk}/")
-    expect(page.locator(".page-head .badge")).to_have_text("failed")
+    badge = page.locator(".page-head .badge")
+    expect(badge).to_have_text("failed")
+    expect(page.get_by_role("link", name="Download")).to_have_count(0)
     page.get_by_role("button", name="Re-store").click()
     expect(page.get_by_text(f"Queued result {one.pk} for storing.")).to_be_visible()
-    wait_for(lambda: stored(one), timeout=30)
-    page.reload()
-    expect(page.locator(".page-head .badge")).to_have_text("stored")
-    expect(page.get_by_role("button", name="Re-store")).to_have_count(0)
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    expect(badge).to_have_text(re.compile(r"^(pending|storing)$"))
+    expect(page.get_by_role("link", name="Download")).to_be_hidden()
+    expect(badge).to_have_text("stored", timeout=STORE_TIMEOUT_MS)
     expect(page.get_by_role("link", name="Download")).to_be_visible()
+    expect(page.get_by_role("button", name="Re-store")).to_have_count(0)
+    expect(page.get_by_text("Shown from the upstream link")).to_have_count(0)
+    image = page.locator(".detail__image img")
+    expect(image).to_have_attribute("src", f"/api/images/{one.pk}")
+    page.wait_for_function("document.querySelector('.detail__image img').naturalWidth > 0")
+    assert page.evaluate("window.__sameDocument") is True
+    assert stored(one)
+
+    # One whose link turns out dead: in place, the page says it is lost, and why.
+    page.goto(f"{base}/gallery/{dead.pk}/")
+    page.get_by_role("button", name="Re-store").click()
+    expect(page.get_by_text(f"Queued result {dead.pk} for storing.")).to_be_visible()
+    page.evaluate("window.__sameDocument = true")
+    expect(badge).to_have_text("lost", timeout=STORE_TIMEOUT_MS)
+    expect(page.get_by_text("image_expired: the image host answered 403")).to_be_visible()
+    expect(page.get_by_role("link", name="Download")).to_be_hidden()
+    assert page.evaluate("window.__sameDocument") is True
 
     # Re-store the selected ones: only they are queued, and the worker stores them.
     page.get_by_role("link", name="← Gallery").click()
@@ -612,7 +649,7 @@ def test_continue_image_to_image_saved_prompt_and_restores(
         return header_link(page, "Stored").locator("strong").inner_text() == "8"
 
     wait_for(stored_count_caught_up, timeout=HEADER_COUNTS_CACHE_SECONDS + 10, interval=1)
-    expect(header_link(page, "Expired").locator("strong")).to_have_text("1")
+    expect(header_link(page, "Expired").locator("strong")).to_have_text("2")
     for result in [*picked, left]:
         card = page.locator(f'[data-result-id="{result.pk}"]')
         expect(card.locator("[data-storage-badge]")).to_have_text("stored")
@@ -629,7 +666,7 @@ def test_continue_image_to_image_saved_prompt_and_restores(
     page.get_by_role("link", name="Generation results").click()
     page.locator("#searchbar").fill("lighthouse at dusk")
     page.locator("#searchbar").press("Enter")
-    expect(page.locator("#result_list tbody tr")).to_have_count(8)  # source, continued, copies
+    expect(page.locator("#result_list tbody tr")).to_have_count(9)  # source, continued, copies
     page.locator(f'#result_list input[name="_selected_action"][value="{via_admin.pk}"]').check()
     page.get_by_role("combobox", name="Action").select_option(
         label="Re-store selected results that are not stored"
