@@ -1,4 +1,4 @@
-"""The gallery at 100,000 results against 100 (issue 7, item 4), run as a child of run.py.
+"""The gallery at 100,000 results against 100, run as a child of run.py.
 
 On a PostgreSQL database of its own (created by the harness, dropped after), with 100
 results: time `/gallery/` page 1 and its last page in-process through Django's test

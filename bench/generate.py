@@ -1,4 +1,4 @@
-"""What queueing the storing costs `/api/generate` (issue 7, item 6), a child of run.py.
+"""What queueing the storing costs `/api/generate`, a child of run.py.
 
 `POST /api/generate` through Django's test Client in this process, against the demo
 upstream, with a Bearer token. "Storing enabled" is the product as it is: after the

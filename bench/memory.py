@@ -1,4 +1,4 @@
-"""Peak memory of storing one huge JPEG (issue 7, item 3), run as a child of run.py.
+"""Peak memory of storing one huge JPEG, run as a child of run.py.
 
 One process per repetition, like a worker with `--pool solo`: Django set up, one small
 image stored first (so every import and Pillow plugin is loaded: that is "idle"),

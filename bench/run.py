@@ -2,13 +2,13 @@
 
 The machines that run this are shared and noisy, so nothing here is an absolute
 number: every figure is a ratio against a baseline measured in the same run,
-repetition by repetition, and the medians are compared with issue 7's goals. Each
+repetition by repetition, and the medians are compared with the performance goals. Each
 measurement runs in child processes on a throwaway SQLite database and storage folder
 (PostgreSQL for the gallery: a database of its own, dropped afterwards), with the demo
 upstream in a process of its own, Redis for Celery on queues of this run, loopback only.
 
     make bench                       # --quick: smaller counts, about 3-4 minutes
-    make bench ARGS=--full           # the issue's sizes (500 images, more repetitions)
+    make bench ARGS=--full           # the full sizes (500 images, more repetitions)
     make bench ARGS="--only storing,memory"
     make bench ARGS=--profile        # also write a pyinstrument profile of storing
 
@@ -53,7 +53,7 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work each measurement does: --quick (default) or --full (issue 7's)."""
+    """How much work each measurement does: --quick (default) or --full."""
 
     label: str
     store_count: int
@@ -420,7 +420,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller counts (the default)")
-    size.add_argument("--full", action="store_true", help="issue 7's full sizes")
+    size.add_argument("--full", action="store_true", help="the full sizes (500 images)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {MEASUREMENTS}")
     parser.add_argument("--profile", action="store_true", help="also profile the storing path")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -435,7 +435,7 @@ def main() -> int:
     root = temporary_root()
     started = time.monotonic()
     print(
-        f"genvault bench ({sizes.label} sizes{'' if args.full else '; --full for issue 7 sizes'})"
+        f"genvault bench ({sizes.label} sizes{'' if args.full else '; --full for the full sizes'})"
         f": {', '.join(chosen)}; Redis {REDIS_URL}; scratch {root}",
         flush=True,
     )

@@ -1,4 +1,4 @@
-"""Image serving (issue 7, item 5), run as a child of run.py.
+"""Image serving, run as a child of run.py.
 
 One image of about 1.5 MB is stored by the product's own path; a copy of the stored
 file is put in a static folder that whitenoise serves. gunicorn then runs as the

@@ -1,4 +1,4 @@
-"""Storing throughput and scale-out (issue 7, items 1 and 2), run as a child of run.py.
+"""Storing throughput and scale-out, run as a child of run.py.
 
 The images are rendered by the demo upstream before any clock starts, and every result
 row is made directly from its answer, so that the figures are about storing, not
