@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -75,6 +75,7 @@ _PILLOW_FORMATS = {
 _OPENED_FORMATS = ["JPEG", "PNG", "WEBP"]
 # Decoding errors Pillow raises for files that are not what their header promises.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
+_JPEG_FORMATS = ("JPEG", "MPO")
 
 
 class FetchError(Exception):
@@ -527,31 +528,11 @@ def _translate_os_error(exc: OSError, deadline: float) -> FetchError:
     return TransientFetchError(f"connection failed: {exc}", code="connection_failed")
 
 
-def inspect_image(path: Path, *, max_pixels: int) -> ImageInfo:
-    """Sniff and fully verify a fetched file; its type comes from its bytes, not a header."""
+@contextlib.contextmanager
+def _pillow_errors() -> Iterator[None]:
+    """Pillow's ways of saying "not an image we take" as our FetchErrors."""
     try:
-        with Image.open(path, formats=_OPENED_FORMATS) as image:
-            content_type, extension = _PILLOW_FORMATS[str(image.format)]
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise NotAnImage(f"the image claims {width}x{height} pixels")
-            if width * height > max_pixels:
-                raise ImageTooManyPixels(
-                    f"{width}x{height} is over the limit of {max_pixels} pixels"
-                )
-            if image.format == "PNG":
-                image.verify()  # every chunk and its CRC, without decoding into memory
-            elif image.format in ("JPEG", "MPO"):
-                if image.info.get("progressive") and width * height > PROGRESSIVE_JPEG_MAX_PIXELS:
-                    raise ImageTooManyPixels(
-                        f"a progressive JPEG of {width}x{height} is over the limit of "
-                        f"{PROGRESSIVE_JPEG_MAX_PIXELS} pixels"
-                    )
-                # A reduced-scale decode still reads every scan, so truncation shows.
-                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-                image.load()
-            else:
-                image.load()
+        yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooManyPixels(str(exc)) from exc
     except FetchError:
@@ -560,22 +541,48 @@ def inspect_image(path: Path, *, max_pixels: int) -> ImageInfo:
         raise NotAnImage("not a JPEG, PNG or WebP image") from exc
     except _DECODE_ERRORS as exc:
         raise NotAnImage(f"the image does not decode: {exc}") from exc
+
+
+def _checked_header(image: Image.Image, *, max_pixels: int) -> ImageInfo:
+    """What the header says, refused before decoding when it claims too much."""
+    content_type, extension = _PILLOW_FORMATS[str(image.format)]
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise NotAnImage(f"the image claims {width}x{height} pixels")
+    if width * height > max_pixels:
+        raise ImageTooManyPixels(f"{width}x{height} is over the limit of {max_pixels} pixels")
+    if (
+        image.format in _JPEG_FORMATS
+        and image.info.get("progressive")
+        and width * height > PROGRESSIVE_JPEG_MAX_PIXELS
+    ):
+        raise ImageTooManyPixels(
+            f"a progressive JPEG of {width}x{height} is over the limit of "
+            f"{PROGRESSIVE_JPEG_MAX_PIXELS} pixels"
+        )
     return ImageInfo(content_type=content_type, extension=extension, width=width, height=height)
+
+
+def inspect_image(path: Path, *, max_pixels: int) -> ImageInfo:
+    """Sniff and fully verify a fetched file; its type comes from its bytes, not a header."""
+    with _pillow_errors(), Image.open(path, formats=_OPENED_FORMATS) as image:
+        info = _checked_header(image, max_pixels=max_pixels)
+        if image.format == "PNG":
+            image.verify()  # every chunk and its CRC, without decoding into memory
+        else:
+            if image.format in _JPEG_FORMATS:
+                # A reduced-scale decode still reads every scan, so truncation shows.
+                image.draft("RGB", (max(1, info.width // 8), max(1, info.height // 8)))
+            image.load()
+    return info
 
 
 def render_thumbnail(path: Path, *, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes:
     """A small WebP of the image, upright, decoding a JPEG at the smallest scale that will do."""
-    try:
-        with Image.open(path, formats=_OPENED_FORMATS) as image:
-            if image.format in ("JPEG", "MPO"):
-                image.draft("RGB", _thumbnail_size(image.size, max_side))
-            return _encode_thumbnail(image, max_side=max_side)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(str(exc)) from exc
-    except Image.UnidentifiedImageError as exc:
-        raise NotAnImage("not a JPEG, PNG or WebP image") from exc
-    except _DECODE_ERRORS as exc:
-        raise NotAnImage(f"the image does not decode: {exc}") from exc
+    with _pillow_errors(), Image.open(path, formats=_OPENED_FORMATS) as image:
+        if image.format in _JPEG_FORMATS:
+            image.draft("RGB", _thumbnail_size(image.size, max_side))
+        return _encode_thumbnail(image, max_side=max_side)
 
 
 def inspect_and_thumbnail(
@@ -587,52 +594,13 @@ def inspect_and_thumbnail(
     same decode proves the file whole and yields the thumbnail. PNG's `verify()`
     consumes the image, so PNG (and WebP) take the two steps.
     """
-    info = _header_checks(path, max_pixels=max_pixels)
-    if info is None:
-        return inspect_image(path, max_pixels=max_pixels), render_thumbnail(path, max_side=max_side)
-    try:
-        with Image.open(path, formats=_OPENED_FORMATS) as image:
+    with _pillow_errors(), Image.open(path, formats=_OPENED_FORMATS) as image:
+        if image.format in _JPEG_FORMATS:
+            info = _checked_header(image, max_pixels=max_pixels)
             image.draft("RGB", _thumbnail_size(image.size, max_side))
             image.load()
             return info, _encode_thumbnail(image, max_side=max_side)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(str(exc)) from exc
-    except Image.UnidentifiedImageError as exc:
-        raise NotAnImage("not a JPEG, PNG or WebP image") from exc
-    except _DECODE_ERRORS as exc:
-        raise NotAnImage(f"the image does not decode: {exc}") from exc
-
-
-def _header_checks(path: Path, *, max_pixels: int) -> ImageInfo | None:
-    """For a JPEG, the checks that need only its header; None for other formats."""
-    try:
-        with Image.open(path, formats=_OPENED_FORMATS) as image:
-            if image.format not in ("JPEG", "MPO"):
-                return None
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise NotAnImage(f"the image claims {width}x{height} pixels")
-            if width * height > max_pixels:
-                raise ImageTooManyPixels(
-                    f"{width}x{height} is over the limit of {max_pixels} pixels"
-                )
-            if image.info.get("progressive") and width * height > PROGRESSIVE_JPEG_MAX_PIXELS:
-                raise ImageTooManyPixels(
-                    f"a progressive JPEG of {width}x{height} is over the limit of "
-                    f"{PROGRESSIVE_JPEG_MAX_PIXELS} pixels"
-                )
-            content_type, extension = _PILLOW_FORMATS[str(image.format)]
-            return ImageInfo(
-                content_type=content_type, extension=extension, width=width, height=height
-            )
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(str(exc)) from exc
-    except FetchError:
-        raise
-    except Image.UnidentifiedImageError as exc:
-        raise NotAnImage("not a JPEG, PNG or WebP image") from exc
-    except _DECODE_ERRORS as exc:
-        raise NotAnImage(f"the image does not decode: {exc}") from exc
+    return inspect_image(path, max_pixels=max_pixels), render_thumbnail(path, max_side=max_side)
 
 
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps does).
