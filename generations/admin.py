@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from .models import ApiToken, Generation, GenerationResult, ImageModel, Prompt
-from .services import results_delete, results_restore
+from .services import generations_delete, results_delete, results_restore
 
 
 @admin.register(Prompt)
@@ -55,6 +55,13 @@ class GenerationAdmin(admin.ModelAdmin):
     @admin.display(description="prompt")
     def short_prompt(self, obj: Generation) -> str:
         return obj.prompt_text[:80]
+
+    # The database cascade would drop the results but keep their stored images.
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        generations_delete(generations=Generation.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Generation]) -> None:
+        generations_delete(generations=queryset)
 
 
 @admin.register(GenerationResult)
@@ -112,14 +119,14 @@ class GenerationResultAdmin(admin.ModelAdmin):
     def delete_with_objects(
         self, request: HttpRequest, queryset: QuerySet[GenerationResult]
     ) -> None:
-        deleted = results_delete(result_ids=list(queryset.values_list("pk", flat=True)))
+        deleted = results_delete(result_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"Deleted {deleted} result(s).", messages.SUCCESS)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         results_delete(result_ids=[obj.pk])
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[GenerationResult]) -> None:
-        results_delete(result_ids=list(queryset.values_list("pk", flat=True)))
+        results_delete(result_ids=queryset.values_list("pk", flat=True))
 
 
 @admin.register(ApiToken)

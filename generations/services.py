@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from storage_backends import images as image_storage
@@ -417,33 +417,49 @@ def results_due_for_storing(*, limit: int = 500, settle_seconds: int = 60) -> li
 
 
 def results_delete(*, result_ids: Iterable[int]) -> int:
-    """Delete results; their objects go once the deletion has committed."""
-    ids = list(result_ids)
+    """Delete results; their objects go once the deletion has committed.
+
+    `result_ids` may be a list or a values_list queryset (then it stays a subquery,
+    however many rows it names).
+    """
+    results = GenerationResult.objects.filter(pk__in=result_ids)
+    return _delete_with_objects(doomed=results, results=results)
+
+
+def generations_delete(*, generations: QuerySet[Generation]) -> int:
+    """Delete generations with their results; the results' objects go after commit.
+
+    Deleting a generation cascades to its results in the database, which knows
+    nothing of storage: this is the way to delete one without leaving its images
+    behind. Returns how many results went.
+    """
+    results = GenerationResult.objects.filter(generation__in=generations)
+    return _delete_with_objects(doomed=generations, results=results)
+
+
+def _delete_with_objects(*, doomed: QuerySet[Any], results: QuerySet[GenerationResult]) -> int:
     with transaction.atomic():
-        rows = list(
-            GenerationResult.objects.filter(pk__in=ids).values_list(
-                "pk", "storage_backend", "storage_key", "thumbnail_key"
-            )
-        )
-        GenerationResult.objects.filter(pk__in=[r[0] for r in rows]).delete()
-        doomed = [(backend, [key, thumb]) for _pk, backend, key, thumb in rows if backend]
+        objects = [
+            (backend, [key, thumb])
+            for backend, key, thumb in results.exclude(storage_backend="")
+            .values_list("storage_backend", "storage_key", "thumbnail_key")
+            .iterator()
+        ]
+        _total, per_model = doomed.delete()
 
         def delete_objects() -> None:
-            for backend, keys in doomed:
+            for backend, keys in objects:
                 image_storage.delete_objects(backend=backend, keys=keys)
 
         transaction.on_commit(delete_objects)
-    return len(rows)
+    return per_model.get(GenerationResult._meta.label, 0)
 
 
 def results_delete_all(*, confirmation: str) -> int:
     """Clear every result (and its generation), after the user typed the word."""
     if confirmation.strip().lower() != "delete":
         raise ValueError("type DELETE to confirm")
-    ids = list(GenerationResult.objects.values_list("pk", flat=True))
-    deleted = results_delete(result_ids=ids)
-    Generation.objects.filter(results__isnull=True).delete()
-    return deleted
+    return generations_delete(generations=Generation.objects.all())
 
 
 def results_restore(*, result_ids: Iterable[int]) -> int:

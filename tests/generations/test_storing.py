@@ -287,3 +287,21 @@ def test_downloads_go_to_the_configured_folder_and_are_removed(
     result = generate("a tidy fox")
     assert result_store_image(result_id=result.pk) is StoreOutcome.STORED
     assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_deleting_a_generation_in_the_admin_deletes_its_images(
+    demo: Any,
+    image_storage_root: Path,
+    admin_client: Client,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    result = generate("a fox the admin will delete")
+    result_store_image(result_id=result.pk)
+    assert stored_files(image_storage_root)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"/admin/generations/generation/{result.generation_id}/delete/", {"post": "yes"}
+        )
+    assert response.status_code == 302
+    assert not GenerationResult.objects.filter(pk=result.pk).exists()
+    assert stored_files(image_storage_root) == []
