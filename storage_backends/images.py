@@ -82,14 +82,6 @@ def save_object_bytes(*, backend: str, key: str, data: bytes) -> None:
         raise StorageUnavailable(f"could not write {key}: {_describe(exc)}") from exc
 
 
-def save_object_from_stream(*, backend: str, key: str, stream: IO[bytes]) -> None:
-    storage = image_storage(backend)
-    try:
-        storage.save(key, File(stream, name=key))
-    except Exception as exc:
-        raise StorageUnavailable(f"could not write {key}: {_describe(exc)}") from exc
-
-
 def delete_objects(*, backend: str, keys: list[str]) -> None:
     """Delete objects, ignoring those already gone; failures are logged, not raised."""
     if not backend:
@@ -160,13 +152,6 @@ def object_size(*, backend: str, key: str) -> int:
         if _is_not_found(exc):
             raise FileNotFoundError(key) from exc
         raise StorageUnavailable(f"could not stat {key}: {_describe(exc)}") from exc
-
-
-def local_path(*, backend: str, key: str) -> Path | None:
-    """The file on disk for a local object (for streaming with range support)."""
-    if backend != "local":
-        return None
-    return Path(image_storage(backend).path(key))
 
 
 def redirect_url(*, backend: str, key: str, download_name: str | None = None) -> str | None:
