@@ -1,21 +1,25 @@
 """The image storage: which backend holds an object, object keys, reads and writes.
 
 Everything outside this app asks here for "the image storage"; only this app knows
-which classes implement it and that one of them speaks S3.
+which classes implement it. Each backend in `backends/` answers the same methods
+(`ImageStorage`), so nothing here knows that one of them speaks S3. Only a backend's
+storage and network errors become `StorageUnavailable`: a bug surfaces as itself
+instead of being retried as "could not write".
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Protocol, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import storages
 
 from .conf import BACKENDS
 
@@ -38,7 +42,24 @@ def configured_backends() -> list[str]:
     return [name for name in BACKENDS if f"images_{name}" in settings.STORAGES]
 
 
-def image_storage(backend: str | None = None) -> Storage:
+class ImageStorage(Protocol):
+    """What every backend in `backends/` answers, besides Django's Storage API."""
+
+    backend_name: str
+    unavailable_errors: tuple[type[BaseException], ...]
+
+    def save(self, name: str | None, content: File, max_length: int | None = None) -> str: ...
+    def open(self, name: str, mode: str = "rb") -> File: ...
+    def delete(self, name: str) -> None: ...
+    def exists(self, name: str) -> bool: ...
+    def size(self, name: str) -> int: ...
+    def listdir(self, path: str) -> tuple[list[str], list[str]]: ...
+    def iter_chunks(self, key: str, chunk_size: int) -> Iterator[bytes]: ...
+    def direct_url(self, key: str, *, download_name: str | None = None) -> str | None: ...
+    def is_not_found(self, exc: BaseException) -> bool: ...
+
+
+def image_storage(backend: str | None = None) -> ImageStorage:
     """The storage for `backend` (the active one when None)."""
     name = backend or active_backend()
     if name not in BACKENDS:
@@ -48,7 +69,7 @@ def image_storage(backend: str | None = None) -> Storage:
         raise ImproperlyConfigured(
             f"storage backend {name!r} is not configured (set the STORAGE_S3_* variables)"
         )
-    return storages[alias]
+    return cast(ImageStorage, storages[alias])
 
 
 def image_key(*, result_id: int, extension: str) -> str:
@@ -65,25 +86,20 @@ def thumbnail_key(*, result_id: int) -> str:
 def save_object_from_path(*, backend: str, key: str, path: Path) -> None:
     """Write the file at `path` to `key`, streaming; the same key again overwrites."""
     storage = image_storage(backend)
-    try:
-        with path.open("rb") as fh:
-            saved = storage.save(key, File(fh, name=key))
-    except Exception as exc:
-        raise StorageUnavailable(f"could not write {key}: {_describe(exc)}") from exc
+    with _unavailable_as(storage, f"could not write {key}"), path.open("rb") as fh:
+        saved = storage.save(key, File(fh, name=key))
     if saved != key:  # pragma: no cover - both backends overwrite
         raise StorageUnavailable(f"storage wrote {saved!r} instead of {key!r}")
 
 
 def save_object_bytes(*, backend: str, key: str, data: bytes) -> None:
     storage = image_storage(backend)
-    try:
+    with _unavailable_as(storage, f"could not write {key}"):
         storage.save(key, ContentFile(data, name=key))
-    except Exception as exc:
-        raise StorageUnavailable(f"could not write {key}: {_describe(exc)}") from exc
 
 
 def delete_objects(*, backend: str, keys: list[str]) -> None:
-    """Delete objects, ignoring those already gone; failures are logged, not raised."""
+    """Delete objects, ignoring those already gone; storage failures are logged, not raised."""
     if not backend:
         return
     try:
@@ -96,79 +112,38 @@ def delete_objects(*, backend: str, keys: list[str]) -> None:
             continue
         try:
             storage.delete(key)
-        except Exception as exc:
+        except storage.unavailable_errors as exc:
             logger.warning("could not delete %s from %s: %s", key, backend, _describe(exc))
 
 
 def open_object(*, backend: str, key: str) -> IO[bytes]:
-    try:
-        return image_storage(backend).open(key, "rb")
-    except (FileNotFoundError, SuspiciousFileOperation):  # a key outside the storage: a 400
-        raise
-    except Exception as exc:
-        if _is_not_found(exc):
-            raise FileNotFoundError(key) from exc
-        raise StorageUnavailable(f"could not read {key}: {_describe(exc)}") from exc
+    storage = image_storage(backend)
+    with _unavailable_as(storage, f"could not read {key}", key=key):
+        return storage.open(key, "rb")
 
 
 def iter_object_chunks(*, backend: str, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
-    """The object's bytes in chunks, never the whole object in memory.
-
-    S3 objects are read from the response stream: django-storages' S3File would
-    first download the whole object into memory.
-    """
+    """The object's bytes in chunks, never the whole object in memory."""
     storage = image_storage(backend)
-    bucket = getattr(storage, "bucket", None)
-    if bucket is None:
-        with open_object(backend=backend, key=key) as fh:
-            while chunk := fh.read(chunk_size):
-                yield chunk
-        return
-    try:
-        body = bucket.Object(key).get()["Body"]
-    except Exception as exc:
-        if _is_not_found(exc):
-            raise FileNotFoundError(key) from exc
-        raise StorageUnavailable(f"could not read {key}: {_describe(exc)}") from exc
-    try:
-        yield from body.iter_chunks(chunk_size)
-    except Exception as exc:
-        raise StorageUnavailable(f"could not read {key}: {_describe(exc)}") from exc
-    finally:
-        body.close()
+    with _unavailable_as(storage, f"could not read {key}", key=key):
+        yield from storage.iter_chunks(key, chunk_size)
 
 
 def object_exists(*, backend: str, key: str) -> bool:
-    try:
-        return bool(image_storage(backend).exists(key))
-    except Exception as exc:
-        raise StorageUnavailable(f"could not check {key}: {_describe(exc)}") from exc
+    storage = image_storage(backend)
+    with _unavailable_as(storage, f"could not check {key}"):
+        return bool(storage.exists(key))
 
 
 def object_size(*, backend: str, key: str) -> int:
-    try:
-        return int(image_storage(backend).size(key))
-    except Exception as exc:
-        if _is_not_found(exc):
-            raise FileNotFoundError(key) from exc
-        raise StorageUnavailable(f"could not stat {key}: {_describe(exc)}") from exc
+    storage = image_storage(backend)
+    with _unavailable_as(storage, f"could not stat {key}", key=key):
+        return int(storage.size(key))
 
 
 def redirect_url(*, backend: str, key: str, download_name: str | None = None) -> str | None:
-    """A URL the client can fetch the object from directly: presigned or public (S3 only)."""
-    if backend != "s3":
-        return None
-    storage: Any = image_storage(backend)  # django-storages' S3Storage.url takes parameters
-    if download_name and not getattr(storage, "public_base_url", ""):
-        return str(
-            storage.url(
-                key,
-                parameters={
-                    "ResponseContentDisposition": f'attachment; filename="{download_name}"'
-                },
-            )
-        )
-    return str(storage.url(key))
+    """A URL the client can fetch the object from directly (presigned or public), if any."""
+    return image_storage(backend).direct_url(key, download_name=download_name)
 
 
 def iter_keys(*, backend: str) -> Iterator[str]:
@@ -185,20 +160,27 @@ def iter_keys(*, backend: str) -> Iterator[str]:
 
 def check_storage() -> str:
     """'ok' when the active storage answers, else a short error word (no secrets)."""
+    storage = image_storage()
     try:
-        image_storage().exists("healthz-probe")
-    except Exception as exc:
+        storage.exists("healthz-probe")
+    except storage.unavailable_errors as exc:
         logger.warning("storage health check failed: %s", _describe(exc))
         return "unavailable"
     return "ok"
 
 
-def _is_not_found(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-        return code in ("404", "NoSuchKey", "NotFound")
-    return False
+@contextlib.contextmanager
+def _unavailable_as(storage: ImageStorage, what: str, *, key: str = "") -> Iterator[None]:
+    """The backend's storage and network errors as StorageUnavailable (or, for a missing
+    `key`, FileNotFoundError); any other exception is a bug and surfaces as itself."""
+    try:
+        yield
+    except SuspiciousFileOperation:  # a key outside the storage: the caller's 400
+        raise
+    except storage.unavailable_errors as exc:
+        if key and storage.is_not_found(exc):
+            raise FileNotFoundError(key) from exc
+        raise StorageUnavailable(f"{what}: {_describe(exc)}") from exc
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from storages.backends.s3 import S3Storage
+
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 class S3ImageStorage(S3Storage):
@@ -13,9 +17,14 @@ class S3ImageStorage(S3Storage):
 
     Recent boto3 releases add CRC checksums to every upload by default, which MinIO,
     Ceph, R2 and TOS reject or mishandle; `when_required` keeps the old behaviour.
+    It answers the methods `storage_backends.images` asks of every image storage:
+    `iter_chunks`, `direct_url`, `is_not_found` and `unavailable_errors`.
     """
 
     backend_name = "s3"
+    # botocore's own failures (endpoint down, timeouts, refused credentials, 5xx) and
+    # the socket's: the endpoint cannot serve us now. Anything else is a bug.
+    unavailable_errors: tuple[type[BaseException], ...] = (BotoCoreError, ClientError, OSError)
 
     def __init__(self, *, addressing_style: str = "auto", public_base_url: str = "", **kwargs: Any):
         self.public_base_url = public_base_url
@@ -44,3 +53,27 @@ class S3ImageStorage(S3Storage):
         if self.public_base_url:
             return f"{self.public_base_url}/{name.lstrip('/')}"
         return super().url(name, parameters=parameters, expire=expire, http_method=http_method)
+
+    def iter_chunks(self, key: str, chunk_size: int) -> Iterator[bytes]:
+        """Read from the response stream: S3File would first load the whole object."""
+        body = self.bucket.Object(key).get()["Body"]
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
+
+    def direct_url(self, key: str, *, download_name: str | None = None) -> str | None:
+        """A presigned URL (or the public one) the client fetches the object from."""
+        if download_name and not self.public_base_url:
+            disposition = f'attachment; filename="{download_name}"'
+            return self.url(key, parameters={"ResponseContentDisposition": disposition})
+        return self.url(key)
+
+    @staticmethod
+    def is_not_found(exc: BaseException) -> bool:
+        if isinstance(exc, FileNotFoundError):
+            return True
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            return str(response.get("Error", {}).get("Code", "")) in _NOT_FOUND_CODES
+        return False
