@@ -4,7 +4,7 @@
 upstream, with a Bearer token. "Storing enabled" is the product as it is: after the
 rows commit, `transaction.on_commit` queues one task per result on Redis (a queue of
 this run that no worker consumes, purged at the end). "Storing disabled" is the same
-call path with `generations.services.results_enqueue_storing` replaced, in this
+call path with `generations.services.storing.results_enqueue_storing` replaced, in this
 process only, by a function that queues nothing: no product switch exists for it, on
 purpose. The two alternate, call by call, so that drift on a shared machine hits both.
 

@@ -58,7 +58,7 @@ def _raw_download(url: str) -> None:
 def measure(megabytes: float) -> dict[str, Any]:
     from bench.storing import prepare_results
     from generations.models import GenerationResult
-    from generations.services import StoreOutcome, result_store_image
+    from generations.services.storing import StoreOutcome, result_store_image
 
     small_id, big_id = (
         prepare_results(count=1, megabytes=0.5)[0],

@@ -84,7 +84,7 @@ def prepare(static_dir: Path) -> tuple[int, str, str, str]:
 
     from bench.storing import prepare_results
     from generations.models import ApiToken, GenerationResult
-    from generations.services import StoreOutcome, result_store_image
+    from generations.services.storing import StoreOutcome, result_store_image
 
     result_id = prepare_results(count=1, megabytes=1.5)[0]
     outcome = result_store_image(result_id=result_id)

@@ -43,7 +43,7 @@ def prepare_results(*, count: int, megabytes: float, kind: str = "photo") -> lis
     from django.utils import timezone
 
     from generations.models import Generation, GenerationResult
-    from generations.upstream import external_url_expiry
+    from generations.upstream.ark import external_url_expiry
 
     urls: list[str] = []
     session = requests.Session()
@@ -308,7 +308,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     """Profile the storing path, one image after another in this thread (pyinstrument)."""
     from pyinstrument import Profiler
 
-    from generations.services import result_store_image
+    from generations.services.storing import result_store_image
 
     ids = prepare_results(count=args.count, megabytes=args.megabytes)
     result_store_image(result_id=ids[0])  # warm imports outside the profile

@@ -5,12 +5,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from generations import api
+from generations.api import views as api
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="gallery:index", permanent=False)),
     path("healthz", api.healthz, name="healthz"),
-    path("api/", include("generations.urls")),
+    path("api/", include("generations.api.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

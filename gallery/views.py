@@ -1,7 +1,7 @@
 """The staff gallery: server-rendered pages over the generations domain.
 
 Views are thin: they parse input, call a selector or a service of
-`generations.services`, and render. Every state change is a POST (CSRF-checked)
+`generations.services.storing`, and render. Every state change is a POST (CSRF-checked)
 that answers with a Django message and a redirect; destructive ones ask first.
 """
 
@@ -21,7 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
-from generations.services import (
+from generations.services.storing import (
     generation_create,
     results_delete,
     results_delete_all,

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from .models import ApiToken, Generation, GenerationResult, ImageModel, Prompt
-from .services import generations_delete, results_delete, results_restore
+from .services.storing import generations_delete, results_delete, results_restore
 
 
 @admin.register(Prompt)

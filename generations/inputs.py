@@ -16,7 +16,7 @@ from django.conf import settings
 
 from .fetch import is_public_address
 from .models import GenerationResult, ImageModel, Prompt
-from .services import ReferenceImage
+from .services.storing import ReferenceImage
 
 MAX_PROMPT_CHARS = 4000
 MAX_MODELS = 10

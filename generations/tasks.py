@@ -10,7 +10,7 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from .services import (
+from .services.storing import (
     StoreOutcome,
     downloads_abandoned_delete,
     result_store_image,

@@ -120,7 +120,7 @@ def token_client(api_token: str) -> Client:
 @pytest.fixture
 def demo(settings: Any) -> Iterator[Any]:
     """The bundled demo upstream on a free loopback port, used as Ark (no key set)."""
-    from generations.demo_upstream import DemoUpstream
+    from generations.upstream.demo.server import DemoUpstream
 
     server = DemoUpstream(host="127.0.0.1", port=0)
     server.start()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import environ
@@ -76,8 +79,23 @@ TEMPLATES = [
     },
 ]
 
+
+def _database_from_url(url: str) -> dict[str, Any]:
+    """Django's DATABASES entry for `url`; one line naming DATABASE_URL when it is not one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # django-environ warns, then returns no engine
+        config = dict(environ.Env.db_url_config(url))
+    engine = str(config.get("ENGINE") or "")
+    if not engine or importlib.util.find_spec(engine.split(".")[0]) is None:
+        scheme = urlsplit(url).scheme or "(none)"
+        raise ImproperlyConfigured(f"DATABASE_URL has scheme {scheme!r}, not a known database")
+    return config
+
+
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+    "default": _database_from_url(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+    ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write to one file: take the write lock up front and
@@ -138,7 +156,7 @@ ARK_MAX_RETRIES = env.int("ARK_MAX_RETRIES", default=2)
 DEMO_UPSTREAM_URL = env.str("DEMO_UPSTREAM_URL", default="http://127.0.0.1:8001").rstrip("/")
 DEMO_UPSTREAM_URL_TTL = env.int("DEMO_UPSTREAM_URL_TTL", default=24 * 3600)
 
-# --- Fetching images on a user's behalf (SPEC section 7) ----------------------
+# --- Fetching images on a user's behalf ---------------------------------------
 IMAGE_FETCH_MAX_BYTES = env.int("IMAGE_FETCH_MAX_BYTES", default=50 * 1024 * 1024)
 IMAGE_FETCH_MAX_PIXELS = env.int("IMAGE_FETCH_MAX_PIXELS", default=100_000_000)
 # Downloads stream here before they are checked and written; the sweep removes what a
@@ -169,11 +187,19 @@ IMAGE_FETCH_CONNECT_TIMEOUT, IMAGE_FETCH_TOTAL_TIMEOUT = _fetch_timeouts(
 IMAGE_FETCH_ALLOWED_HOSTS = [
     h.strip().lower() for h in env.list("IMAGE_FETCH_ALLOWED_HOSTS", default=[])
 ]
-if not ARK_API_KEY:
-    # Demo mode: the demo upstream's own host:port may be fetched.
-    _demo = urlsplit(DEMO_UPSTREAM_URL)
-    if _demo.netloc and _demo.netloc.lower() not in IMAGE_FETCH_ALLOWED_HOSTS:
-        IMAGE_FETCH_ALLOWED_HOSTS.append(_demo.netloc.lower())
+
+
+# The demo upstream is a development and test server: only the settings that want it
+# (local, test, production with GENVAULT_DEMO=1) install its app.
+DEMO_UPSTREAM_APP = "generations.upstream.demo"
+
+
+def with_demo_host(allowed_hosts: list[str], demo_url: str) -> list[str]:
+    """The fetch allow-list plus the demo upstream's own host:port, which serves over
+    plain http on loopback: the embedded default and the tests fetch from it."""
+    netloc = urlsplit(demo_url).netloc.lower()
+    return allowed_hosts if not netloc or netloc in allowed_hosts else [*allowed_hosts, netloc]
+
 
 # --- Celery --------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=env.str("REDIS_URL", default=""))

@@ -1,15 +1,38 @@
-"""Production: secrets have no defaults, and DEBUG is off unless asked for."""
+"""Production: no silent fallbacks. Every secret and every service is named by the
+operator; a missing one stops start-up with one line naming the variable."""
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import ARK_API_KEY, DEMO_UPSTREAM_APP, INSTALLED_APPS, env
+
+
+def _required(name: str, why: str) -> str:
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(f"{name} is required in production: {why}")
+    return value
+
 
 DEBUG = env.bool("DEBUG", default=False)
-if not DEBUG:
-    SECRET_KEY = env.str("SECRET_KEY", default="")
-    if not SECRET_KEY:
-        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off")
+SECRET_KEY = _required("SECRET_KEY", "it signs sessions, CSRF tokens and share links")
+# The embedded SQLite file and filesystem broker serve one machine only.
+_required("DATABASE_URL", "for example postgres://user:password@host:5432/genvault")
+if not env.str("CELERY_BROKER_URL", default="") and not env.str("REDIS_URL", default=""):
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL is required in production (or REDIS_URL): "
+        "for example redis://host:6379/0 or amqp://user:password@host:5672//"
+    )
+GENVAULT_DEMO = env.bool("GENVAULT_DEMO", default=False)
+if not ARK_API_KEY and not GENVAULT_DEMO:
+    raise ImproperlyConfigured(
+        "ARK_API_KEY is required in production (or GENVAULT_DEMO=1 to generate "
+        "with the demo upstream at DEMO_UPSTREAM_URL)"
+    )
+if GENVAULT_DEMO:
+    # Asked for by name. Its host is not added to IMAGE_FETCH_ALLOWED_HOSTS: an operator
+    # serving it over plain http or on a private address allows it there themselves.
+    INSTALLED_APPS = [*INSTALLED_APPS, DEMO_UPSTREAM_APP]
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)

@@ -6,12 +6,26 @@ import uuid
 from pathlib import Path
 
 from .base import *  # noqa: F403
-from .base import DATABASES, env
+from .base import (
+    ARK_API_KEY,
+    DATABASES,
+    DEMO_UPSTREAM_APP,
+    DEMO_UPSTREAM_URL,
+    IMAGE_FETCH_ALLOWED_HOSTS,
+    INSTALLED_APPS,
+    env,
+    with_demo_host,
+)
 
 DEBUG = False
 SECRET_KEY = "genvault-tests"  # noqa: S105 - tests only
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
+
+# The tests talk to the demo upstream, on loopback, wherever no Ark key is set.
+INSTALLED_APPS = [*INSTALLED_APPS, DEMO_UPSTREAM_APP]
+if not ARK_API_KEY:
+    IMAGE_FETCH_ALLOWED_HOSTS = with_demo_host(IMAGE_FETCH_ALLOWED_HOSTS, DEMO_UPSTREAM_URL)
 
 _TEST_VAR = Path(
     env.str("GENVAULT_TEST_VAR_DIR", default=tempfile.mkdtemp(prefix="genvault-test-"))

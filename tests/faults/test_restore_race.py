@@ -16,7 +16,7 @@ from django.db import connection
 from django.test import Client
 
 from generations.models import GenerationResult
-from generations.services import StoreOutcome, result_store_image
+from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import require_service
 from tests.faults.helpers import S, image_fetches, post_generate, wait_for_status
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes

@@ -15,7 +15,7 @@ from botocore.config import Config
 from django.test import Client
 
 from generations.models import GenerationResult
-from generations.services import results_restore
+from generations.services.storing import results_restore
 from storage_backends.conf import image_storages_from_env
 from tests.conftest import wait_for
 from tests.faults.helpers import S, image_fetches, post_generate, wait_for_status

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from generations.demo_upstream import DemoUpstream
-from generations.upstream import ArkClient
+from generations.upstream.ark import ArkClient
+from generations.upstream.demo.server import DemoUpstream
 
 
 @pytest.fixture(scope="session")

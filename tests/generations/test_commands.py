@@ -25,7 +25,7 @@ from django.test import Client
 from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel
-from generations.upstream import UpstreamImage, client_for, external_url_expiry
+from generations.upstream.ark import UpstreamImage, client_for, external_url_expiry
 from tests.conftest import wait_for, worker_environment
 from tests.factories import jpeg_bytes, mark_stored
 

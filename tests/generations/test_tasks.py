@@ -77,7 +77,7 @@ def test_the_sweep_requeues_results_left_pending(
 ) -> None:
     """A result whose task was never queued (broker down at the time) is stored by the sweep."""
     from generations.models import Generation, ImageModel
-    from generations.upstream import client_for
+    from generations.upstream.ark import client_for
 
     model = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-0-250828")
     # Record a result the way generation_create does, but without queueing its task.

@@ -169,7 +169,7 @@ def test_a_row_with_a_hostile_storage_key_never_serves_outside_storage(
 
 
 def test_image_route_headers_come_from_the_sniffed_bytes(demo: Any, token_client: Client) -> None:
-    from generations.services import StoreOutcome, result_store_image
+    from generations.services.storing import StoreOutcome, result_store_image
 
     body = post_json(token_client, {**GOOD, "prompt": "a mislabelled fox [demo:wrong_type]"})
     result_id = body.json()["results"][0]["id"]
@@ -186,7 +186,7 @@ def test_an_svg_is_never_served_inline(
 ) -> None:
     """Upstream SVG is refused; and a row that says SVG (an edited or imported row) is
     still never served as an SVG document on our origin."""
-    from generations.services import StoreOutcome, result_store_image
+    from generations.services.storing import StoreOutcome, result_store_image
 
     refused = post_json(token_client, {**GOOD, "prompt": "a trap [demo:svg]"})
     refused_id = refused.json()["results"][0]["id"]

@@ -16,7 +16,7 @@ from django.test import Client
 
 from generations.fetch import AddressRefused, FetchError, fetch_to_file
 from generations.models import Generation
-from generations.services import StoreOutcome, result_store_image
+from generations.services.storing import StoreOutcome, result_store_image
 from tests.security.conftest import ConnectionGuard
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
@@ -82,7 +82,7 @@ REFUSED_WHEN_DEMO_ALLOWED = [
 @pytest.fixture
 def image_path(demo: Any) -> str:
     """A real, signed image path of the demo upstream: fetching it would succeed."""
-    from generations.demo_upstream import StoredImage
+    from generations.upstream.demo.server import StoredImage
     from tests.factories import jpeg_bytes
 
     image_id = demo.store_image(StoredImage(body=jpeg_bytes(), content_type="image/jpeg"))

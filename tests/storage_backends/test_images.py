@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from generations.models import GenerationResult, ImageModel
-from generations.services import StoreOutcome, generation_create, result_store_image
+from generations.services.storing import StoreOutcome, generation_create, result_store_image
 from storage_backends import images as image_storage
 from storage_backends.backends.local import LocalImageStorage
 

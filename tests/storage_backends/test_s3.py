@@ -15,7 +15,7 @@ import requests
 from django.test import Client
 
 from generations.models import GenerationResult, ImageModel
-from generations.services import StoreOutcome, generation_create, result_store_image
+from generations.services.storing import StoreOutcome, generation_create, result_store_image
 
 pytestmark = [pytest.mark.django_db, pytest.mark.s3]
 

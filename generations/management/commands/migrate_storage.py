@@ -15,7 +15,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from generations.management.arguments import positive_int
-from generations.operations import MigrationFailed, result_migrate_storage, results_to_migrate
+from generations.services.maintenance import (
+    MigrationFailed,
+    result_migrate_storage,
+    results_to_migrate,
+)
 from storage_backends import images as image_storage
 from storage_backends.conf import BACKENDS
 

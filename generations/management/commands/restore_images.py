@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from generations.management.arguments import iso_date, positive_int
 from generations.models import GenerationResult
-from generations.services import StoreOutcome, result_store_image, results_enqueue_storing
+from generations.services.storing import StoreOutcome, result_store_image, results_enqueue_storing
 
 S = GenerationResult.StorageStatus
 STATUS_CHOICES = (S.PENDING.value, S.FAILED.value, S.STORING.value)

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from generations.models import GenerationResult
-from generations.operations import storage_verify
+from generations.services.maintenance import storage_verify
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 genvault talks to it whenever ``ARK_API_KEY`` is not set (and for models whose provider
 is ``demo``), so the whole product works offline; tests and benchmarks use its fault
-switches (see ``generations.demo_upstream``).
+switches (see ``generations.upstream.demo.server``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from generations.demo_upstream import DemoUpstream
+from generations.upstream.demo.server import DemoUpstream
 
 
 class Command(BaseCommand):

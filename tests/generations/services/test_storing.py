@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import Client
 
 from generations.models import GenerationResult, ImageModel
-from generations.services import StoreOutcome, generation_create, result_store_image
+from generations.services.storing import StoreOutcome, generation_create, result_store_image
 
 pytestmark = pytest.mark.django_db
 
@@ -224,7 +224,7 @@ def test_a_lost_claim_is_taken_again_after_the_lease(demo: Any, settings: Any) -
 def test_deleting_a_result_deletes_its_objects_after_commit(
     demo: Any, image_storage_root: Path, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from generations.services import results_delete
+    from generations.services.storing import results_delete
 
     result = generate("a fox")
     result_store_image(result_id=result.pk)
@@ -239,7 +239,7 @@ def test_a_stored_image_outlives_its_upstream_url(settings: Any, staff_client: C
     """The point of genvault: once stored, the image is served after Ark's link dies."""
     import time
 
-    from generations.demo_upstream import DemoUpstream
+    from generations.upstream.demo.server import DemoUpstream
 
     short_lived_demo = DemoUpstream(port=0, url_ttl=2, extra_loopback_listeners=False)
     with short_lived_demo as short_lived:
@@ -262,7 +262,7 @@ def test_the_sweep_deletes_downloads_a_dead_worker_left(settings: Any, tmp_path:
     import os
     import time
 
-    from generations.services import downloads_abandoned_delete
+    from generations.services.storing import downloads_abandoned_delete
 
     settings.IMAGE_FETCH_TEMP_DIR = str(tmp_path / "downloads")
     folder = tmp_path / "downloads"

@@ -13,15 +13,15 @@ import pytest
 import requests
 from PIL import Image
 
-from generations.demo_upstream import DemoUpstream
 from generations.models import ImageModel
-from generations.upstream import (
+from generations.upstream.ark import (
     ArkClient,
     UpstreamError,
     UpstreamImage,
     client_for,
     external_url_expiry,
 )
+from generations.upstream.demo.server import DemoUpstream
 
 SEEDREAM_4 = ImageModel(
     name="Seedream 4.0",

@@ -25,17 +25,22 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from storage_backends import images as image_storage
-from storage_backends.images import StorageUnavailable
-
-from .fetch import (
+from generations.fetch import (
     FetchError,
     ImageExpired,
     fetch_to_file,
     inspect_and_thumbnail,
 )
-from .models import Generation, GenerationResult, ImageModel, Prompt
-from .upstream import UpstreamError, UpstreamImage, UpstreamItem, client_for, external_url_expiry
+from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.upstream.ark import (
+    UpstreamError,
+    UpstreamImage,
+    UpstreamItem,
+    client_for,
+    external_url_expiry,
+)
+from storage_backends import images as image_storage
+from storage_backends.images import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +209,7 @@ def results_enqueue_storing(*, result_ids: Iterable[int]) -> int:
     Results stay `pending` when their task cannot be queued, and the periodic sweep
     queues them again once the broker is back.
     """
-    from .tasks import store_result_image  # tasks import services; keep the cycle lazy
+    from generations.tasks import store_result_image  # tasks import services; keep the cycle lazy
 
     queued = 0
     for result_id in result_ids:

@@ -23,9 +23,8 @@ from django.http import (
 from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
+from generations.models import GenerationResult
 from storage_backends import images as image_storage
-
-from .models import GenerationResult
 
 CACHE_CONTROL = "private, max-age=86400"
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -20,11 +20,10 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import F
 
+from generations.fetch import render_thumbnail
+from generations.models import GenerationResult
 from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
-
-from .fetch import render_thumbnail
-from .models import GenerationResult
 
 logger = logging.getLogger(__name__)
 

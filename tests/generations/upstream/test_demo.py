@@ -20,10 +20,10 @@ import requests
 from django.core.management import CommandError, call_command
 from PIL import Image
 
-from generations.demo_upstream import DemoUpstream
-from generations.upstream import ArkClient, UpstreamError, UpstreamImage, external_url_expiry
+from generations.upstream.ark import ArkClient, UpstreamError, UpstreamImage, external_url_expiry
+from generations.upstream.demo.server import DemoUpstream
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 MiB = 1024 * 1024
 
 

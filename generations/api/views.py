@@ -10,13 +10,13 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
+from generations.api.serve import image_response
+from generations.inputs import InvalidInput, parse_generate
+from generations.models import Generation, GenerationResult
+from generations.services.storing import generation_create
 from storage_backends.images import check_storage
 
 from .auth import ApiError, api_endpoint
-from .image_responses import image_response
-from .inputs import InvalidInput, parse_generate
-from .models import Generation, GenerationResult
-from .services import generation_create
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -141,7 +141,7 @@ def export(request: HttpRequest) -> HttpResponse:
     from django.http import StreamingHttpResponse
     from django.utils import timezone
 
-    from .backup import export_data, iter_export_zip
+    from generations.backup import export_data, iter_export_zip
 
     if request.GET.get("images") == "1":
         name = f"genvault-export-{timezone.now():%Y%m%d-%H%M%S}.zip"

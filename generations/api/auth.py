@@ -13,7 +13,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from .models import ApiToken
+from generations.models import ApiToken
 
 
 class ApiError(Exception):

@@ -1,0 +1,1 @@
+"""The JSON API: its views, the token auth, and `serve`, which answers image bytes."""
