@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 
+from generations.checks import parse_id
 from generations.inputs import (
     InvalidInput,
     check_models_fit,
@@ -41,10 +42,6 @@ SIZE_CHOICES = [
     ("1440x2560", "1440 x 2560 (9:16)"),
     ("adaptive", "Adaptive (follow the reference)"),
 ]
-
-# The largest id a database column holds (a signed 64-bit integer): a bigger cursor from
-# a hand-edited URL is ignored instead of overflowing the query.
-MAX_ROW_ID = 2**63 - 1
 
 # Where an InvalidInput from generations.inputs is shown on this form.
 _FIELD_FOR_INPUT = {
@@ -83,16 +80,31 @@ class ResultFilterForm(forms.Form):
         model_field.choices = [("", "Any model")] + [(m.pk, m.name) for m in models]
 
 
+class IdField(forms.Field):
+    """A row id typed into a URL, read by the one id parser: ASCII digits, bounded.
+
+    IntegerField would take "٣", " 7" and "1_000" as numbers (int() does).
+    """
+
+    widget = forms.HiddenInput
+    default_error_messages = {"invalid": "Enter a row id."}
+
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        number = parse_id(value)
+        if number is None:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return number
+
+
 class PageCursorForm(forms.Form):
     """Which page of the index: `before` an id (older) or `after` one (newer); none is the
-    newest. Kept apart from the filters, which the pagination links carry along."""
+    newest. Kept apart from the filters, which the pagination links carry along. A cursor
+    that is not an id (hand-edited) is ignored: the newest page is shown."""
 
-    before = forms.IntegerField(
-        required=False, min_value=1, max_value=MAX_ROW_ID, widget=forms.HiddenInput
-    )
-    after = forms.IntegerField(
-        required=False, min_value=0, max_value=MAX_ROW_ID, widget=forms.HiddenInput
-    )
+    before = IdField(required=False)
+    after = IdField(required=False)
 
 
 class GenerateForm(forms.Form):

@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generations.checks import parse_id
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
 from generations.services.storing import (
     generation_create,
@@ -57,14 +58,24 @@ def staff_required(view: View) -> View:
     return wrapper
 
 
-def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
-    """Redirect to the page the form came from (a safe local `next`), else `default`."""
+def safe_next(request: HttpRequest, default: str) -> str:
+    """The `next` the request carries when it is a URL of this site, else `default`.
+
+    The one check for every `next` the gallery renders (a Cancel link, a form's hidden
+    field) or redirects to: `javascript:...`, `//elsewhere/` and their spellings never
+    become a link or a Location.
+    """
     target = request.POST.get("next") or request.GET.get("next") or ""
     if target and url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
-        return HttpResponseRedirect(target)
-    return HttpResponseRedirect(default)
+        return target
+    return default
+
+
+def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
+    """Redirect to the page the form came from (a safe local `next`), else `default`."""
+    return HttpResponseRedirect(safe_next(request, default))
 
 
 def _plural(count: int, word: str) -> str:
@@ -72,8 +83,8 @@ def _plural(count: int, word: str) -> str:
 
 
 def _selected_ids(request: HttpRequest) -> list[int]:
-    ids = {int(v) for v in request.POST.getlist("ids") if v.isdigit()}
-    return sorted(ids, reverse=True)[:MAX_BULK_IDS]
+    ids = {parse_id(v) for v in request.POST.getlist("ids")}
+    return sorted((i for i in ids if i is not None), reverse=True)[:MAX_BULK_IDS]
 
 
 # --- Browsing ----------------------------------------------------------------------
@@ -188,8 +199,8 @@ def delete(request: HttpRequest, result_id: int) -> HttpResponse:
             "nav": "gallery",
             "results": [result],
             "action": reverse("gallery:delete", args=[result_id]),
-            "next": request.GET.get("next") or reverse("gallery:index"),
-            "cancel": request.GET.get("next") or result.get_absolute_url(),
+            "next": safe_next(request, reverse("gallery:index")),
+            "cancel": safe_next(request, result.get_absolute_url()),
         },
     )
 
@@ -225,7 +236,7 @@ def bulk(request: HttpRequest) -> HttpResponse:
         results = list(
             GenerationResult.objects.select_related("generation", "model").filter(pk__in=ids)
         )
-        next_url = request.POST.get("next") or index_url
+        next_url = safe_next(request, index_url)
         return render(
             request,
             "gallery/confirm_delete.html",
@@ -336,10 +347,10 @@ def _report_generation(request: HttpRequest, generation: Generation) -> None:
 
 
 def _shown_generation(request: HttpRequest) -> tuple[Generation | None, list[GenerationResult]]:
-    raw = request.GET.get("generation", "")
-    if not raw.isdigit():
+    generation_id = parse_id(request.GET.get("generation"))
+    if generation_id is None:
         return None, []
-    generation = Generation.objects.filter(pk=int(raw)).first()
+    generation = Generation.objects.filter(pk=generation_id).first()
     if generation is None:
         return None, []
     results = list(generation.results.select_related("model").order_by("id"))
@@ -352,10 +363,10 @@ def _generate_initial(request: HttpRequest, models: list[ImageModel]) -> dict[st
     """Prefill from ?from=ID (continue a result), ?reference=ID (image-to-image) or
     ?generation=ID (the generation just made, to iterate on it)."""
     initial: dict[str, Any] = {"watermark": True}
-    source_id = request.GET.get("from", "")
-    reference_id = request.GET.get("reference", "")
-    generation_id = request.GET.get("generation", "")
-    if source_id.isdigit():
+    source_id = parse_id(request.GET.get("from"))
+    reference_id = parse_id(request.GET.get("reference"))
+    generation_id = parse_id(request.GET.get("generation"))
+    if source_id is not None:
         source = GenerationResult.objects.select_related("generation").filter(pk=source_id).first()
         if source is not None:
             initial.update(_initial_from_generation(source.generation))
@@ -363,15 +374,15 @@ def _generate_initial(request: HttpRequest, models: list[ImageModel]) -> dict[st
                 initial.update(_initial_size(str(source.params_used.get("size") or "")))
             if source.model_id:
                 initial["models"] = [source.model_id]
-    elif generation_id.isdigit():
+    elif generation_id is not None:
         generation = Generation.objects.filter(pk=generation_id).first()
         if generation is not None:
             initial.update(_initial_from_generation(generation))
             initial["models"] = list(
                 generation.results.exclude(model=None).values_list("model_id", flat=True).distinct()
             )
-    if reference_id.isdigit():
-        initial["reference"] = f"result:{int(reference_id)}"
+    if reference_id is not None:
+        initial["reference"] = f"result:{reference_id}"
         # Preselect the models that take a reference image.
         initial["models"] = [m.pk for m in models if "image_to_image" in m.capabilities]
     return initial

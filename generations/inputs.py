@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from .checks import parse_id
 from .fetch import is_public_address
 from .models import GenerationResult, ImageModel, Prompt
 from .services.storing import ReferenceImage
@@ -83,7 +84,8 @@ def _parse_prompt(text: Any, prompt_id: Any) -> tuple[str, Prompt | None]:
     if prompt_id is not None:
         if isinstance(prompt_id, bool) or not isinstance(prompt_id, int):
             raise InvalidInput("promptId must be an integer", field="promptId")
-        prompt = Prompt.objects.filter(pk=prompt_id).first()
+        number = parse_id(prompt_id)
+        prompt = Prompt.objects.filter(pk=number).first() if number is not None else None
         if prompt is None:
             raise InvalidInput(f"no prompt with id {prompt_id}", field="promptId")
         return prompt.text, prompt
@@ -180,17 +182,17 @@ def parse_reference(image: Any) -> ReferenceImage | None:
         raise InvalidInput("image must be a URL or 'result:ID'", field="image")
     image = image.strip()
     if image.startswith("result:"):
-        raw_id = image.removeprefix("result:")
-        if not raw_id.isdigit():
+        result_id = parse_id(image.removeprefix("result:"))
+        if result_id is None:
             raise InvalidInput("image must be 'result:' followed by a result id", field="image")
         result = GenerationResult.objects.filter(
-            pk=int(raw_id), status=GenerationResult.Status.SUCCESS
+            pk=result_id, status=GenerationResult.Status.SUCCESS
         ).first()
         if result is None:
-            raise InvalidInput(f"no image result with id {raw_id}", field="image")
+            raise InvalidInput(f"no image result with id {result_id}", field="image")
         if not result.is_stored and result.external_url_expired:
             raise InvalidInput(
-                f"result {raw_id} was never stored and its URL has expired", field="image"
+                f"result {result_id} was never stored and its URL has expired", field="image"
             )
         return ReferenceImage(result=result)
     if image.startswith("data:image/"):

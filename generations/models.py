@@ -12,6 +12,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from .checks import is_safe_external_url, parse_id
+
 
 class Prompt(models.Model):
     text = models.TextField()
@@ -31,9 +33,16 @@ class ImageModelQuerySet(models.QuerySet["ImageModel"]):
         return self.filter(enabled=True)
 
     def matching(self, ref: int | str) -> ImageModelQuerySet:
-        """Models named by an id, a display name or an upstream model id."""
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            return self.filter(pk=int(ref))
+        """Models named by an id, a display name or an upstream model id.
+
+        A string is an id only when it is ASCII digits ("٣" and "²" are looked up as
+        names); a number outside the id range names no model.
+        """
+        model_id = parse_id(ref)
+        if model_id is not None:
+            return self.filter(pk=model_id)
+        if not isinstance(ref, str):
+            return self.none()
         return self.filter(Q(name=ref) | Q(upstream_model_id=ref))
 
 
@@ -213,6 +222,12 @@ class GenerationResult(models.Model):
     @property
     def external_url_expired(self) -> bool:
         return bool(self.external_url_expires_at and self.external_url_expires_at <= timezone.now())
+
+    @property
+    def external_url_is_safe(self) -> bool:
+        """Whether the external URL may be linked or redirected to: rows written before
+        the upstream's URLs were checked may hold a `javascript:` one."""
+        return is_safe_external_url(self.external_url)
 
     @property
     def is_lost(self) -> bool:

@@ -27,7 +27,9 @@ from generations.models import GenerationResult
 from storage_backends import images as image_storage
 
 CACHE_CONTROL = "private, max-age=86400"
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# One range of ASCII digits (`\d` and int() also take "٣"), each at most 19 of them: a
+# longer number is past any object we hold, and int() refuses one over 4,300 digits.
+_RANGE_SPEC_RE = re.compile(r"([0-9]{0,19})-([0-9]{0,19})")
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 _CHUNK = 256 * 1024
 
@@ -45,7 +47,9 @@ def image_response(
 ) -> HttpResponseBase:
     download = request.GET.get("download") == "1"
     if not result.is_stored:
-        if thumbnail or not result.external_url or result.external_url_expired:
+        # Only to a URL that passed the https check: a row written before upstream URLs
+        # were checked may hold a `javascript:` or `//elsewhere` one.
+        if thumbnail or result.external_url_expired or not result.external_url_is_safe:
             raise Http404("this image is not stored")
         response: HttpResponseBase = HttpResponseRedirect(result.external_url)
         response["Cache-Control"] = "no-store"
@@ -122,12 +126,17 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """One `bytes=a-b` range as (start, end) inclusive; None to send everything."""
-    if not header:
-        return None
-    match = _RANGE_RE.match(header.strip())
-    if not match or (not match[1] and not match[2]):
+    """One `bytes=a-b` range as (start, end) inclusive; None to send everything.
+
+    "unsatisfiable" (a 416) for a bytes range that is malformed, absurd or past the end.
+    """
+    header = header.strip()
+    unit, _, spec = header.partition("=")
+    if not header or unit.strip().lower() != "bytes" or "," in spec:
         return None  # several ranges or a unit we do not speak: send the whole
+    match = _RANGE_SPEC_RE.fullmatch(spec.strip())
+    if not match or (not match[1] and not match[2]):
+        return "unsatisfiable"
     if not match[1]:
         length = int(match[2])
         if length == 0:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 
 from generations.api.serve import image_response
+from generations.checks import is_safe_external_url
 from generations.inputs import InvalidInput, parse_generate
 from generations.models import Generation, GenerationResult
 from generations.services.storing import generation_create
@@ -19,12 +22,27 @@ from storage_backends.images import check_storage
 from .auth import ApiError, api_endpoint
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# ASCII digits only: int() also takes "٣", " 7" and "1_000", and refuses 5,000 digits.
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
+
+
+def _client_url(request: HttpRequest, url: str) -> str | None:
+    """A URL a client may follow: a path of ours made absolute, or a checked external URL.
+
+    Anything else (a `javascript:` URL an upstream answered before its URLs were checked,
+    a `//elsewhere` path a bundle carried) is None: the image is then not linked at all.
+    """
+    if not url:
+        return None
+    if url.startswith("/"):
+        # A path of ours only: a browser reads "//host/" and "/\\host/" as another site.
+        if url_has_allowed_host_and_scheme(url, allowed_hosts=None):
+            return request.build_absolute_uri(url)
+        return None
+    return url if is_safe_external_url(url) else None
 
 
 def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any]:
-    image_url = result.image_url
-    if image_url.startswith("/"):
-        image_url = request.build_absolute_uri(image_url)
     error = None
     if result.status == GenerationResult.Status.FAILED:
         error = {"code": result.error_code, "message": result.error_message}
@@ -33,8 +51,8 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
         "model": result.upstream_model_id,
         "modelName": result.model.name if result.model else None,
         "status": result.status,
-        "imageUrl": image_url or None,
-        "externalImageUrl": result.external_url or None,
+        "imageUrl": _client_url(request, result.image_url),
+        "externalImageUrl": result.external_url if result.external_url_is_safe else None,
         "externalImageUrlExpiresAt": (
             result.external_url_expires_at.isoformat() if result.external_url_expires_at else None
         ),
@@ -55,7 +73,10 @@ def generation_json(request: HttpRequest, generation: Generation) -> dict[str, A
 
 
 def _json_body(request: HttpRequest) -> Any:
-    if int(request.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
+    length = request.headers.get("Content-Length") or "0"
+    if not _CONTENT_LENGTH_RE.fullmatch(length):
+        raise ApiError(400, "invalid_length", "Content-Length must be a number of bytes")
+    if len(length) > len(str(MAX_BODY_BYTES)) or int(length) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", "the body is larger than 16 MB")
     content_type = request.headers.get("Content-Type", "")
     if content_type and not content_type.split(";")[0].strip().endswith("json"):
