@@ -6,9 +6,13 @@ restore each row under its id. The ZIP adds `manifest.json` (key -> SHA-256 and
 size) and the objects under `images/<key>`; it is written as a stream (the HTTP
 export and the command share `iter_export_zip`), never built in memory.
 
-Importing writes the objects first, checking each against the manifest and its
-row, then the rows in one transaction; a bundle with one bad byte, an entry name
-that is not ours, or rows that do not fit is refused whole, and the objects
+Importing reads a bundle as it would read a stranger's: the JSON's size is
+bounded before it is parsed, every URL it carries must be one we would link, and
+every image must pass the checks a fetched image passes (its size under
+IMAGE_FETCH_MAX_BYTES from the ZIP's header and again while it inflates, and the
+storing worker's own image inspection). The objects are written first, the rows
+then in one transaction; a bundle with one bad byte, an entry name that is not
+ours, an unsafe URL or rows that do not fit is refused whole, and the objects
 already written are deleted, so nothing is left half-imported.
 """
 
@@ -20,12 +24,14 @@ import logging
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.color import no_style
@@ -36,7 +42,8 @@ from django.utils.dateparse import parse_datetime
 from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
 
-from .fetch import render_thumbnail
+from .checks import UnsafeUrl, checked_external_url, is_safe_external_url, parse_id
+from .fetch import FetchError, inspect_and_thumbnail
 from .models import Generation, GenerationResult, ImageModel, Prompt
 
 logger = logging.getLogger(__name__)
@@ -54,7 +61,20 @@ SEEDED_UPSTREAM_IDS = {
 _IMAGE_KEY_RE = re.compile(r"^generations/(\d+)\.(jpg|png|webp)$")
 _THUMB_KEY_RE = re.compile(r"^thumbnails/(\d+)\.webp$")
 _CHUNK = 1024 * 1024
-_MAX_JSON_BYTES = 2 * 1024 * 1024 * 1024
+# export.json (or a plain JSON export) is parsed whole, so its size is bounded first:
+# 512 MiB holds some 400,000 results, and parsing it takes a few GB of memory.
+MAX_JSON_BYTES = 512 * 1024 * 1024
+_CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+# What reading a damaged or hostile ZIP may raise, besides our own refusals.
+_ZIP_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,  # a compression method zipfile does not know
+    RuntimeError,  # an encrypted entry
+)
 
 S = GenerationResult.StorageStatus
 Progress = Callable[[int], object]
@@ -93,14 +113,29 @@ def _model_json(model: ImageModel) -> dict[str, Any]:
     }
 
 
-def _generation_json(generation: Generation) -> dict[str, Any]:
+def _kept_url(url: str, what: str, problems: list[str]) -> str:
+    """A URL as exported: one that import would refuse (a row older than the check) is left out.
+
+    Such a URL was never linked nor fetched; keeping it would make our own backup one
+    that `import_backup` refuses whole.
+    """
+    if not url or url.startswith("data:image/") or is_safe_external_url(url):
+        return url
+    problems.append(f"{what}: an image URL that is not https, left out")
+    return ""
+
+
+def _generation_json(generation: Generation, problems: list[str]) -> dict[str, Any]:
+    reference = _kept_url(
+        generation.reference_image_url, f"generation {generation.pk}'s reference", problems
+    )
     return {
         "id": generation.pk,
         "promptId": generation.prompt_id,
         "prompt": generation.prompt_text,
         "size": generation.size,
         "params": generation.params,
-        "referenceImageUrl": generation.reference_image_url,
+        "referenceImageUrl": reference,
         "referenceResultId": generation.reference_result_id,
         "createdBy": generation.created_by.get_username() if generation.created_by else None,
         "createdAt": _iso(generation.created_at),
@@ -108,7 +143,12 @@ def _generation_json(generation: Generation) -> dict[str, Any]:
     }
 
 
-def _result_json(result: GenerationResult) -> dict[str, Any]:
+def _result_json(result: GenerationResult, problems: list[str]) -> dict[str, Any]:
+    external = _kept_url(result.external_url, f"result {result.pk}", problems)
+    params_used = result.params_used
+    params_url = params_used.get("externalImageUrl") if isinstance(params_used, dict) else None
+    if params_url and not is_safe_external_url(params_url):
+        params_used = {k: v for k, v in params_used.items() if k != "externalImageUrl"}
     return {
         "id": result.pk,
         "modelId": result.model_id,
@@ -117,10 +157,10 @@ def _result_json(result: GenerationResult) -> dict[str, Any]:
         "status": result.status,
         "errorCode": result.error_code,
         "errorMessage": result.error_message,
-        "imageUrl": result.image_url,
-        "externalImageUrl": result.external_url,
+        "imageUrl": external if result.image_url == result.external_url else result.image_url,
+        "externalImageUrl": external,
         "externalImageUrlExpiresAt": _iso(result.external_url_expires_at),
-        "paramsUsed": result.params_used,
+        "paramsUsed": params_used,
         "paramsOverride": result.params_override,
         "storageStatus": result.storage_status,
         "storageBackend": result.storage_backend,
@@ -138,17 +178,21 @@ def _result_json(result: GenerationResult) -> dict[str, Any]:
     }
 
 
-def export_data() -> dict[str, Any]:
-    """Every prompt, model, generation and result, as the export JSON (a dict)."""
+def export_data(*, problems: list[str] | None = None) -> dict[str, Any]:
+    """Every prompt, model, generation and result, as the export JSON (a dict).
+
+    What was left out (URLs import would refuse) is appended to `problems`.
+    """
+    problems = problems if problems is not None else []
     generations: dict[int, dict[str, Any]] = {}
     for generation in (
         Generation.objects.select_related("created_by").order_by("pk").iterator(chunk_size=2000)
     ):
-        generations[generation.pk] = _generation_json(generation)
+        generations[generation.pk] = _generation_json(generation, problems)
     for result in GenerationResult.objects.order_by("generation_id", "pk").iterator(
         chunk_size=2000
     ):
-        generations[result.generation_id]["results"].append(_result_json(result))
+        generations[result.generation_id]["results"].append(_result_json(result, problems))
     return {
         "version": EXPORT_VERSION,
         "exportedAt": timezone.now().isoformat(),
@@ -217,8 +261,8 @@ def iter_export_zip(
     row while the export ran is recorded as not stored, and the bundle stays
     consistent: every stored row in it has its bytes in it.
     """
-    data = data if data is not None else export_data()
     report = report if report is not None else ExportReport()
+    data = data if data is not None else export_data(problems=report.problems)
     manifest: dict[str, dict[str, Any]] = {}
     sink = _StreamSink()
     with zipfile.ZipFile(
@@ -336,7 +380,8 @@ def write_export_file(*, path: Path, images: bool) -> ExportReport:
                 for chunk in iter_export_zip(report=report):
                     out.write(chunk)
             else:
-                out.write(json.dumps(export_data(), ensure_ascii=False).encode())
+                data = export_data(problems=report.problems)
+                out.write(json.dumps(data, ensure_ascii=False).encode())
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -378,6 +423,12 @@ def database_is_empty() -> bool:
     )
 
 
+def _show(value: object) -> str:
+    """A value from the bundle in a refusal: quoted, and short enough for one line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _check_entry_name(name: str) -> None:
     if (
         name.startswith(("/", "\\"))
@@ -386,14 +437,23 @@ def _check_entry_name(name: str) -> None:
         or re.match(r"^[A-Za-z]:", name)
         or "\0" in name
     ):
-        raise BundleRefused(f"refused: the archive holds an unsafe entry name {name!r}")
+        raise BundleRefused(f"refused: the archive holds an unsafe entry name {_show(name)}")
     if name in (EXPORT_NAME, MANIFEST_NAME):
         return
     if name.startswith(IMAGES_DIR):
         key = name[len(IMAGES_DIR) :]
         if _IMAGE_KEY_RE.match(key) or _THUMB_KEY_RE.match(key):
             return
-    raise BundleRefused(f"refused: the archive holds an entry that is not ours: {name!r}")
+    raise BundleRefused(f"refused: the archive holds an entry that is not ours: {_show(name)}")
+
+
+def _parse_json(raw: bytes, name: str) -> Any:
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise BundleRefused(f"refused: {name} is nested too deeply to be an export") from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise BundleRefused(f"refused: {name} is not valid JSON ({exc})") from None
 
 
 def _read_json_entry(archive: zipfile.ZipFile, name: str) -> Any:
@@ -401,13 +461,30 @@ def _read_json_entry(archive: zipfile.ZipFile, name: str) -> Any:
         info = archive.getinfo(name)
     except KeyError:
         raise BundleRefused(f"refused: the archive has no {name}") from None
-    if info.file_size > _MAX_JSON_BYTES:
-        raise BundleRefused(f"refused: {name} is larger than {_MAX_JSON_BYTES} bytes")
+    if info.file_size > MAX_JSON_BYTES:
+        raise BundleRefused(f"refused: {name} is larger than {MAX_JSON_BYTES} bytes")
     try:
         with archive.open(info) as fh:
-            return json.load(fh)
-    except (ValueError, zipfile.BadZipFile) as exc:
-        raise BundleRefused(f"refused: {name} is not valid JSON ({exc})") from None
+            raw = fh.read(MAX_JSON_BYTES + 1)  # a header may lie: the read is bounded too
+    except _ZIP_READ_ERRORS as exc:
+        raise BundleRefused(f"refused: {name} cannot be read from the archive ({exc})") from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise BundleRefused(f"refused: {name} is larger than {MAX_JSON_BYTES} bytes")
+    return _parse_json(raw, name)
+
+
+def _checked_manifest(manifest: Any) -> dict[str, dict[str, Any]]:
+    images = manifest.get("images") if isinstance(manifest, dict) else None
+    if not isinstance(images, dict):
+        raise BundleRefused("refused: manifest.json has no 'images' object")
+    for key, entry in images.items():
+        if not (
+            isinstance(entry, dict)
+            and _is_count(entry.get("size"))
+            and isinstance(entry.get("sha256"), str)
+        ):
+            raise BundleRefused(f"refused: manifest.json has a malformed entry for {_show(key)}")
+    return images
 
 
 @dataclass
@@ -423,48 +500,144 @@ def _open_bundle(path: Path) -> _Bundle:
     if zipfile.is_zipfile(path):
         try:
             archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as exc:
+        except _ZIP_READ_ERRORS as exc:
             raise BundleRefused(f"refused: {path} is not a readable ZIP ({exc})") from None
-        names = [info.filename for info in archive.infolist()]
-        for name in names:
-            _check_entry_name(name)
-        if len(set(names)) != len(names):
-            raise BundleRefused("refused: the archive holds the same entry twice")
-        manifest = _read_json_entry(archive, MANIFEST_NAME)
-        images = manifest.get("images") if isinstance(manifest, dict) else None
-        if not isinstance(images, dict):
-            raise BundleRefused("refused: manifest.json has no 'images' object")
-        return _Bundle(
-            data=_read_json_entry(archive, EXPORT_NAME), archive=archive, manifest=images
+        try:
+            names = [info.filename for info in archive.infolist()]
+            for name in names:
+                _check_entry_name(name)
+            if len(set(names)) != len(names):
+                raise BundleRefused("refused: the archive holds the same entry twice")
+            manifest = _checked_manifest(_read_json_entry(archive, MANIFEST_NAME))
+            return _Bundle(
+                data=_read_json_entry(archive, EXPORT_NAME), archive=archive, manifest=manifest
+            )
+        except BaseException:
+            archive.close()
+            raise
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise BundleRefused(
+            f"refused: {path} is neither a ZIP nor a JSON export of at most {MAX_JSON_BYTES} bytes"
         )
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_JSON_BYTES + 1)
     try:
-        with path.open("rb") as fh:
-            data = json.load(fh)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(raw)
+    except RecursionError:
+        raise BundleRefused(f"refused: {path} is nested too deeply to be an export") from None
+    except ValueError as exc:
         raise BundleRefused(f"refused: {path} is neither a ZIP nor valid JSON ({exc})") from None
     return _Bundle(data=data)
 
 
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and parse_id(value) is not None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_url(url: object, what: str) -> None:
+    try:
+        checked_external_url(url)
+    except UnsafeUrl as exc:
+        raise BundleRefused(f"refused: {what} is not a URL we keep: {exc}") from None
+
+
+def _check_result(result: dict[str, Any]) -> None:
+    """The URLs a result carries, and the keys and type a stored one names."""
+    result_id = result["id"]
+    external = result.get("externalImageUrl") or ""
+    if external:
+        _check_url(external, f"result {result_id}'s externalImageUrl")
+    params = result.get("paramsUsed")
+    if isinstance(params, dict) and params.get("externalImageUrl"):
+        _check_url(params["externalImageUrl"], f"result {result_id}'s paramsUsed.externalImageUrl")
+    if result.get("storageStatus") != S.STORED:
+        # Not stored: its imageUrl is its external URL (a stored one gets its stable URL).
+        if (result.get("imageUrl") or "") not in ("", external):
+            raise BundleRefused(f"refused: result {result_id}'s imageUrl is not its external URL")
+        return
+    match = _IMAGE_KEY_RE.match(str(result.get("storageKey", "")))
+    if not match or int(match[1]) != result_id:
+        raise BundleRefused(
+            f"refused: result {result_id} has a storage key not made from its id: "
+            f"{_show(result.get('storageKey'))}"
+        )
+    thumb = result.get("thumbnailKey") or ""
+    if thumb and thumb != image_storage.thumbnail_key(result_id=result_id):
+        raise BundleRefused(
+            f"refused: result {result_id} has a foreign thumbnail key {_show(thumb)}"
+        )
+    if result.get("contentType") != _CONTENT_TYPES[match[2]]:
+        raise BundleRefused(
+            f"refused: result {result_id} is stored as {_show(result.get('contentType'))} "
+            f"under {match[0]}"
+        )
+    if not _is_count(result.get("byteSize")):
+        raise BundleRefused(f"refused: result {result_id} is stored without a byte size")
+
+
 def _check_export(data: Any) -> None:
+    """Refuse an export whose shape, URLs or keys we would not have written ourselves."""
     if not isinstance(data, dict) or data.get("version") != EXPORT_VERSION:
         raise BundleRefused(f"refused: not a genvault export of version {EXPORT_VERSION}")
     for name in ("prompts", "models", "generations"):
-        if not isinstance(data.get(name), list):
+        items = data.get(name)
+        if not isinstance(items, list):
             raise BundleRefused(f"refused: the export has no '{name}' list")
+        for item in items:
+            if not isinstance(item, dict) or not _is_id(item.get("id")):
+                raise BundleRefused(f"refused: the export's '{name}' holds an item with no id")
     for generation in data["generations"]:
-        for result in generation.get("results", []):
-            if result.get("storageStatus") != S.STORED:
-                continue
-            match = _IMAGE_KEY_RE.match(str(result.get("storageKey", "")))
-            if not match or int(match[1]) != result.get("id"):
+        generation_id = generation["id"]
+        if not isinstance(generation.get("prompt"), str):
+            raise BundleRefused(f"refused: generation {generation_id} has no prompt")
+        reference = generation.get("referenceImageUrl") or ""
+        if reference and not (isinstance(reference, str) and reference.startswith("data:image/")):
+            _check_url(reference, f"generation {generation_id}'s referenceImageUrl")
+        results = generation.setdefault("results", [])
+        if not isinstance(results, list):
+            raise BundleRefused(f"refused: generation {generation_id}'s results are not a list")
+        for result in results:
+            if not isinstance(result, dict) or not _is_id(result.get("id")):
                 raise BundleRefused(
-                    f"refused: result {result.get('id')} has a storage key not made from its id: "
-                    f"{result.get('storageKey')!r}"
+                    f"refused: generation {generation_id} holds a result with no id"
                 )
-            thumb = result.get("thumbnailKey") or ""
-            if thumb and thumb != image_storage.thumbnail_key(result_id=result["id"]):
+            _check_result(result)
+
+
+def _chunked(values: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _check_merge(data: dict[str, Any]) -> None:
+    """A merge adds rows beside ours and skips the ones we hold: never under another's name.
+
+    A generation id we hold with another prompt, or a result id we hold under another
+    generation, means the bundle comes from another database whose ids collide with
+    ours; skipping or attaching would file its results under a stranger's generation.
+    """
+    prompts = {g["id"]: g["prompt"] for g in data["generations"]}
+    for chunk in _chunked(list(prompts)):
+        for pk, text in Generation.objects.filter(pk__in=chunk).values_list("pk", "prompt_text"):
+            if text != prompts[pk]:
                 raise BundleRefused(
-                    f"refused: result {result['id']} has a foreign thumbnail key {thumb!r}"
+                    f"refused: generation {pk} exists here with a different prompt "
+                    "(a merge never files results under another generation)"
+                )
+    owners = {r["id"]: g["id"] for g in data["generations"] for r in g["results"]}
+    for chunk in _chunked(list(owners)):
+        for pk, generation_id in GenerationResult.objects.filter(pk__in=chunk).values_list(
+            "pk", "generation_id"
+        ):
+            if generation_id != owners[pk]:
+                raise BundleRefused(
+                    f"refused: result {pk} exists here under generation {generation_id}, "
+                    f"not under generation {owners[pk]} as in the bundle"
                 )
 
 
@@ -495,13 +668,21 @@ class _ObjectWriter:
 def _extract_verified(
     archive: zipfile.ZipFile, *, key: str, expected: dict[str, Any], dest: Path
 ) -> None:
-    """Copy one entry to `dest`, refusing it unless its bytes match the manifest."""
+    """Copy one entry to `dest`, refusing it unless its bytes match the manifest.
+
+    The size is checked from the entry's header before anything is read, and again
+    while copying: a ZIP's header can lie, and a small entry can inflate to gigabytes.
+    """
     name = IMAGES_DIR + key
     try:
         info = archive.getinfo(name)
     except KeyError:
         raise BundleRefused(f"refused: {key} is in the manifest but not in the archive") from None
     size_limit = int(expected["size"])
+    if info.file_size != size_limit:
+        raise BundleRefused(
+            f"refused: {key} declares {info.file_size} bytes, its manifest says {size_limit}"
+        )
     digest = hashlib.sha256()
     size = 0
     try:
@@ -512,7 +693,7 @@ def _extract_verified(
                     raise BundleRefused(f"refused: {key} is larger than its manifest says")
                 digest.update(chunk)
                 out.write(chunk)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _ZIP_READ_ERRORS as exc:
         raise BundleRefused(f"refused: {key} cannot be read from the archive ({exc})") from None
     if size != size_limit or digest.hexdigest() != expected["sha256"]:
         raise BundleRefused(f"refused: {key} does not match its SHA-256 in the manifest")
@@ -524,9 +705,11 @@ def backup_import(
     """Restore an export (JSON or ZIP) with every row's id and every image byte for byte.
 
     Refuses a non-empty database unless `merge` (then rows whose id exists are
-    skipped). Objects are written to the active backend first, each checked against
-    the manifest and its row; then all rows in one transaction. On any failure the
-    objects written are deleted and BundleRefused says why.
+    skipped, and a bundle whose ids collide with other rows of ours is refused).
+    Objects are written to the active backend first, each checked against the
+    manifest, its row and the image checks a fetched image passes; then all rows in
+    one transaction. On any failure the objects written are deleted and
+    BundleRefused says why.
     """
     bundle = _open_bundle(path)
     try:
@@ -536,6 +719,8 @@ def backup_import(
                 "refused: the database already holds prompts, generations or results "
                 "(import into an empty database, or pass --merge)"
             )
+        if merge:
+            _check_merge(bundle.data)
         report = ImportReport()
         existing_results = (
             set(GenerationResult.objects.values_list("pk", flat=True)) if merge else set()
@@ -543,7 +728,7 @@ def backup_import(
         results = [
             result
             for generation in bundle.data["generations"]
-            for result in generation.get("results", [])
+            for result in generation["results"]
             if result["id"] not in existing_results
         ]
         writer = _ObjectWriter(image_storage.active_backend())
@@ -571,42 +756,65 @@ def _import_objects(
     report: ImportReport,
     progress: Progress | None,
 ) -> None:
+    """Write each stored result's image, checked as the storing worker checks a fetched one.
+
+    The thumbnail is rendered again from the checked image, as the worker renders
+    it; the bundle's own thumbnail bytes are never trusted. The row records what
+    the bytes are (type and pixel size), not what the bundle says.
+    """
     assert bundle.archive is not None
+    max_bytes = settings.IMAGE_FETCH_MAX_BYTES
     with tempfile.TemporaryDirectory(prefix="genvault-import-") as tmp_name:
-        tmp = Path(tmp_name)
+        image_path = Path(tmp_name) / "image"
         for result in results:
             if result.get("storageStatus") != S.STORED:
                 continue
+            result_id = result["id"]
             key = result["storageKey"]
             expected = bundle.manifest.get(key)
             if expected is None:
                 raise BundleRefused(
-                    f"refused: result {result['id']} is stored but {key} is not in the bundle"
+                    f"refused: result {result_id} is stored but {key} is not in the bundle"
                 )
-            if expected.get("sha256") != result.get("sha256") or expected.get("size") != result.get(
+            if expected["sha256"] != result.get("sha256") or expected["size"] != result.get(
                 "byteSize"
             ):
                 raise BundleRefused(
                     f"refused: {key}: the manifest and the row disagree on its SHA-256 or size"
                 )
-            image_path = tmp / "image"
+            if expected["size"] > max_bytes:
+                raise BundleRefused(
+                    f"refused: {key} is {expected['size']} bytes, over the limit of "
+                    f"{max_bytes} (IMAGE_FETCH_MAX_BYTES)"
+                )
             _extract_verified(bundle.archive, key=key, expected=expected, dest=image_path)
             try:
+                info, thumbnail = inspect_and_thumbnail(
+                    image_path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS
+                )
+            except FetchError as exc:
+                raise BundleRefused(
+                    f"refused: result {result_id}: {key} is not an image we store ({exc})"
+                ) from None
+            if key != image_storage.image_key(result_id=result_id, extension=info.extension):
+                raise BundleRefused(
+                    f"refused: result {result_id}: {key} holds {info.content_type} bytes, "
+                    "not what its extension says"
+                )
+            thumb = image_storage.thumbnail_key(result_id=result_id)
+            result.update(
+                contentType=info.content_type,
+                width=info.width,
+                height=info.height,
+                thumbnailKey=thumb,
+            )
+            try:
                 writer.save(key=key, path=image_path)
-                thumb = result.get("thumbnailKey") or ""
-                if thumb and thumb in bundle.manifest:
-                    thumb_path = tmp / "thumb"
-                    _extract_verified(
-                        bundle.archive, key=thumb, expected=bundle.manifest[thumb], dest=thumb_path
-                    )
-                    writer.save(key=thumb, path=thumb_path)
-                    report.thumbnails += 1
-                elif thumb:
-                    writer.save_bytes(key=thumb, data=render_thumbnail(image_path))
-                    report.thumbnails += 1
+                writer.save_bytes(key=thumb, data=thumbnail)
             except StorageUnavailable as exc:
                 raise BundleRefused(f"refused: could not write to storage: {exc}") from None
             report.images += 1
+            report.thumbnails += 1
             if progress:
                 progress(1)
 
@@ -650,8 +858,10 @@ def _import_rows(
                 zip_import=zip_import,
                 report=report,
             )
+            # Only a result the bundle carries: on a merge, an id of ours is someone else's.
+            bundled = {r["id"] for g in data["generations"] for r in g["results"]}
             for generation_id, result_id in references:
-                if GenerationResult.objects.filter(pk=result_id).exists():
+                if result_id in bundled and GenerationResult.objects.filter(pk=result_id).exists():
                     Generation.objects.filter(pk=generation_id).update(
                         reference_result_id=result_id
                     )

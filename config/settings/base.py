@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import tempfile
 import warnings
 from pathlib import Path
@@ -265,6 +266,27 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+
+
+def _trusted_proxies(entries: list[str]) -> list[str]:
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"TRUSTED_PROXIES must be comma-separated addresses or CIDR ranges, not {entry!r}"
+            ) from None
+    return networks
+
+
+# Behind a reverse proxy every request comes from the proxy: throttling on its address
+# would lock a user out for everyone behind it. The client's address is then read from
+# X-Forwarded-For, but only when the request comes from one of these addresses or CIDR
+# ranges (none by default: the header is ignored, for a client must not choose its own
+# address).
+TRUSTED_PROXIES = _trusted_proxies(env.list("TRUSTED_PROXIES", default=[]))
+AXES_CLIENT_IP_CALLABLE = "config.client_address.client_address"
 
 LOGGING = {
     "version": 1,

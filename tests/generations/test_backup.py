@@ -390,3 +390,44 @@ def test_api_export_with_images_streams_a_readable_zip(token_client: Client) -> 
             assert manifest[key] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
             assert f"images/thumbnails/{result_id}.webp" in names
     assert comparable(export) == comparable(export_data())
+
+
+@pytest.mark.parametrize("images", [True, False], ids=["zip", "json"])
+def test_a_link_import_would_refuse_is_left_out_of_the_backup_not_the_row(
+    settings: Any, tmp_path: Path, images: bool
+) -> None:
+    """A row written before URLs were checked must not make our own backup unrestorable."""
+    populate(results=6)
+    hostile = "javascript:alert(document.domain)"
+    victim = GenerationResult.objects.filter(storage_status=S.PENDING).first()
+    assert victim is not None
+    GenerationResult.objects.filter(pk=victim.pk).update(
+        external_url=hostile, image_url=hostile, params_used={"externalImageUrl": hostile}
+    )
+    Generation.objects.filter(pk=victim.generation_id).update(reference_image_url=hostile)
+    count = GenerationResult.objects.count()
+    bundle = tmp_path / ("backup.zip" if images else "backup.json")
+
+    err = io.StringIO()
+    call_command(
+        "export_backup",
+        str(bundle),
+        *(["--images"] if images else []),
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    assert f"left out: result {victim.pk}: an image URL that is not https" in err.getvalue()
+    if images:
+        wipe(settings, tmp_path)
+    else:
+        GenerationResult.objects.all().delete()
+        Generation.objects.all().delete()
+        Prompt.objects.all().delete()
+        ImageModel.objects.exclude(upstream_model_id__startswith="doubao-").delete()
+
+    command("import_backup", str(bundle))
+
+    assert GenerationResult.objects.count() == count
+    row = GenerationResult.objects.get(pk=victim.pk)
+    assert (row.external_url, row.image_url, row.params_used) == ("", "", {})
+    assert Generation.objects.get(pk=victim.generation_id).reference_image_url == ""

@@ -1,8 +1,10 @@
 """Restore a backup made by `export_backup` (or `GET /api/export`) into an empty database.
 
 Every row keeps its id and every image comes back byte for byte into the active
-storage backend; a bundle that does not match its own manifest is refused whole,
-with nothing written, so a bad backup is found at once and not half-restored.
+storage backend. A bundle is read as a stranger's: one that does not match its own
+manifest, holds an image the storing worker would refuse (or one over
+IMAGE_FETCH_MAX_BYTES), an unsafe URL, or ids that collide with other rows on a
+merge is refused whole, with one line, a non-zero exit and nothing left written.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Command(BaseCommand):
             try:
                 report = backup_import(path=path, merge=merge, progress=bar.update)
             except BundleRefused as exc:
-                raise CommandError(str(exc)) from None
+                # One line, whatever the bundle put in the reason.
+                raise CommandError(" ".join(str(exc).split())) from None
         if verbosity >= 1:
             self.stdout.write(self.style.SUCCESS(f"imported {path}: {report.summary()}"))
