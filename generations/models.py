@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -140,8 +141,37 @@ class GenerationResultQuerySet(models.QuerySet["GenerationResult"]):
             .filter(Q(external_url_expires_at__isnull=True) | Q(external_url_expires_at__gt=now))
         )
 
+    def mark_not_stored(self, *, status: str, error: str) -> int:
+        """Reset these rows to "no stored image" (see `not_stored_fields`); `image_url`
+        goes back to the external URL, which clients then use. Returns the rows changed."""
+        return self.update(
+            **not_stored_fields(status=status, error=error), image_url=F("external_url")
+        )
+
     def deadline_first(self) -> GenerationResultQuerySet:
         return self.order_by(models.F("external_url_expires_at").asc(nulls_last=True), "-id")
+
+
+def not_stored_fields(*, status: str, error: str) -> dict[str, Any]:
+    """The columns of a row that holds no stored image: the one rule for failing a store
+    attempt, repairing a broken object and exporting a row whose bytes stayed behind.
+
+    The external URL and its expiry are kept: they are what a re-store fetches.
+    """
+    return {
+        "storage_status": status,
+        "storage_error": error,
+        "storage_backend": "",
+        "storage_key": "",
+        "thumbnail_key": "",
+        "content_type": "",
+        "byte_size": None,
+        "sha256": "",
+        "width": None,
+        "height": None,
+        "stored_at": None,
+        "storage_claim": None,
+    }
 
 
 class GenerationResult(models.Model):

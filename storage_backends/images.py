@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, cast
 
@@ -81,6 +83,31 @@ def image_key(*, result_id: int, extension: str) -> str:
 
 def thumbnail_key(*, result_id: int) -> str:
     return f"{THUMBNAIL_PREFIX}/{int(result_id)}.webp"
+
+
+# The only spelling of our keys: what `image_key` and `thumbnail_key` make, and nothing else
+# (ids as 1 to 19 ASCII digits, so that a hostile key can never overflow `int()`).
+_KEY_RE = re.compile(
+    rf"^(?:{IMAGE_PREFIX}/(?P<image>[0-9]{{1,19}})\.(?P<ext>jpg|png|webp)"
+    rf"|{THUMBNAIL_PREFIX}/(?P<thumb>[0-9]{{1,19}})\.webp)$"
+)
+
+
+@dataclass(frozen=True)
+class ObjectKey:
+    result_id: int
+    is_thumbnail: bool
+    extension: str
+
+
+def parse_key(key: str) -> ObjectKey | None:
+    """What an object key of ours names, or None for a key we never make."""
+    match = _KEY_RE.match(key)
+    if match is None:
+        return None
+    if match["thumb"]:
+        return ObjectKey(result_id=int(match["thumb"]), is_thumbnail=True, extension="webp")
+    return ObjectKey(result_id=int(match["image"]), is_thumbnail=False, extension=match["ext"])
 
 
 def save_object_from_path(*, backend: str, key: str, path: Path) -> None:

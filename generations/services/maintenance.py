@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import F
 
 from generations.fetch import render_thumbnail
 from generations.models import GenerationResult
@@ -28,20 +26,9 @@ from storage_backends.images import StorageUnavailable
 logger = logging.getLogger(__name__)
 
 S = GenerationResult.StorageStatus
-KEY_RE = re.compile(
-    r"^(?:generations/(?P<image>\d+)\.(?:jpg|png|webp)|thumbnails/(?P<thumb>\d+)\.webp)$"
-)
 _ROW_FIELDS = ("pk", "storage_backend", "storage_key", "thumbnail_key", "byte_size", "sha256")
 
 Progress = Callable[[int], object]
-
-
-def result_id_from_key(key: str) -> int | None:
-    """The result id an object key of ours was made from, or None for a foreign key."""
-    match = KEY_RE.match(key)
-    if match is None:
-        return None
-    return int(match["image"] or match["thumb"])
 
 
 def object_digest(*, backend: str, key: str) -> tuple[int, str]:
@@ -151,7 +138,8 @@ def _check_row(row: dict[str, object], report: VerifyReport) -> None:
 
 def _is_orphan(*, backend: str, key: str) -> bool:
     """Checked again against the database, so that work finished meanwhile is not an orphan."""
-    result_id = result_id_from_key(key)
+    parsed = image_storage.parse_key(key)
+    result_id = parsed.result_id if parsed else None
     if result_id is None:
         return True
     row = (
@@ -226,20 +214,8 @@ def _repair_rows(broken: list[BrokenRow]) -> int:
             storage_status=S.STORED,
             storage_backend=item.backend,
             storage_key=item.key,
-        ).update(
-            storage_status=S.PENDING,
-            storage_backend="",
-            storage_key="",
-            thumbnail_key="",
-            content_type="",
-            byte_size=None,
-            sha256="",
-            width=None,
-            height=None,
-            stored_at=None,
-            storage_claim=None,
-            storage_error=f"verify_images: the stored object is {item.problem}",
-            image_url=F("external_url"),
+        ).mark_not_stored(
+            status=S.PENDING, error=f"verify_images: the stored object is {item.problem}"
         )
         if updated:
             repaired_ids.append(item.result_id)
