@@ -3,20 +3,38 @@
 One call asks one model for one or more images. Whatever goes wrong upstream or on
 the network comes back as an ``UpstreamError`` item, never as an exception, so that
 a generation asking several models at once records each model's outcome.
+
+An upstream is trusted with nothing it could use against us: each call ends by a
+wall-clock deadline however slowly the answer trickles in, the answer is read in
+pieces under a byte limit, no more images are kept than were asked for, and every
+image URL passes the same check as any other URL we link (https, or plain http from
+an allowed host) before it is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import logging
+import re
+import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
+import urllib3
 from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+
+from generations.checks import UnsafeUrl, checked_external_url
 
 if TYPE_CHECKING:
     from generations.models import ImageModel
@@ -29,11 +47,23 @@ TIMEOUT = "UpstreamTimeout"
 CONNECTION_ERROR = "UpstreamConnectionError"
 HTTP_ERROR = "UpstreamHTTPError"
 BAD_RESPONSE = "UpstreamBadResponse"
+UNSAFE_IMAGE_URL = "UnsafeImageUrl"
 
 RETRYABLE_STATUSES = frozenset({429, *range(500, 600)})
 # Error messages end up in the database and the gallery: keep them readable.
 MAX_MESSAGE_LENGTH = 1000
 TOS_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+MiB = 1024 * 1024
+# Ark's ceiling for one sequential generation, and ours: never more results per call.
+MAX_IMAGES_PER_CALL = 15
+# The most of one answer we read. A url answer is about 1 KB per image (a signed TOS
+# link and its size), so 15 images fit in 2 MiB a hundred times over, and parsing
+# 2 MiB of hostile JSON costs tens of MB at most. A b64_json answer carries the images
+# themselves: 15 Seedream 2K JPEGs of 1-3 MiB each, a third more in base64.
+MAX_ANSWER_BYTES = 2 * MiB
+MAX_B64_ANSWER_BYTES = 64 * MiB
+READ_CHUNK_BYTES = 64 * 1024
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +129,195 @@ def _error_from_body(body: Any) -> UpstreamError | None:
     return UpstreamError(code=_short(code), message=_short(message))
 
 
+def answer_limit(body: dict[str, Any]) -> int:
+    """How many bytes the answer to ``body`` may take: url answers are small."""
+    return MAX_B64_ANSWER_BYTES if body.get("response_format") == "b64_json" else MAX_ANSWER_BYTES
+
+
+def images_asked(body: dict[str, Any]) -> int:
+    """How many images ``body`` asks for: 1, or ``max_images`` of a sequential generation."""
+    if body.get("sequential_image_generation") != "auto":
+        return 1
+    options = body.get("sequential_image_generation_options") or {}
+    return max(1, min(MAX_IMAGES_PER_CALL, int(options.get("max_images", 1))))
+
+
+# -- the deadline ------------------------------------------------------------------------
+
+_current = threading.local()
+
+
+class CallDeadline:
+    """Ends one call at a wall-clock deadline, wherever it is blocked.
+
+    `requests`' read timeout restarts with every byte, so an upstream sending one byte
+    a second would hold a call for ever. While a CallDeadline is entered, every
+    connection the calling thread sends a request on is watched, and at the deadline
+    its socket is shut down: sending the body, waiting for the headers and reading the
+    answer all end there and then with an error, which ``passed`` tells apart.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._connection: HTTPConnection | None = None
+        self._expired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> CallDeadline:
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._connection = None
+        _current.deadline = None
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    @property
+    def passed(self) -> bool:
+        return self._expired or time.monotonic() >= self.deadline
+
+    def watch(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._connection = connection
+            if self._expired:
+                _cut(connection)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            if self._connection is not None:
+                _cut(self._connection)
+
+
+def _cut(connection: HTTPConnection) -> None:
+    sock = getattr(connection, "sock", None)
+    sock = getattr(sock, "socket", sock)  # a TLS-in-TLS transport wraps the real socket
+    if isinstance(sock, socket.socket):
+        # The plain socket's shutdown: an SSL socket's own would unwrap it under the reader.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watch(connection: HTTPConnection) -> None:
+    deadline: CallDeadline | None = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.watch(connection)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)  # a kept-alive connection is connected already
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS: dict[str, type[urllib3.HTTPConnectionPool]] = {
+    "http": _WatchedHTTPPool,
+    "https": _WatchedHTTPSPool,
+}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with connections a CallDeadline can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools are their own classes
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+# -- reading an answer -----------------------------------------------------------------------
+
+
+class AnswerTooLarge(ValueError):
+    """The answer is longer than we read."""
+
+
+class UnreadableAnswer(ValueError):
+    """The answer's bytes cannot be decoded (an encoding not asked for, or broken)."""
+
+
+def read_answer(response: requests.Response, *, deadline: CallDeadline, max_bytes: int) -> bytes:
+    """The body of a streamed ``response``, read in pieces by ``deadline`` and under ``max_bytes``.
+
+    Never holds more than ``max_bytes`` (decompressed) plus one piece: a declared length
+    over it is refused before reading, and reading stops as soon as the body passes it.
+    Raises AnswerTooLarge, UnreadableAnswer, TimeoutError once the deadline passed, or
+    what the connection raised (an OSError, urllib3's and http.client's errors).
+    """
+    declared = response.headers.get("Content-Length", "").strip()
+    if _CONTENT_LENGTH_RE.fullmatch(declared) and int(declared) > max_bytes:
+        raise AnswerTooLarge(f"it declares {int(declared)} bytes")
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        inflater = None
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib, told by its header
+    else:
+        raise UnreadableAnswer(f"it is encoded as {encoding[:40]!r}, which was not asked for")
+    body = bytearray()
+    while True:
+        if deadline.passed:
+            raise TimeoutError("the deadline passed")
+        # read1: at most one socket read, so that the deadline is looked at between them.
+        piece = response.raw.read1(READ_CHUNK_BYTES, decode_content=False)
+        if not piece:
+            break
+        if inflater is not None:
+            # Never more than what is left of the limit, however well the piece compresses.
+            try:
+                piece = inflater.decompress(piece, max_bytes - len(body) + 1)
+            except zlib.error as exc:
+                raise UnreadableAnswer(f"its {encoding} encoding is broken: {exc}") from None
+        body += piece
+        if len(body) > max_bytes:
+            raise AnswerTooLarge("it goes on past that")
+    return bytes(body)
+
+
+def _megabytes(limit: int) -> str:
+    return f"{limit / MiB:g} MiB"
+
+
 class ArkClient:
     """Calls ``POST {base_url}/images/generations``; safe to share between threads."""
 
@@ -111,11 +330,16 @@ class ArkClient:
         read_timeout: float,
         max_retries: int,
         retry_backoff: float = 0.5,
+        total_timeout: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        # The whole call, retries included: by default one connect and one read.
+        self.total_timeout = (
+            connect_timeout + read_timeout if total_timeout is None else total_timeout
+        )
         self.max_retries = max(0, max_retries)
         self.retry_backoff = retry_backoff
         # requests.Session is not thread-safe: each thread keeps its own pooled one.
@@ -132,6 +356,9 @@ class ArkClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            adapter = _WatchedAdapter()
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
             self._local.session = session
         return session
 
@@ -162,6 +389,8 @@ class ArkClient:
             body["guidance_scale"] = float(params["guidance_scale"])
         max_images = params.get("max_images")
         if "sequential" in capabilities and max_images is not None and int(max_images) > 1:
+            if int(max_images) > MAX_IMAGES_PER_CALL:
+                raise ValueError(f"max_images is at most {MAX_IMAGES_PER_CALL}")
             body["sequential_image_generation"] = "auto"
             body["sequential_image_generation_options"] = {"max_images": int(max_images)}
         return body
@@ -195,67 +424,116 @@ class ArkClient:
             "Authorization": f"Bearer {self._api_key}",
             "Content-Type": "application/json",
             "Accept": "application/json",
+            # Decoded here under the answer's byte limit (see read_answer).
+            "Accept-Encoding": "gzip, deflate",
         }
         attempt = 0
-        while True:
-            outcome, retryable = self._post_once(body, headers)
-            if not retryable or attempt >= self.max_retries:
-                return outcome
-            # Short, growing pauses: a generation request is waiting on us.
-            delay = self.retry_backoff * (2**attempt)
-            attempt += 1
-            logger.info(
-                "Ark call failed (%s), retry %d of %d in %.1fs",
-                outcome[0].code if outcome and isinstance(outcome[0], UpstreamError) else "?",
-                attempt,
-                self.max_retries,
-                delay,
-            )
-            time.sleep(delay)
+        with CallDeadline(self.total_timeout) as deadline:
+            while True:
+                outcome, retryable = self._post_once(body, headers, deadline)
+                if not retryable or attempt >= self.max_retries:
+                    return outcome
+                # Short, growing pauses: a generation request is waiting on us.
+                delay = self.retry_backoff * (2**attempt)
+                if delay >= deadline.remaining():
+                    return outcome  # no time left to try again
+                attempt += 1
+                logger.info(
+                    "Ark call failed (%s), retry %d of %d in %.1fs",
+                    outcome[0].code if outcome and isinstance(outcome[0], UpstreamError) else "?",
+                    attempt,
+                    self.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+
+    def _timed_out(self) -> UpstreamError:
+        # The request reached Ark and may be generating (and billed): never retried.
+        return UpstreamError(
+            TIMEOUT,
+            f"the call to Ark timed out: no complete answer within {self.total_timeout:g} s "
+            "(it may still be generating, and billed)",
+        )
 
     def _post_once(
-        self, body: dict[str, Any], headers: dict[str, str]
+        self, body: dict[str, Any], headers: dict[str, str], deadline: CallDeadline
     ) -> tuple[list[UpstreamItem], bool]:
         """The outcome of one HTTP call, and whether trying again may help."""
+        remaining = max(0.001, deadline.remaining())
         try:
             response = self._session().post(
                 self.endpoint,
                 json=body,
                 headers=headers,
-                timeout=(self.connect_timeout, self.read_timeout),
+                timeout=(min(self.connect_timeout, remaining), min(self.read_timeout, remaining)),
                 # A redirect would carry the key somewhere else: Ark never redirects.
                 allow_redirects=False,
+                # Read below, in pieces, by the deadline and under the size limit.
+                stream=True,
             )
         except requests.exceptions.ConnectTimeout as exc:
             return [UpstreamError(TIMEOUT, _short(f"connecting to Ark timed out: {exc}"))], True
         except requests.exceptions.Timeout as exc:
             # The request reached Ark and may be generating (and billed): not retried.
             return [UpstreamError(TIMEOUT, _short(f"Ark did not answer in time: {exc}"))], False
-        except requests.exceptions.ConnectionError as exc:
-            return [UpstreamError(CONNECTION_ERROR, _short(f"cannot reach Ark: {exc}"))], True
         except requests.exceptions.RequestException as exc:
+            if deadline.passed:
+                return [self._timed_out()], False
+            if isinstance(exc, requests.exceptions.ConnectionError):
+                return [UpstreamError(CONNECTION_ERROR, _short(f"cannot reach Ark: {exc}"))], True
             return [UpstreamError(CONNECTION_ERROR, _short(f"Ark call failed: {exc}"))], False
 
-        try:
-            payload: Any = response.json()
-        except ValueError:
-            payload = None
         status = response.status_code
+        limit = answer_limit(body)
+        try:
+            raw = read_answer(response, deadline=deadline, max_bytes=limit)
+        except AnswerTooLarge as exc:
+            message = f"Ark's answer is larger than the {_megabytes(limit)} we read: {exc}"
+            return [UpstreamError(BAD_RESPONSE, message)], False
+        except UnreadableAnswer as exc:
+            message = _short(f"Ark's answer is unreadable: {exc}")
+            return [UpstreamError(BAD_RESPONSE, message)], False
+        except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            if deadline.passed:
+                return [self._timed_out()], False
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                return [UpstreamError(TIMEOUT, _short(f"Ark did not answer in time: {exc}"))], False
+            # Sent and partly answered: it may be billed, so not sent again.
+            message = _short(f"Ark's answer was cut short (HTTP {status}): {exc}")
+            return [UpstreamError(CONNECTION_ERROR, message)], False
+        finally:
+            response.close()
+
+        try:
+            payload: Any = json.loads(raw)
+        except (ValueError, RecursionError):
+            payload = None
         if status >= 300:
+            text = raw[:300].decode("utf-8", errors="replace")
             error = _error_from_body(payload) or UpstreamError(
-                HTTP_ERROR, _short(f"Ark answered HTTP {status}: {response.text[:300]}")
+                HTTP_ERROR, _short(f"Ark answered HTTP {status}: {text}")
             )
             return [error], status in RETRYABLE_STATUSES
-        return self._items_from_payload(payload), False
+        return self._items_from_payload(payload, asked=images_asked(body)), False
 
     @staticmethod
-    def _items_from_payload(payload: Any) -> list[UpstreamItem]:
+    def _items_from_payload(payload: Any, *, asked: int) -> list[UpstreamItem]:
         error = _error_from_body(payload)
         if error is not None:
             return [error]
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list) or not data:
             return [UpstreamError(BAD_RESPONSE, "Ark answered without any image")]
+        if len(data) > asked:
+            # The first ones are the images asked for (and billed); the rest would
+            # become rows and store tasks nobody asked for.
+            logger.warning(
+                "Ark answered %d images where %d were asked for: keeping the first %d",
+                len(data),
+                asked,
+                asked,
+            )
+            data = data[:asked]
         items: list[UpstreamItem] = []
         for entry in data:
             # Each item may fail on its own (for example a sensitive output image).
@@ -263,20 +541,28 @@ class ArkClient:
             if item_error is not None:
                 items.append(item_error)
             elif isinstance(entry, dict) and isinstance(entry.get("url"), str) and entry["url"]:
-                url = entry["url"]
-                items.append(
-                    UpstreamImage(
-                        url=url,
-                        size=str(entry.get("size") or ""),
-                        expires_at=external_url_expiry(url),
-                    )
-                )
+                items.append(_image_item(entry))
             else:
                 items.append(UpstreamError(BAD_RESPONSE, "an image item without a URL"))
         return items
 
 
-_clients: dict[tuple[str, str, float, float, int], ArkClient] = {}
+def _image_item(entry: dict[str, Any]) -> UpstreamItem:
+    """The image of one answered item, or why its URL is not one we keep and link."""
+    try:
+        url = checked_external_url(entry["url"])
+    except UnsafeUrl as exc:
+        return UpstreamError(
+            UNSAFE_IMAGE_URL, _short(f"Ark answered an image URL we refuse: {exc}")
+        )
+    return UpstreamImage(
+        url=url,
+        size=_short(str(entry.get("size") or ""))[:40],
+        expires_at=external_url_expiry(url),
+    )
+
+
+_clients: dict[tuple[str, str, float, float, int, float], ArkClient] = {}
 _clients_lock = threading.Lock()
 
 
@@ -300,6 +586,7 @@ def client_for(model: ImageModel) -> ArkClient:
         float(settings.ARK_CONNECT_TIMEOUT),
         float(settings.ARK_READ_TIMEOUT),
         int(settings.ARK_MAX_RETRIES),
+        float(settings.ARK_TOTAL_TIMEOUT),
     )
     with _clients_lock:
         client = _clients.get(key)
@@ -310,6 +597,7 @@ def client_for(model: ImageModel) -> ArkClient:
                 connect_timeout=key[2],
                 read_timeout=key[3],
                 max_retries=key[4],
+                total_timeout=key[5],
             )
             _clients[key] = client
         return client

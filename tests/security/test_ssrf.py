@@ -183,7 +183,11 @@ def test_generate_stores_nothing_from_an_upstream_url_at_a_refused_address(
         content_type="application/json",
     ).json()
     (result,) = body["results"]
+    # Plain http from a host that is not allowed is refused as it is answered: the
+    # result fails with nothing to link, and so nothing to fetch.
+    assert (result["status"], result["error"]["code"]) == ("FAILED", "UnsafeImageUrl")
+    assert result["externalImageUrl"] is None
     demo.clear_request_log()
-    assert result_store_image(result_id=result["id"]) is StoreOutcome.FAILED
+    assert result_store_image(result_id=result["id"]) is StoreOutcome.SKIPPED
     assert demo.request_log == []
     assert [f"127.0.0.1:{demo.port}"] == django_settings.IMAGE_FETCH_ALLOWED_HOSTS

@@ -12,10 +12,11 @@ stripped from the text drawn on the image. Unknown markers answer 400 InvalidPar
 Generation (the POST):
 
 =========================  ===========================================================
-``[demo:slow=S]``          sleep S seconds (float) before answering
+``[demo:slow=S]``          sleep S seconds (float, up to 60) before answering
 ``[demo:status=CODE]``     answer HTTP CODE (400-599) with an Ark error body; 429 is
                            ``RateLimitExceeded.EndpointRPM``, 500 ``InternalServiceError``
-``[demo:flaky=N]``         the first N calls with this exact prompt answer 500, then OK
+``[demo:flaky=N]``         the first N calls (up to 100) with this exact prompt answer 500,
+                           then OK
 ``[demo:error=CODE]``      400 with Ark error code CODE (``InputTextSensitiveContentDetected``)
 ``[demo:item_error]``      HTTP 200, but the first data item is ``{"error": {"code":
                            "OutputImageSensitiveContentDetected", ...}}`` (the others, with
@@ -37,21 +38,29 @@ alone reproduces it):
 =============================  =======================================================
 ``[demo:expired]``             X-Tos-Date lies in the past: the URL answers 403 at once
 ``[demo:truncated]``           declares the full Content-Length, sends half, closes
-``[demo:oversized=MB]``        streams MB MiB (a JPEG start, then padding), with length
+``[demo:oversized=MB]``        streams MB MiB (up to 1024: a JPEG start, then padding)
 ``[demo:oversized_chunked=MB]``  the same, chunked, without Content-Length
 ``[demo:html]``                an HTML page, ``text/html``
 ``[demo:svg]``                 an SVG holding a script, ``image/svg+xml``
 ``[demo:wrong_type]``          real PNG bytes declared ``image/jpeg``
 ``[demo:text_type]``           real JPEG bytes declared ``text/plain``
-``[demo:flaky_image=N]``       the first N GETs of the URL answer 503
-``[demo:slow_image=S]``        headers at once, then the body dripped over S seconds
+``[demo:flaky_image=N]``       the first N GETs (up to 100) of the URL answer 503
+``[demo:slow_image=S]``        headers at once, then the body dripped over S seconds (up to 60)
 ``[demo:bomb]``                a ~110 KB PNG claiming 30000x30000 pixels
 ``[demo:redirect_loopback]``   302 to the same image at ``http://localhost:PORT/...``
-``[demo:redirect=N]``          N chained 302s (each to the URL with N-1) before the image
+``[demo:redirect=N]``          N chained 302s (up to 10, each to the URL with N-1), then the
+                               image
 =============================  =======================================================
 
-``GET /_demo/requests`` returns every request received (except ``/_demo/`` ones) as
-JSON: ``[{"method", "path", "host", "headers", "json", "time"}]``; ``DELETE`` clears it.
+A switch asking for more than its maximum answers 400 InvalidParameter: a fault that
+lasts or streams for ever would only hold a thread, and the test waiting on it, hostage.
+
+``GET /_demo/requests`` returns the last 200 requests received (except ``/_demo/`` ones)
+as JSON: ``[{"method", "path", "host", "headers", "json", "time"}]``; ``DELETE`` clears
+it. A string over 256 KiB in it (a reference image of several MB, say) keeps its first
+64 characters, its length and its SHA-256, and the log keeps at most 8 MiB in all, so
+that image-to-image traffic cannot grow the server without end. ``GET /_demo/stats``
+says what the server holds: the log, the stored images and the cached big images.
 """
 
 from __future__ import annotations
@@ -74,7 +83,7 @@ import textwrap
 import threading
 import time
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,6 +96,7 @@ logger = logging.getLogger(__name__)
 
 API_PATH = "/api/v3/images/generations"
 REQUESTS_PATH = "/_demo/requests"
+STATS_PATH = "/_demo/stats"
 IMAGE_PATH_RE = re.compile(r"/images/([0-9a-f]{32})\.(jpeg|png|webp)")
 MARKER_RE = re.compile(r"\[demo:([a-z_]+)(?:=(\[[^\]]*\]|[^\]]*))?\]", re.IGNORECASE)
 TOS_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -95,13 +105,40 @@ MiB = 1024 * 1024
 MAX_REQUEST_BYTES = 20 * MiB  # a data: URI reference image may be large
 MAX_STORED_IMAGES = 500
 MAX_STORED_BYTES = 1024 * MiB
-MAX_LOGGED_REQUESTS = 10_000
+MAX_LOGGED_REQUESTS = 200
+# Longer strings are logged as their start, length and digest: a 1K reference image
+# (about 80 KB of base64) is kept whole for the tests that compare it.
+MAX_LOGGED_STRING_CHARS = 256 * 1024
+MAX_LOGGED_ENTRY_BYTES = 1 * MiB
+MAX_LOG_BYTES = 8 * MiB
+MAX_LOGGED_DEPTH = 32
+MAX_COUNTERS = 10_000
 MAX_SIDE = 4096
 MIN_SIDE = 16
 MAX_BIG_MB = 256
 MAX_PHOTO_MB = 8
 PHOTO_SIDE = 2048
 BOMB_SIDE = 30_000
+# The most each numeric switch takes.
+SWITCH_LIMITS: dict[str, float] = {
+    "slow": 60,
+    "slow_image": 60,
+    "flaky": 100,
+    "flaky_image": 100,
+    "redirect": 10,
+    "oversized": 1024,
+    "oversized_chunked": 1024,
+    "big": MAX_BIG_MB,
+    "photo": MAX_PHOTO_MB,
+}
+SWITCH_UNITS = {"slow": " seconds", "slow_image": " seconds", "big": " MB", "photo": " MB"}
+SWITCH_UNITS.update(oversized=" MB", oversized_chunked=" MB")
+# Cached renders, most recently used first out of the budget last: a big image of each
+# size asked for would otherwise stay for ever. One of the largest always fits.
+BIG_CACHE_ENTRIES = 4
+BIG_CACHE_BYTES = 2 * MAX_BIG_MB * MiB
+PHOTO_CACHE_ENTRIES = 8
+PHOTO_CACHE_BYTES = 8 * MAX_PHOTO_MB * MiB
 
 SIZE_LABELS = {"1k": 1024, "2k": 2048, "4k": 4096}
 LOOPBACK_HOST_FORMS = {
@@ -210,7 +247,7 @@ def parse_switches(prompt: str) -> tuple[str, dict[str, str]]:
 
 def _check_value(name: str, kind: str, value: str) -> None:
     try:
-        if kind == "float" and not (0 <= float(value) < 1e6):
+        if kind == "float" and not (0 <= float(value) < math.inf):
             raise ValueError
         if kind == "int" and int(value) < 0:
             raise ValueError
@@ -222,10 +259,13 @@ def _check_value(name: str, kind: str, value: str) -> None:
         raise SwitchError(f"[demo:host={value}]: one of {', '.join(sorted(LOOPBACK_HOST_FORMS))}")
     if name == "status" and not 400 <= int(value) <= 599:
         raise SwitchError("[demo:status=CODE] needs a code from 400 to 599")
-    if name == "photo" and not 0 < float(value) <= MAX_PHOTO_MB:
-        raise SwitchError(f"[demo:photo=MB] supports up to {MAX_PHOTO_MB} MB")
-    if name == "big" and not 0 < float(value) <= MAX_BIG_MB:
-        raise SwitchError(f"[demo:big=MB] supports up to {MAX_BIG_MB} MB")
+    limit = SWITCH_LIMITS.get(name)
+    if limit is not None and float(value) > limit:
+        raise SwitchError(
+            f"[demo:{name}={value}]: supports up to {limit:g}{SWITCH_UNITS.get(name, '')}"
+        )
+    if name in ("photo", "big") and not float(value) > 0:
+        raise SwitchError(f"[demo:{name}={value}]: needs more than 0 MB")
 
 
 def encode_faults(faults: dict[str, str]) -> str:
@@ -274,7 +314,7 @@ def render_image(
     watermark: bool,
 ) -> bytes:
     """A colourful pattern seeded by ``seed_material``, with ``text`` drawn on it."""
-    rng = random.Random(hashlib.sha256(seed_material.encode()).digest())
+    rng = random.Random(hashlib.sha256(seed_material.encode(errors="surrogatepass")).digest())
     # Shapes are drawn small and scaled up: fast even at 4096x4096.
     scale = min(1.0, 384 / max(width, height))
     small_w, small_h = max(2, round(width * scale)), max(2, round(height * scale))
@@ -332,9 +372,50 @@ def render_image(
     return out.getvalue()
 
 
+class _LruCache:
+    """The most recently used renders, within a count and a byte budget (not thread-safe)."""
+
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[float, tuple[bytes, int, int]] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: float) -> tuple[bytes, int, int] | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: float, value: tuple[bytes, int, int]) -> None:
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self.bytes -= len(previous[0])
+        self._entries[key] = value
+        self.bytes += len(value[0])
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.max_entries or self.bytes > self.max_bytes
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= len(evicted[0])
+
+
 _cache_lock = threading.Lock()
-_big_jpegs: dict[float, tuple[bytes, int, int]] = {}
+_big_jpegs = _LruCache(max_entries=BIG_CACHE_ENTRIES, max_bytes=BIG_CACHE_BYTES)
 _bomb_png: bytes | None = None
+
+
+def cache_stats() -> dict[str, int]:
+    """How many renders the caches hold, and their bytes."""
+    with _cache_lock:
+        caches = (_big_jpegs, _photo_jpegs)
+        return {
+            "cachedImages": sum(len(cache) for cache in caches),
+            "cachedBytes": sum(cache.bytes for cache in caches),
+        }
 
 
 def big_jpeg(megabytes: float) -> tuple[bytes, int, int]:
@@ -352,11 +433,11 @@ def big_jpeg(megabytes: float) -> tuple[bytes, int, int]:
         out = io.BytesIO()
         noise.save(out, "JPEG", quality=100, subsampling=0)
         result = (out.getvalue(), side, side)
-        _big_jpegs[megabytes] = result
+        _big_jpegs.put(megabytes, result)
         return result
 
 
-_photo_jpegs: dict[float, tuple[bytes, int, int]] = {}
+_photo_jpegs = _LruCache(max_entries=PHOTO_CACHE_ENTRIES, max_bytes=PHOTO_CACHE_BYTES)
 
 
 def photo_jpeg(megabytes: float) -> tuple[bytes, int, int]:
@@ -398,7 +479,7 @@ def photo_jpeg(megabytes: float) -> tuple[bytes, int, int]:
             if abs(len(best) - target) <= 0.1 * target:
                 break
         result = (best, PHOTO_SIDE, PHOTO_SIDE)
-        _photo_jpegs[megabytes] = result
+        _photo_jpegs.put(megabytes, result)
         return result
 
 
@@ -424,6 +505,31 @@ def bomb_png() -> bytes:
                 + chunk(b"IEND", b"")
             )
         return _bomb_png
+
+
+def _counter_key(key: str) -> str:
+    # A digest: a key holds a prompt or a URL, which may be megabytes long.
+    return hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()
+
+
+def _loggable(value: Any, depth: int = 0) -> Any:
+    """``value`` as the request log keeps it: long strings cut to start, length and digest."""
+    if isinstance(value, str):
+        if len(value) <= MAX_LOGGED_STRING_CHARS:
+            return value
+        digest = hashlib.sha256(value.encode(errors="surrogatepass")).hexdigest()
+        return f"{value[:64]}…[{len(value)} characters, sha256 {digest}]"
+    if depth >= MAX_LOGGED_DEPTH and isinstance(value, dict | list):
+        return "…[nested too deep, not kept]"
+    if isinstance(value, dict):
+        return {_loggable(str(k)): _loggable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_loggable(item, depth + 1) for item in value]
+    return value
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str))
 
 
 @dataclass(frozen=True)
@@ -466,8 +572,9 @@ class DemoUpstream:
         self._lock = threading.Lock()
         self._images: OrderedDict[str, StoredImage] = OrderedDict()
         self._stored_bytes = 0
-        self._counters: dict[str, int] = {}
-        self._request_log: list[dict[str, Any]] = []
+        self._counters: OrderedDict[str, int] = OrderedDict()
+        self._request_log: deque[tuple[dict[str, Any], int]] = deque()
+        self._request_log_bytes = 0
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._servers = [self._bind(self.host, port)]
@@ -551,26 +658,54 @@ class DemoUpstream:
     @property
     def request_log(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._request_log)
+            return [entry for entry, _ in self._request_log]
 
     def clear_request_log(self) -> None:
         with self._lock:
             self._request_log.clear()
+            self._request_log_bytes = 0
 
     def log_request(self, entry: dict[str, Any]) -> None:
+        """Keep ``entry`` (trimmed) among the last requests, within the log's byte budget."""
+        entry = _loggable(entry)
+        size = _json_size(entry)
+        for field in ("json", "headers"):
+            if size > MAX_LOGGED_ENTRY_BYTES:
+                entry[field] = f"…[{_json_size(entry[field])} bytes of JSON, not kept]"
+                size = _json_size(entry)
         with self._lock:
-            self._request_log.append(entry)
-            del self._request_log[:-MAX_LOGGED_REQUESTS]
+            self._request_log.append((entry, size))
+            self._request_log_bytes += size
+            while len(self._request_log) > MAX_LOGGED_REQUESTS or (
+                self._request_log_bytes > MAX_LOG_BYTES and len(self._request_log) > 1
+            ):
+                _, dropped = self._request_log.popleft()
+                self._request_log_bytes -= dropped
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            held = {
+                "requests": len(self._request_log),
+                "requestLogBytes": self._request_log_bytes,
+                "storedImages": len(self._images),
+                "storedBytes": self._stored_bytes,
+                "counters": len(self._counters),
+            }
+        return {**held, **cache_stats()}
 
     def count(self, key: str) -> int:
-        """How many times ``key`` was counted, this time included."""
+        """How many times ``key`` was counted, this time included (the latest keys only)."""
+        digest = _counter_key(key)
         with self._lock:
-            self._counters[key] = self._counters.get(key, 0) + 1
-            return self._counters[key]
+            value = self._counters.pop(digest, 0) + 1
+            self._counters[digest] = value
+            while len(self._counters) > MAX_COUNTERS:
+                self._counters.popitem(last=False)
+            return value
 
     def peek_count(self, key: str) -> int:
         with self._lock:
-            return self._counters.get(key, 0)
+            return self._counters.get(_counter_key(key), 0)
 
     def store_image(self, image: StoredImage) -> str:
         image_id = secrets.token_hex(16)
@@ -746,6 +881,8 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == REQUESTS_PATH:
             self._send_json(200, self.demo.request_log)
+        elif url.path == STATS_PATH:
+            self._send_json(200, self.demo.stats())
         elif url.path in ("/", "/healthz"):
             self._send_json(200, {"status": "ok", "api": self.demo.api_base_url})
         elif IMAGE_PATH_RE.fullmatch(url.path):
@@ -766,7 +903,7 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         try:
             body: Any = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         self._record(body)
         if urlsplit(self.path).path != API_PATH:

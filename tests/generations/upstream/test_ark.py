@@ -40,6 +40,12 @@ SEEDEDIT_3 = ImageModel(
 )
 
 
+@pytest.fixture(autouse=True)
+def demo_image_urls_allowed(settings: Any, demo_upstream: DemoUpstream) -> None:
+    """The demo upstream's image URLs are plain http from its own host: allowed, as in demo mode."""
+    settings.IMAGE_FETCH_ALLOWED_HOSTS = [demo_upstream.base_url.split("://", 1)[1]]
+
+
 def generate(
     client: ArkClient,
     prompt: str,

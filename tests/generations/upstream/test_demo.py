@@ -417,7 +417,7 @@ def test_a_real_key_is_never_kept_in_the_log(demo_upstream: DemoUpstream) -> Non
 # -- the management command ------------------------------------------------------------------------
 
 
-def test_the_command_serves_until_interrupted() -> None:
+def test_the_command_serves_until_interrupted(settings: Any) -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "manage.py", "demo_upstream", "--port", "0", "--url-ttl", "60"],
@@ -431,6 +431,7 @@ def test_the_command_serves_until_interrupted() -> None:
         line = process.stdout.readline()
         assert "Demo upstream serving on http://127.0.0.1:" in line, process.stderr.read()
         base_url = line.split("serving on ", 1)[1].split()[0]
+        settings.IMAGE_FETCH_ALLOWED_HOSTS = [base_url.split("://", 1)[1]]
         client = ArkClient(
             base_url=base_url + "/api/v3",
             api_key="demo",
@@ -468,7 +469,10 @@ def test_the_command_says_when_the_port_is_taken(demo_upstream: DemoUpstream) ->
         call_command("demo_upstream", "--port", str(demo_upstream.port))
 
 
-def test_item_errors_and_images_together_through_the_client(demo_upstream: DemoUpstream) -> None:
+def test_item_errors_and_images_together_through_the_client(
+    demo_upstream: DemoUpstream, settings: Any
+) -> None:
+    settings.IMAGE_FETCH_ALLOWED_HOSTS = [demo_upstream.base_url.split("://", 1)[1]]
     client = ArkClient(
         base_url=demo_upstream.api_base_url,
         api_key="demo",
