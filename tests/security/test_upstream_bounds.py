@@ -27,8 +27,8 @@ import requests
 from django.test import Client
 from django.utils.html import escape
 
-from generations.demo_upstream import BIG_CACHE_BYTES, BIG_CACHE_ENTRIES, DemoUpstream
 from generations.models import GenerationResult
+from generations.upstream.demo.server import BIG_CACHE_BYTES, BIG_CACHE_ENTRIES, DemoUpstream
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
