@@ -162,7 +162,9 @@ DEMO_UPSTREAM_URL_TTL = env.int("DEMO_UPSTREAM_URL_TTL", default=24 * 3600)
 
 # --- Fetching images on a user's behalf ---------------------------------------
 IMAGE_FETCH_MAX_BYTES = env.int("IMAGE_FETCH_MAX_BYTES", default=50 * 1024 * 1024)
-IMAGE_FETCH_MAX_PIXELS = env.int("IMAGE_FETCH_MAX_PIXELS", default=100_000_000)
+# Seedream's largest output is 4096x4096 (16,777,216 pixels), with a little room: every
+# pixel of a PNG costs a worker 4 bytes to decode, however small the file.
+IMAGE_FETCH_MAX_PIXELS = env.int("IMAGE_FETCH_MAX_PIXELS", default=17_000_000)
 # Downloads stream here before they are checked and written; the sweep removes what a
 # killed worker left behind.
 IMAGE_FETCH_TEMP_DIR = env.str(
