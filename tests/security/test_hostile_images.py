@@ -27,7 +27,7 @@ from django.conf import settings as django_settings
 from PIL import Image
 
 from generations.models import GenerationResult
-from generations.services import StoreOutcome, result_store_image
+from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import worker_environment
 from tests.factories import GenerationResultFactory
 
@@ -289,7 +289,7 @@ from pathlib import Path
 import django
 django.setup()
 from generations.models import GenerationResult
-from generations.services import result_store_image
+from generations.services.storing import result_store_image
 
 def kib(field):
     for line in Path("/proc/self/status").read_text().splitlines():
