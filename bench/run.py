@@ -45,9 +45,10 @@ from bench.common import (
     service_reachable,
     temporary_root,
 )
+from bench.memory import IMAGES as MEMORY_IMAGES
 
 RESULTS = REPO / "bench" / "results"
-MEASUREMENTS = ("storing", "memory", "gallery", "serving", "generate")
+MEASUREMENTS = ("storing", "memory", "pixels", "gallery", "serving", "generate")
 MiB = 1024 * 1024
 
 
@@ -211,6 +212,49 @@ def measure_memory(root: Path, demo_url: str, sizes: Sizes, args: argparse.Names
     ]
 
 
+def measure_pixels(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
+    """Small files that cost a lot to decode, under the default limits: stored or refused."""
+    env = BenchEnv(root, "pixels", demo_url=demo_url)
+    env.migrate()
+    images = env.dir / "images"
+    run_child("memory", ["--make-images", str(images)], env.env, timeout=300)
+    rows: list[Row] = []
+    for number, label, name in (
+        ("3b", "10000x10000 PNG", "png-10000"),
+        ("3c", "4096x4096 progressive JPEG", "jpeg-progressive-4096"),
+    ):
+        path = images / MEMORY_IMAGES[name]
+        runs = [
+            run_child("memory", ["--image", str(path)], env.env, timeout=300)
+            for _ in range(sizes.memory_reps)
+        ]
+        product = sorted(r["product_mb"] for r in runs)[len(runs) // 2]
+        raw = sorted(r["raw_mb"] for r in runs)[len(runs) // 2]
+        first = runs[0]
+        code = first["error"].split(":", 1)[0]
+        # Refused by an image check (too many pixels, too large), not by a failed download.
+        refused = code.startswith("image_") and all(r["outcome"] == "failed" for r in runs)
+        rows.append(
+            Row(
+                name=f"{number}. worker memory per image: {label}",
+                measured=f"{product:.1f} MB above idle"
+                + (f", refused ({code})" if refused else ""),
+                baseline=f"{raw:.1f} MB raw download",
+                ratio=None,
+                goal="< 100 MB above idle, or refused",
+                met=refused or product < 100,
+                note=(
+                    f"{first['byte_size'] / 1024:.0f} KB file; "
+                    + ("refused: " + first["error"] if refused else first["outcome"])
+                    + f"; IMAGE_FETCH_MAX_PIXELS={first['max_pixels']}; "
+                    f"idle RSS {first['idle_mb']:.0f} MB"
+                ),
+                samples={"runs": runs},
+            )
+        )
+    return rows
+
+
 def measure_gallery(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
     if not service_reachable("127.0.0.1", 5432):
         return [Row("4. gallery", "n/a", "n/a", None, "<= 1.3", None, "no PostgreSQL")]
@@ -346,6 +390,7 @@ def profile_storing(root: Path, demo_url: str) -> Path:
 RUNNERS: dict[str, Callable[[Path, str, Sizes, argparse.Namespace], list[Row]]] = {
     "storing": measure_storing,
     "memory": measure_memory,
+    "pixels": measure_pixels,
     "gallery": measure_gallery,
     "serving": measure_serving,
     "generate": measure_generate,
