@@ -64,29 +64,41 @@ def _raw_download(url: str) -> None:
             fh.write(chunk)
 
 
+def _measured_store(
+    *, warm_id: int, image_id: int, url: str
+) -> tuple[Any, int, float, float, float]:
+    """Store `image_id` after a warm-up store of `warm_id`; the peak memory above idle of
+    a raw download of `url` and of the store: (outcome, idle KiB, raw MB, store MB, s)."""
+    from generations.services.storing import StoreOutcome, result_store_image
+
+    outcome = result_store_image(result_id=warm_id)  # warm: imports, plugins, connections
+    assert outcome is StoreOutcome.STORED, outcome
+    _raw_download(url)  # warm requests' own imports
+
+    idle = _reset_peak()
+    _raw_download(url)
+    raw_mb = _peak_above(idle)
+
+    idle = _reset_peak()
+    started = time.perf_counter()
+    outcome = result_store_image(result_id=image_id)
+    seconds = time.perf_counter() - started
+    return outcome, idle, raw_mb, _peak_above(idle), seconds
+
+
 def measure(megabytes: float) -> dict[str, Any]:
     from bench.storing import prepare_results
     from generations.models import GenerationResult
-    from generations.services.storing import StoreOutcome, result_store_image
+    from generations.services.storing import StoreOutcome
 
     small_id, big_id = (
         prepare_results(count=1, megabytes=0.5)[0],
         prepare_results(count=1, megabytes=megabytes, kind="big")[0],
     )
-    outcome = result_store_image(result_id=small_id)  # warm: imports, plugins, connections
-    assert outcome is StoreOutcome.STORED, outcome
     big = GenerationResult.objects.get(pk=big_id)
-    _raw_download(big.external_url)  # warm requests' own imports
-
-    idle = _reset_peak()
-    _raw_download(big.external_url)
-    raw_mb = _peak_above(idle)
-
-    idle = _reset_peak()
-    started = time.perf_counter()
-    outcome = result_store_image(result_id=big_id)
-    seconds = time.perf_counter() - started
-    product_mb = _peak_above(idle)
+    outcome, idle, raw_mb, product_mb, seconds = _measured_store(
+        warm_id=small_id, image_id=big_id, url=big.external_url
+    )
     if outcome is not StoreOutcome.STORED:
         big.refresh_from_db()
         raise RuntimeError(f"the big image was not stored: {outcome} {big.storage_error}")
@@ -139,35 +151,12 @@ def make_images(folder: Path) -> dict[str, Any]:
     return {name: (folder / file).stat().st_size for name, file in IMAGES.items()}
 
 
-def _pending_results(urls: list[str]) -> list[int]:
-    from django.utils import timezone
-
-    from generations.models import Generation, GenerationResult
-
-    now = timezone.now()
-    generation = Generation.objects.create(prompt_text="bench: image memory", created_at=now)
-    rows = GenerationResult.objects.bulk_create(
-        GenerationResult(
-            generation=generation,
-            upstream_model_id="bench",
-            image_index=index,
-            status=GenerationResult.Status.SUCCESS,
-            storage_status=GenerationResult.StorageStatus.PENDING,
-            external_url=url,
-            image_url=url,
-            params_used={"externalImageUrl": url},
-            created_at=now,
-        )
-        for index, url in enumerate(urls)
-    )
-    return [row.pk for row in rows]
-
-
 def measure_image(path: Path) -> dict[str, Any]:
     from django.conf import settings
 
+    from bench.storing import pending_results
     from generations.models import GenerationResult
-    from generations.services import StoreOutcome, result_store_image
+    from generations.services.storing import StoreOutcome
 
     port = free_port()
     serve = ["-m", "http.server", "--bind", "127.0.0.1", "--directory", str(path.parent)]
@@ -182,20 +171,12 @@ def measure_image(path: Path) -> dict[str, Any]:
         host = f"127.0.0.1:{port}"
         settings.IMAGE_FETCH_ALLOWED_HOSTS = [*settings.IMAGE_FETCH_ALLOWED_HOSTS, host]
         url = f"http://{host}/{path.name}"
-        warm_id, image_id = _pending_results([f"http://{host}/{WARM_IMAGE}", url])
-        outcome = result_store_image(result_id=warm_id)  # warm: imports, plugins, connections
-        assert outcome is StoreOutcome.STORED, outcome
-        _raw_download(url)  # warm requests' own imports
-
-        idle = _reset_peak()
-        _raw_download(url)
-        raw_mb = _peak_above(idle)
-
-        idle = _reset_peak()
-        started = time.perf_counter()
-        outcome = result_store_image(result_id=image_id)
-        seconds = time.perf_counter() - started
-        product_mb = _peak_above(idle)
+        warm_id, image_id = pending_results(
+            [f"http://{host}/{WARM_IMAGE}", url], prompt="bench: image memory"
+        )
+        outcome, idle, raw_mb, product_mb, seconds = _measured_store(
+            warm_id=warm_id, image_id=image_id, url=url
+        )
     finally:
         stop_process(server)
     result = GenerationResult.objects.get(pk=image_id)

@@ -40,10 +40,6 @@ def prepare_results(*, count: int, megabytes: float, kind: str = "photo") -> lis
     """
     import requests
     from django.conf import settings
-    from django.utils import timezone
-
-    from generations.models import Generation, GenerationResult
-    from generations.upstream.ark import external_url_expiry
 
     urls: list[str] = []
     session = requests.Session()
@@ -65,8 +61,18 @@ def prepare_results(*, count: int, megabytes: float, kind: str = "photo") -> lis
         )
         response.raise_for_status()
         urls.extend(item["url"] for item in response.json()["data"] if "url" in item)
+    return pending_results(urls[:count], prompt="bench")
+
+
+def pending_results(urls: list[str], *, prompt: str) -> list[int]:
+    """Record `urls` as one generation's pending results, as the generate service would."""
+    from django.utils import timezone
+
+    from generations.models import Generation, GenerationResult
+    from generations.upstream.ark import external_url_expiry
+
     now = timezone.now()
-    generation = Generation.objects.create(prompt_text="bench", created_at=now)
+    generation = Generation.objects.create(prompt_text=prompt, created_at=now)
     rows = [
         GenerationResult(
             generation=generation,
@@ -80,7 +86,7 @@ def prepare_results(*, count: int, megabytes: float, kind: str = "photo") -> lis
             params_used={"externalImageUrl": url},
             created_at=now,
         )
-        for index, url in enumerate(urls[:count])
+        for index, url in enumerate(urls)
     ]
     GenerationResult.objects.bulk_create(rows)
     return [row.pk for row in rows]
