@@ -289,6 +289,10 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
         return _record_failure(
             result=result, claim=claim, status=status, message=str(exc), retry=will_retry
         )
+    except Exception:
+        # A bug mid-write surfaces as itself, but leaves no object its row does not record.
+        image_storage.delete_objects(backend=backend, keys=[key, thumb_key])
+        raise
     finally:
         Path(fetched.path).unlink(missing_ok=True)
 

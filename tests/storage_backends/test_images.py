@@ -61,6 +61,28 @@ def test_a_programming_error_in_a_storage_call_surfaces_as_itself(
     assert not any(image_storage_root.rglob("*.jpg"))
 
 
+def test_a_programming_error_after_the_image_was_written_leaves_no_object(
+    demo: Any, image_storage_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = LocalImageStorage._save
+
+    def save_with_a_bug_in_thumbnails(self: Any, name: str, content: Any) -> str:
+        if name.startswith("thumbnails/"):
+            raise TypeError("a bug in the thumbnail write")
+        return real_save(self, name, content)
+
+    monkeypatch.setattr(LocalImageStorage, "_save", save_with_a_bug_in_thumbnails)
+    result = generate("a lighthouse whose thumbnail write has a bug")
+
+    with pytest.raises(TypeError, match="thumbnail write"):
+        result_store_image(result_id=result.pk)
+
+    assert [p for p in image_storage_root.rglob("*") if p.is_file()] == []
+    result.refresh_from_db()
+    assert result.storage_key == ""
+    assert result.image_url == result.external_url
+
+
 def test_reading_a_missing_object_is_not_found_not_unavailable(image_storage_root: Path) -> None:
     with pytest.raises(FileNotFoundError):
         image_storage.open_object(backend="local", key="generations/404.jpg")
