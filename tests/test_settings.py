@@ -90,7 +90,6 @@ PRODUCTION = {
     "DJANGO_SETTINGS_MODULE": "config.settings.production",
     "SECRET_KEY": "a-production-secret-of-fifty-characters-or-more-0123456789-xyz",
     "ALLOWED_HOSTS": "genvault.example.test",
-    "DATABASE_URL": "sqlite:////tmp/genvault-production-settings-test.sqlite3",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "ARK_API_KEY": "ark-key",
 }
@@ -99,7 +98,10 @@ PRODUCTION = {
 def test_check_deploy_under_production_settings_asks_for_neither_hsts_nor_https(
     tmp_path: Path,
 ) -> None:
-    completed = manage("check", "--deploy", GENVAULT_VAR_DIR=str(tmp_path), **PRODUCTION)
+    database = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    completed = manage(
+        "check", "--deploy", GENVAULT_VAR_DIR=str(tmp_path), DATABASE_URL=database, **PRODUCTION
+    )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     assert "security.W004" not in output  # SECURE_HSTS_SECONDS
@@ -110,6 +112,7 @@ def test_check_deploy_under_production_settings_asks_for_neither_hsts_nor_https(
         "check",
         "--deploy",
         GENVAULT_VAR_DIR=str(tmp_path),
+        DATABASE_URL=database,
         SECURE_HSTS_SECONDS="0",
         SECURE_SSL_REDIRECT="false",
         **PRODUCTION,
@@ -136,7 +139,12 @@ print(json.dumps(answers))
 
 def production_get(tmp_path: Path, *requests: tuple[str, dict[str, str]]) -> list[list[Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "DATABASE_"))}
-    env.update(PRODUCTION, GENVAULT_VAR_DIR=str(tmp_path), TRUSTED_PROXIES="10.0.0.1")
+    env.update(
+        PRODUCTION,
+        GENVAULT_VAR_DIR=str(tmp_path),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        TRUSTED_PROXIES="10.0.0.1",
+    )
     completed = subprocess.run(
         [sys.executable, "-c", _REQUESTS, json.dumps(requests)],
         cwd=ROOT,

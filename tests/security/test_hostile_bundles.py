@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import struct
-import subprocess
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +22,13 @@ from PIL import Image
 
 from generations.models import Generation, GenerationResult, Prompt
 from tests.factories import GenerationFactory, GenerationResultFactory, jpeg_bytes, png_bytes
+from tests.test_settings import manage
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
 MiB = 1024 * 1024
 SEEDREAM_4 = "doubao-seedream-4-0-250828"
 JSON_BOUND = 512 * MiB
-ROOT = Path(__file__).resolve().parent.parent.parent
 PNG = png_bytes(64, 48)
 JPEG = jpeg_bytes(640, 480)
 
@@ -385,25 +382,14 @@ def test_the_command_line_gets_one_line_and_a_non_zero_exit(tmp_path: Path) -> N
     entry = Entry("images/generations/1.jpg", prefix=b"<html><body>not a photo</body></html>")
     bundle = one_image_bundle(tmp_path / "bundle.zip", entry, thumbnail=True)
     media = tmp_path / "media-cli"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "DATABASE_"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.local",
-        GENVAULT_VAR_DIR=str(tmp_path / "var"),
-        MEDIA_ROOT=str(media),
-    )
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "GENVAULT_VAR_DIR": str(tmp_path / "var"),
+        "MEDIA_ROOT": str(media),
+    }
 
-    def manage(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    assert manage("migrate", "--verbosity", "0").returncode == 0
-    completed = manage("import_backup", str(bundle), "--verbosity", "0")
+    assert manage("migrate", "--verbosity", "0", **env).returncode == 0
+    completed = manage("import_backup", str(bundle), "--verbosity", "0", **env)
 
     assert completed.returncode != 0
     assert "Traceback" not in completed.stderr
