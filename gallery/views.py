@@ -145,7 +145,7 @@ def detail(request: HttpRequest, result_id: int) -> HttpResponse:
             "nav": "gallery",
             "result": result,
             "generation": result.generation,
-            "params_items": sorted(result.params_used.items()),
+            "params_items": sorted(result.params_used_json().items()),
             "polling": result.storage_status in STORAGE_IN_PROGRESS,
         },
     )

@@ -152,6 +152,10 @@ class GenerationResultQuerySet(models.QuerySet["GenerationResult"]):
         return self.order_by(models.F("external_url_expires_at").asc(nulls_last=True), "-id")
 
 
+# Keys that `params_used` carried before the columns were the only record of them.
+COLUMN_PARAM_KEYS = ("externalImageUrl", "storageError")
+
+
 def not_stored_fields(*, status: str, error: str) -> dict[str, Any]:
     """The columns of a row that holds no stored image: the one rule for failing a store
     attempt, repairing a broken object and exporting a row whose bytes stayed behind.
@@ -258,6 +262,19 @@ class GenerationResult(models.Model):
         """Whether the external URL may be linked or redirected to: rows written before
         the upstream's URLs were checked may hold a `javascript:` one."""
         return is_safe_external_url(self.external_url)
+
+    def params_used_json(self, *, external_url: str | None = None) -> dict[str, Any]:
+        """`paramsUsed` as clients and bundles have always read it: what was sent, with
+        `externalImageUrl` and `storageError` rendered from their columns (the truth).
+
+        `external_url` is what the caller may show of the URL (None: leave it out).
+        """
+        params = {k: v for k, v in self.params_used.items() if k not in COLUMN_PARAM_KEYS}
+        if external_url:
+            params["externalImageUrl"] = external_url
+        if self.storage_error:
+            params["storageError"] = self.storage_error
+        return params
 
     @property
     def is_lost(self) -> bool:

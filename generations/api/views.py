@@ -46,18 +46,20 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
     error = None
     if result.status == GenerationResult.Status.FAILED:
         error = {"code": result.error_code, "message": result.error_message}
+    external_url = result.external_url if result.external_url_is_safe else None
     return {
         "id": result.pk,
         "model": result.upstream_model_id,
         "modelName": result.model.name if result.model else None,
         "status": result.status,
         "imageUrl": _client_url(request, result.image_url),
-        "externalImageUrl": result.external_url if result.external_url_is_safe else None,
+        "externalImageUrl": external_url,
         "externalImageUrlExpiresAt": (
             result.external_url_expires_at.isoformat() if result.external_url_expires_at else None
         ),
         "storageStatus": result.storage_status or None,
         "storageError": result.storage_error or None,
+        "paramsUsed": result.params_used_json(external_url=external_url),
         "error": error,
     }
 

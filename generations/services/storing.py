@@ -163,7 +163,6 @@ def _result_row(
         row.image_url = item.url
         row.external_url_expires_at = item.expires_at or external_url_expiry(item.url)
         row.storage_status = GenerationResult.StorageStatus.PENDING
-        row.params_used["externalImageUrl"] = item.url
         if item.size:
             row.params_used["outputSize"] = item.size
     else:
@@ -296,8 +295,6 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
     finally:
         Path(fetched.path).unlink(missing_ok=True)
 
-    params_used = {k: v for k, v in result.params_used.items() if k != "storageError"}
-    params_used["externalImageUrl"] = result.external_url
     try:
         recorded = GenerationResult.objects.filter(
             pk=result.pk, storage_claim=claim, storage_status=S.STORING
@@ -315,7 +312,6 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
             storage_error="",
             storage_claim=None,
             image_url=result.stable_url,
-            params_used=params_used,
         )
     except Exception:
         # The row could not be updated: remove what we wrote so no object is left
@@ -361,20 +357,9 @@ def _record_failure(
 ) -> StoreOutcome:
     """Record a failed attempt; `image_url` keeps the external URL."""
     S = GenerationResult.StorageStatus
-    params_used = {
-        **result.params_used,
-        "externalImageUrl": result.external_url,
-        "storageError": message,
-    }
     GenerationResult.objects.filter(
         pk=result.pk, storage_claim=claim, storage_status=S.STORING
-    ).update(
-        storage_status=status,
-        storage_error=message,
-        storage_claim=None,
-        params_used=params_used,
-        image_url=result.external_url,
-    )
+    ).mark_not_stored(status=status, error=message)
     logger.info("result %s not stored (%s): %s", result.pk, status, message)
     if retry:
         return StoreOutcome.RETRY

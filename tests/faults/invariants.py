@@ -65,7 +65,7 @@ def assert_no_image_lost(
     for result in GenerationResult.objects.with_image().order_by("pk"):
         counts[result.storage_status] = counts.get(result.storage_status, 0) + 1
         assert result.external_url, f"result {result.pk} forgot its external URL"
-        assert result.params_used.get("externalImageUrl") == result.external_url, result.pk
+        assert not set(result.params_used) & {"externalImageUrl", "storageError"}, result.pk
         if result.storage_status == S.STORED:
             assert result.storage_backend == backend, result.pk
             assert result.storage_key in objects, f"row {result.pk} points at a missing object"
@@ -87,7 +87,6 @@ def assert_no_image_lost(
                     f"result {result.pk} is still {result.storage_status}"
                 )
                 assert result.storage_error, f"result {result.pk} has no recorded error"
-                assert result.params_used.get("storageError") == result.storage_error
     orphans = sorted(set(objects) - referenced)
     assert not orphans, f"objects without a row: {orphans}"
     # The operator's check must agree: it exits non-zero on any problem.

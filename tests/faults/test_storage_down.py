@@ -78,7 +78,7 @@ def test_s3_down_during_storing_fails_with_the_error_then_restore_succeeds(
     assert row.storage_error.startswith("could not write"), row.storage_error
     assert "secret" not in row.storage_error.lower()
     assert row.image_url == row.external_url
-    assert row.params_used["storageError"] == row.storage_error
+    assert row.params_used_json()["storageError"] == row.storage_error
 
     moto_endpoint.start()
     assert s3_objects(client, BUCKET) == {}  # nothing half-written while it was down

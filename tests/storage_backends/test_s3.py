@@ -101,7 +101,7 @@ def test_an_s3_endpoint_that_is_down_keeps_the_external_url_and_records_the_erro
     assert result.image_url == external
     assert result.external_url == external
     assert result.storage_error
-    assert result.params_used["storageError"] == result.storage_error
+    assert result.params_used_json()["storageError"] == result.storage_error
     assert result.storage_key == ""
     assert moto_s3.keys() == []
     # Not stored yet: the stable URL still leads to the live external image.
