@@ -190,7 +190,7 @@ def assert_refused(result: GenerationResult, code: str, image_storage_root: Path
     assert result.storage_status == S.FAILED
     assert result.storage_error.startswith(code), result.storage_error
     assert result.image_url == result.external_url  # the external URL is never lost
-    assert result.params_used["storageError"] == result.storage_error
+    assert result.params_used_json()["storageError"] == result.storage_error
     assert stored_files(image_storage_root) == []
 
 
