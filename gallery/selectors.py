@@ -106,7 +106,8 @@ def header_counts(*, fresh: bool = False) -> dict[str, int]:
 
 
 def forget_header_counts() -> None:
-    """Called by the gallery's views after they change results, so the next page recounts."""
+    """Called when results change (`generations.signals.results_changed`), so the next
+    page recounts."""
     cache.delete(HEADER_COUNTS_CACHE_KEY)
 
 
