@@ -22,13 +22,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from generations.checks import parse_id
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
-from generations.services.storing import (
-    generation_create,
-    results_delete,
-    results_delete_all,
-    results_enqueue_storing,
-    results_restore,
-)
+from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
+from generations.services.generate import generation_create
+from generations.services.storing import results_restore
 
 from . import selectors
 from .forms import SIZE_CHOICES, GenerateForm, PageCursorForm, ResultFilterForm
@@ -76,6 +72,14 @@ def safe_next(request: HttpRequest, default: str) -> str:
 def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
     """Redirect to the page the form came from (a safe local `next`), else `default`."""
     return HttpResponseRedirect(safe_next(request, default))
+
+
+def _waiting_text(count: int) -> str:
+    """The message for rows left `pending` because the task queue did not answer."""
+    return (
+        f"{_plural(count, 'result')} could not be queued: the task queue is unavailable. "
+        "They wait as pending and are stored once it is back."
+    )
 
 
 def _plural(count: int, word: str) -> str:
@@ -169,14 +173,22 @@ def restore(request: HttpRequest, result_id: int) -> HttpResponse:
             f"Result {result_id} cannot be re-stored: its upstream link expired "
             "before it was stored.",
         )
-    elif results_restore(result_ids=[result_id]):
-        selectors.forget_header_counts()
-        messages.success(request, f"Queued result {result_id} for storing.")
     else:
-        messages.warning(
-            request,
-            f"Result {result_id} was not queued: it is being stored right now, or has no image.",
-        )
+        restoring = results_restore(result_ids=[result_id])
+        if restoring.queued:
+            messages.success(request, f"Queued result {result_id} for storing.")
+        elif restoring.accepted:
+            messages.warning(
+                request,
+                f"Result {result_id} could not be queued: the task queue is unavailable. "
+                "It waits as pending and is stored once it is back.",
+            )
+        else:
+            messages.warning(
+                request,
+                f"Result {result_id} was not queued: it is being stored right now, "
+                "or has no image.",
+            )
     return _back(request, detail_url)
 
 
@@ -189,7 +201,6 @@ def delete(request: HttpRequest, result_id: int) -> HttpResponse:
         raise Http404("No such result.")
     if request.method == "POST":
         deleted = results_delete(result_ids=[result_id])
-        selectors.forget_header_counts()
         messages.success(request, f"Deleted {_plural(deleted, 'result')} (#{result_id}).")
         return _back(request, reverse("gallery:index"))
     return render(
@@ -216,21 +227,22 @@ def bulk(request: HttpRequest) -> HttpResponse:
         messages.warning(request, "Select at least one result first.")
         return _back(request, index_url)
     if action == "restore":
-        queued = results_restore(result_ids=ids)
-        selectors.forget_header_counts()
-        skipped = len(ids) - queued
-        text = f"Queued {_plural(queued, 'result')} for storing."
+        restoring = results_restore(result_ids=ids)
+        skipped = len(ids) - restoring.accepted
+        text = f"Queued {_plural(restoring.queued, 'result')} for storing."
+        if restoring.waiting:
+            text += " " + _waiting_text(restoring.waiting)
         if skipped:
             text += (
                 f" {_plural(skipped, 'selected result')} skipped: stored already, "
                 "being stored, lost or without an image."
             )
+        queued = restoring.queued
         (messages.success if queued else messages.warning)(request, text)
         return _back(request, index_url)
     if action == "delete":
         if request.POST.get("confirmed") == "yes":
             deleted = results_delete(result_ids=ids)
-            selectors.forget_header_counts()
             messages.success(request, f"Deleted {_plural(deleted, 'result')}.")
             return _back(request, index_url)
         results = list(
@@ -258,10 +270,17 @@ def bulk(request: HttpRequest) -> HttpResponse:
 def restore_all(request: HttpRequest) -> HttpResponse:
     """Queue every result that is not stored and still can be, newest first."""
     ids = list(GenerationResult.objects.storable().order_by("-id").values_list("pk", flat=True))
-    queued = results_enqueue_storing(result_ids=ids)
-    selectors.forget_header_counts()
-    if ids:
-        messages.success(request, f"Queued {_plural(queued, 'result')} for storing, newest first.")
+    restoring = results_restore(result_ids=ids)
+    if restoring.waiting:
+        messages.warning(
+            request,
+            f"Queued {_plural(restoring.queued, 'result')} for storing, newest first. "
+            + _waiting_text(restoring.waiting),
+        )
+    elif restoring.accepted:
+        messages.success(
+            request, f"Queued {_plural(restoring.queued, 'result')} for storing, newest first."
+        )
     else:
         messages.info(request, "Nothing to re-store: every image that can be stored is stored.")
     return _back(request, reverse("gallery:index"))
@@ -272,12 +291,11 @@ def restore_all(request: HttpRequest) -> HttpResponse:
 def clear_all(request: HttpRequest) -> HttpResponse:
     """Delete every result, once the user has typed the confirmation word."""
     if request.method == "POST":
-        typed = request.POST.get("confirmation", "")
-        if typed.strip() != "DELETE":
-            messages.error(request, "Nothing was deleted: type DELETE (in capitals) to confirm.")
+        try:
+            deleted = results_delete_all(confirmation=request.POST.get("confirmation", ""))
+        except NotConfirmed as exc:
+            messages.error(request, str(exc))
             return redirect("gallery:clear_all")
-        deleted = results_delete_all(confirmation=typed)
-        selectors.forget_header_counts()
         messages.success(request, f"Cleared the gallery: deleted {_plural(deleted, 'result')}.")
         return redirect("gallery:index")
     return render(
@@ -300,19 +318,16 @@ def generate(request: HttpRequest) -> HttpResponse:
         form = GenerateForm(request.POST, models=models, prompts=prompts)
         if form.is_valid():
             data = form.cleaned_data
-            prompt = data["prompt_object"]
-            if prompt is None and data.get("save_title"):
-                prompt = Prompt.objects.create(text=data["prompt_text"], title=data["save_title"])
             generation = generation_create(
                 user=request.user,
                 models=data["model_list"],
                 prompt_text=data["prompt_text"],
-                prompt=prompt,
+                prompt=data["prompt_object"],
+                save_as=data.get("save_title") or "",
                 size=data["size_value"],
                 params=data["params"],
                 reference=data["reference_image"],
             )
-            selectors.forget_header_counts()
             _report_generation(request, generation)
             return redirect(f"{reverse('gallery:generate')}?generation={generation.pk}")
     else:

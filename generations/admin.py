@@ -12,7 +12,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from .models import ApiToken, Generation, GenerationResult, ImageModel, Prompt
-from .services.storing import generations_delete, results_delete, results_restore
+from .services.deleting import generations_delete, results_delete
+from .services.storing import results_restore
 
 
 @admin.register(Prompt)
@@ -112,8 +113,18 @@ class GenerationResultAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-store selected results that are not stored")
     def restore_selected(self, request: HttpRequest, queryset: QuerySet[GenerationResult]) -> None:
-        queued = results_restore(result_ids=queryset.values_list("pk", flat=True))
-        self.message_user(request, f"Queued {queued} result(s) for storing.", messages.SUCCESS)
+        restoring = results_restore(result_ids=queryset.values_list("pk", flat=True))
+        if restoring.waiting:
+            self.message_user(
+                request,
+                f"Queued {restoring.queued} result(s) for storing; {restoring.waiting} wait as "
+                "pending because the task queue is unavailable, and are stored once it is back.",
+                messages.WARNING,
+            )
+        else:
+            self.message_user(
+                request, f"Queued {restoring.queued} result(s) for storing.", messages.SUCCESS
+            )
 
     @admin.action(description="Delete selected results and their stored images")
     def delete_with_objects(

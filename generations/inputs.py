@@ -17,7 +17,7 @@ from django.conf import settings
 from .checks import parse_id
 from .fetch import is_public_address
 from .models import GenerationResult, ImageModel, Prompt
-from .services.storing import ReferenceImage
+from .services.generate import ReferenceImage
 
 MAX_PROMPT_CHARS = 4000
 MAX_MODELS = 10

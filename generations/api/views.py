@@ -16,7 +16,7 @@ from generations.api.serve import image_response
 from generations.checks import is_safe_external_url
 from generations.inputs import InvalidInput, parse_generate
 from generations.models import Generation, GenerationResult
-from generations.services.storing import generation_create
+from generations.services.generate import generation_create
 from storage_backends.images import check_storage
 
 from .auth import ApiError, api_endpoint

@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from generations.fetch import render_thumbnail
 from generations.models import GenerationResult
+from generations.signals import announce_results_changed
 from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
 
@@ -220,6 +221,8 @@ def _repair_rows(broken: list[BrokenRow]) -> int:
         if updated:
             repaired_ids.append(item.result_id)
     # No task is queued here: the periodic sweep (or `restore_images`) stores pending rows.
+    if repaired_ids:
+        announce_results_changed()
     return len(repaired_ids)
 
 

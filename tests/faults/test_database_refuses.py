@@ -16,7 +16,8 @@ import pytest
 from django.db import DatabaseError, connection
 
 from generations.models import GenerationResult, ImageModel
-from generations.services.storing import StoreOutcome, generation_create, result_store_image
+from generations.services.generate import generation_create
+from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import ensure_seedream_models
 from tests.faults.helpers import S, image_fetches
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes

@@ -82,7 +82,7 @@ def test_s3_down_during_storing_fails_with_the_error_then_restore_succeeds(
 
     moto_endpoint.start()
     assert s3_objects(client, BUCKET) == {}  # nothing half-written while it was down
-    assert results_restore(result_ids=[result_id]) == 1
+    assert results_restore(result_ids=[result_id]).queued == 1
     wait_for_status(result_id, (S.STORED,), timeout=30)
 
     objects = s3_objects(client, BUCKET)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from generations.models import GenerationResult, ImageModel
-from generations.services.storing import StoreOutcome, generation_create, result_store_image
+from generations.services.generate import generation_create
+from generations.services.storing import StoreOutcome, result_store_image
 from storage_backends import images as image_storage
 from storage_backends.backends.local import LocalImageStorage
 

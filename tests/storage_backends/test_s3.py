@@ -15,7 +15,8 @@ import requests
 from django.test import Client
 
 from generations.models import GenerationResult, ImageModel
-from generations.services.storing import StoreOutcome, generation_create, result_store_image
+from generations.services.generate import generation_create
+from generations.services.storing import StoreOutcome, result_store_image
 
 pytestmark = [pytest.mark.django_db, pytest.mark.s3]
 

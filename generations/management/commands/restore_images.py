@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from generations.management.arguments import iso_date, positive_int
 from generations.models import GenerationResult
-from generations.services.storing import StoreOutcome, result_store_image, results_enqueue_storing
+from generations.services.storing import StoreOutcome, result_store_image, results_restore
 
 S = GenerationResult.StorageStatus
 STATUS_CHOICES = (S.PENDING.value, S.FAILED.value, S.STORING.value)
@@ -81,13 +81,13 @@ class Command(BaseCommand):
             self._summary(Counter())
             return
         if not options["sync"]:
-            queued = results_enqueue_storing(result_ids=ids)
-            if queued < len(ids):
+            restoring = results_restore(result_ids=ids)
+            if restoring.waiting:
                 raise CommandError(
-                    f"queued {queued} of {len(ids)} results: the broker is unavailable "
-                    "(run again, or use --sync)"
+                    f"queued {restoring.queued} of {restoring.accepted} results: the broker is "
+                    "unavailable; the rest wait as pending for the sweep (or use --sync)"
                 )
-            self._say(self.style.SUCCESS(f"queued {queued} results for storing"))
+            self._say(self.style.SUCCESS(f"queued {restoring.queued} results for storing"))
             return
         self._summary(self._store(ids, concurrency=options["concurrency"]))
 
@@ -134,7 +134,7 @@ class Command(BaseCommand):
                             f"result {result_id}: {type(exc).__name__}: {exc}", file=raw_stderr
                         )
                     else:
-                        counts[_bucket(outcome)] += 1
+                        counts[outcome.value] += 1
                         if self.verbosity >= 2:
                             tqdm.write(f"result {result_id}: {outcome.value}", file=raw_stderr)
                     bar.update(1)
@@ -172,9 +172,3 @@ class Command(BaseCommand):
     def _say(self, message: str) -> None:
         if self.verbosity >= 1:
             self.stdout.write(message)
-
-
-def _bucket(outcome: StoreOutcome) -> str:
-    if outcome is StoreOutcome.RETRY:  # only with will_retry=True; counted as a failure here
-        return "failed"
-    return outcome.value

@@ -17,7 +17,8 @@ from django.db import connection
 from django.test import Client
 
 from generations.models import GenerationResult, ImageModel
-from generations.services.storing import StoreOutcome, generation_create, result_store_image
+from generations.services.generate import generation_create
+from generations.services.storing import StoreOutcome, result_store_image
 
 pytestmark = pytest.mark.django_db
 
@@ -243,7 +244,7 @@ def test_a_lost_claim_is_taken_again_after_the_lease(demo: Any, settings: Any) -
 def test_deleting_a_result_deletes_its_objects_after_commit(
     demo: Any, image_storage_root: Path, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from generations.services.storing import results_delete
+    from generations.services.deleting import results_delete
 
     result = generate("a fox")
     result_store_image(result_id=result.pk)

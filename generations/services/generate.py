@@ -1,0 +1,184 @@
+"""Generating: call the selected models upstream and record what they answered.
+
+The upstream calls run concurrently and outside any transaction; the rows are
+written in one transaction, and storing their images is queued once it commits, so
+the person generating never waits for storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import transaction
+from django.utils import timezone
+
+from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.services.storing import results_enqueue_storing
+from generations.signals import announce_results_changed
+from generations.upstream.ark import (
+    UpstreamError,
+    UpstreamImage,
+    UpstreamItem,
+    client_for,
+    external_url_expiry,
+)
+from storage_backends import images as image_storage
+
+logger = logging.getLogger(__name__)
+
+# Keys of ImageModel.default_params that describe the model instead of being sent.
+_NON_REQUEST_PARAMS = {"capabilities", "size"}
+# Ark accepts reference images up to 10 MB; a data: URI is a third larger.
+_MAX_REFERENCE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """A reference image for image-to-image: a URL, or one of our stored results."""
+
+    url: str = ""
+    result: GenerationResult | None = None
+
+
+@dataclass
+class _ModelCall:
+    model: ImageModel
+    size: str
+    params: dict[str, Any]
+    items: list[UpstreamItem] = field(default_factory=list)
+
+
+def generation_create(
+    *,
+    user: User | AnonymousUser | None,
+    models: Sequence[ImageModel],
+    prompt_text: str = "",
+    prompt: Prompt | None = None,
+    save_as: str = "",
+    size: str = "",
+    params: dict[str, Any] | None = None,
+    reference: ReferenceImage | None = None,
+) -> Generation:
+    """Call every model concurrently, then record the generation and its results.
+
+    `prompt` is a saved prompt to use; `save_as`, a title under which to save the typed
+    text as a new one (in the same transaction as the generation, so a failure leaves
+    neither). The upstream calls happen outside any transaction; storing the images
+    is queued after the rows commit, so the caller never waits for storage.
+    """
+    text = prompt.text if prompt is not None and not prompt_text else prompt_text
+    params = dict(params or {})
+    upstream_image = _reference_for_upstream(reference) if reference else None
+
+    calls = [
+        _ModelCall(
+            model=m,
+            size=size or m.default_params.get("size", ""),
+            params=_effective_params(m, params),
+        )
+        for m in models
+    ]
+
+    def call_model(call: _ModelCall) -> list[UpstreamItem]:
+        try:
+            return client_for(call.model).generate(
+                model_id=call.model.upstream_model_id,
+                prompt=text,
+                size=call.size or None,
+                params=call.params,
+                image=upstream_image,
+                capabilities=call.model.capabilities,
+            )
+        except Exception as exc:  # a bug upstream of us must not lose the other results
+            logger.exception("model %s call crashed", call.model)
+            return [UpstreamError(code="InternalError", message=f"{type(exc).__name__}: {exc}")]
+
+    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
+        for call, items in zip(calls, pool.map(call_model, calls), strict=True):
+            call.items = items or [
+                UpstreamError(code="EmptyResponse", message="the model returned no image")
+            ]
+
+    now = timezone.now()
+    with transaction.atomic():
+        if prompt is None and save_as:
+            prompt = Prompt.objects.create(text=text, title=save_as)
+        generation = Generation.objects.create(
+            prompt=prompt,
+            prompt_text=text,
+            size=size,
+            params=params,
+            reference_image_url=reference.url if reference else "",
+            reference_result=reference.result if reference else None,
+            created_by=user if isinstance(user, User) else None,
+            created_at=now,
+        )
+        results = []
+        for call in calls:
+            for index, item in enumerate(call.items):
+                results.append(
+                    _result_row(generation=generation, call=call, index=index, item=item, now=now)
+                )
+        GenerationResult.objects.bulk_create(results)
+        stored_ids = [r.pk for r in results if r.status == GenerationResult.Status.SUCCESS]
+        transaction.on_commit(lambda: results_enqueue_storing(result_ids=stored_ids))
+        announce_results_changed()
+    return generation
+
+
+def _effective_params(model: ImageModel, params: dict[str, Any]) -> dict[str, Any]:
+    effective = {k: v for k, v in model.default_params.items() if k not in _NON_REQUEST_PARAMS}
+    effective.update(params)
+    return effective
+
+
+def _result_row(
+    *, generation: Generation, call: _ModelCall, index: int, item: UpstreamItem, now: Any
+) -> GenerationResult:
+    params_used = {**call.params, "size": call.size} if call.size else dict(call.params)
+    row = GenerationResult(
+        generation=generation,
+        model=call.model,
+        upstream_model_id=call.model.upstream_model_id,
+        image_index=index,
+        params_used=params_used,
+        created_at=now,
+    )
+    if isinstance(item, UpstreamImage):
+        row.status = GenerationResult.Status.SUCCESS
+        row.external_url = item.url
+        row.image_url = item.url
+        row.external_url_expires_at = item.expires_at or external_url_expiry(item.url)
+        row.storage_status = GenerationResult.StorageStatus.PENDING
+        if item.size:
+            row.params_used["outputSize"] = item.size
+    else:
+        row.status = GenerationResult.Status.FAILED
+        row.error_code = item.code[:200]
+        row.error_message = item.message
+        row.storage_status = GenerationResult.StorageStatus.NONE
+    return row
+
+
+def _reference_for_upstream(reference: ReferenceImage) -> str:
+    """What Ark is given for a reference image: a URL it can reach, or a data: URI."""
+    result = reference.result
+    if result is None:
+        return reference.url
+    if result.is_stored:
+        direct = image_storage.redirect_url(backend=result.storage_backend, key=result.storage_key)
+        if direct:
+            return direct
+        if result.byte_size and result.byte_size <= _MAX_REFERENCE_BYTES:
+            with image_storage.open_object(
+                backend=result.storage_backend, key=result.storage_key
+            ) as fh:
+                encoded = base64.b64encode(fh.read()).decode()
+            return f"data:{result.content_type};base64,{encoded}"
+    return result.external_url
