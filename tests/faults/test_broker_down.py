@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 import requests
+from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from generations.models import GenerationResult
 from generations.tasks import sweep_unstored_images
-from tests.faults.helpers import S, age_rows, timed_generate, wait_all_settled
+from tests.faults.helpers import S, age_rows, post_generate, timed_generate, wait_all_settled
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -76,3 +78,44 @@ def test_generate_answers_while_the_broker_is_down_and_the_sweep_stores_later(
     )
     assert counts == {S.STORED: len(result_ids)}
     assert session.get(f"{web.url}/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("restore_with", ["gallery restore-everything", "restore_images"])
+def test_failed_results_restored_while_the_broker_is_down_are_stored_by_the_sweep_later(
+    restore_with: str,
+    start_worker: Any,
+    broker: Any,
+    demo: Any,
+    staff_client: Any,
+    token_client: Any,
+    image_storage_root: Path,
+) -> None:
+    body = post_generate(token_client, "a fox that failed to store", params={"max_images": 2})
+    result_ids = [r["id"] for r in body["results"]]
+    # Their first attempts failed (the image host was unreachable, say) and gave up.
+    GenerationResult.objects.filter(pk__in=result_ids).update(
+        storage_status=S.FAILED, storage_error="fetch_failed: the image host did not answer"
+    )
+    broker.stop()
+
+    if restore_with == "restore_images":
+        with pytest.raises(CommandError, match="wait as pending for the sweep"):
+            call_command("restore_images", verbosity=0)
+    else:
+        response = staff_client.post(reverse("gallery:restore_all"), follow=True)
+        assert "stored once it is back" in response.content.decode()
+    statuses = GenerationResult.objects.filter(pk__in=result_ids).values_list(
+        "storage_status", flat=True
+    )
+    assert set(statuses) == {S.PENDING}, "a re-stored result waits where the sweep looks"
+
+    broker.start()
+    start_worker()
+    age_rows(result_ids)
+    assert sweep_unstored_images() == len(result_ids)
+    wait_all_settled(result_ids, timeout=30)
+    counts = assert_no_image_lost(
+        objects=local_objects(image_storage_root),
+        upstream=lambda r: upstream_bytes(demo, r.external_url),
+    )
+    assert counts == {S.STORED: len(result_ids)}
