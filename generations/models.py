@@ -285,6 +285,12 @@ class GenerationResult(models.Model):
             and (self.storage_status == self.StorageStatus.EXPIRED or self.external_url_expired)
         )
 
+    @property
+    def display_status(self) -> str:
+        """The state a card, the detail page and the gallery's live updates show: "lost"
+        (see `is_lost`), else the storage status; empty for a result with no image."""
+        return "lost" if self.is_lost else self.storage_status
+
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
     def active(self) -> ApiTokenQuerySet:

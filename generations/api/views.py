@@ -59,6 +59,7 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
         ),
         "storageStatus": result.storage_status or None,
         "storageError": result.storage_error or None,
+        "lost": result.is_lost,
         "paramsUsed": result.params_used_json(external_url=external_url),
         "error": error,
     }

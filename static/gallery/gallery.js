@@ -22,9 +22,9 @@
   // every second until none of them is pending or storing.
   var busyStatuses = { pending: true, storing: true };
 
-  // What a reload would show: an expired image is lost.
-  function badgeLabel(status) {
-    return status === "expired" ? "lost" : status;
+  // What a reload would show: the API says whether the image is lost.
+  function badgeLabel(result) {
+    return result.lost ? "lost" : result.storageStatus || "";
   }
 
   function showStored(item) {
@@ -54,8 +54,8 @@
     var status = result.storageStatus || "";
     var badge = item.querySelector("[data-storage-badge]");
     if (badge && status) {
-      badge.textContent = badgeLabel(status);
-      badge.className = "badge badge--" + badgeLabel(status);
+      badge.textContent = badgeLabel(result);
+      badge.className = "badge badge--" + badgeLabel(result);
     }
     var error = item.querySelector("[data-storage-error]");
     if (error) {

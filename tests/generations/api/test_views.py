@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
 from django.test import Client
+from django.utils import timezone
 
 from generations.models import ApiToken, Generation, GenerationResult, ImageModel
+from tests.factories import GenerationFactory, GenerationResultFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -253,6 +256,27 @@ def test_generation_detail_answers_the_same_shape(demo: Any, token_client: Clien
     assert polled["generationId"] == created["generationId"]
     assert polled["results"] == created["results"]
     assert token_client.get("/api/generations/999999").status_code == 404
+
+
+def test_a_result_whose_link_expired_before_it_was_stored_is_lost_in_the_json(
+    token_client: Client,
+) -> None:
+    generation = GenerationFactory()
+    hour = timedelta(hours=1)
+    fresh = GenerationResultFactory(
+        generation=generation, external_url_expires_at=timezone.now() + hour
+    )
+    expired_link = GenerationResultFactory(
+        generation=generation, external_url_expires_at=timezone.now() - hour
+    )
+    given_up = GenerationResultFactory(
+        generation=generation, storage_status=GenerationResult.StorageStatus.EXPIRED
+    )
+
+    body = token_client.get(f"/api/generations/{generation.pk}").json()
+
+    lost = {r["id"]: r["lost"] for r in body["results"]}
+    assert lost == {fresh.pk: False, expired_link.pk: True, given_up.pk: True}
 
 
 def test_reference_result_is_passed_upstream(demo: Any, token_client: Client) -> None:
