@@ -115,9 +115,6 @@ class GenerationResultQuerySet(models.QuerySet["GenerationResult"]):
     def with_image(self) -> GenerationResultQuerySet:
         return self.filter(status=GenerationResult.Status.SUCCESS)
 
-    def not_stored(self) -> GenerationResultQuerySet:
-        return self.with_image().exclude(storage_status=GenerationResult.StorageStatus.STORED)
-
     def storable(self) -> GenerationResultQuerySet:
         """Results a store attempt may claim now (pending, failed, or a lost claim)."""
         S = GenerationResult.StorageStatus

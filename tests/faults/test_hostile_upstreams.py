@@ -1,4 +1,4 @@
-"""Fault 6: every hostile image host of SPEC section 7 at once, mixed with good ones.
+"""Fault 6: every kind of hostile image host at once, mixed with good ones.
 
 One real worker takes them all: the good ones are stored byte for byte, the bad ones
 refused with the reason recorded, and the same worker process is alive throughout.

@@ -1,7 +1,7 @@
 """The gallery end to end: headless Chromium, the live server, the demo upstream as Ark,
 and a real Celery worker on Redis storing the images.
 
-Every action of SPEC section 8 is done here by a browser: browsing, the filters and
+Every action of the gallery is done here by a browser: browsing, the filters and
 header counts, pagination, the detail page (also reached by keyboard), download,
 delete, re-store (single, selected, everything), the lost statement, continue,
 image-to-image, saved prompts, form errors, clear all, log in and log out.

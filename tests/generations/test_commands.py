@@ -259,6 +259,24 @@ def test_a_backfill_killed_halfway_and_run_again_stores_each_result_once(
 
 
 @pytest.mark.django_db
+def test_verify_draws_one_progress_line_on_its_stderr_and_none_at_verbosity_0(
+    image_storage_root: Path,
+) -> None:
+    for shade in range(3):
+        stored_result(color=(shade, shade, shade))
+
+    err = io.StringIO()
+    call_command("verify_images", stdout=io.StringIO(), stderr=err)
+    bar = err.getvalue()
+    assert "verifying" in bar and "3/3" in bar
+    assert bar.count("\n") <= 1, "the bar redraws in place instead of a line per image"
+
+    quiet = io.StringIO()
+    call_command("verify_images", "--verbosity", "0", stdout=io.StringIO(), stderr=quiet)
+    assert quiet.getvalue() == ""
+
+
+@pytest.mark.django_db
 def test_verify_finds_corrupt_missing_and_orphan_objects_and_repair_marks_them(
     image_storage_root: Path,
 ) -> None:

@@ -1,4 +1,4 @@
-"""The SSRF matrix of SPEC section 7, against the fetch itself and through `/api/generate`.
+"""The SSRF matrix, every address our fetch must refuse, tried on the fetch and through the API.
 
 Each URL would really reach the demo upstream (it also listens on 127.0.0.2 and ::1)
 if it were fetched, so a refusal is the only thing between it and a connection. The

@@ -12,9 +12,9 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
 from generations.management.arguments import positive_int
+from generations.management.progress import progress_bar, progress_note
 from generations.services.maintenance import (
     MigrationFailed,
     result_migrate_storage,
@@ -62,10 +62,7 @@ class Command(BaseCommand):
 
         moved = skipped = 0
         failures: list[str] = []
-        raw_stderr = getattr(self.stderr, "_out", self.stderr)  # tqdm needs the raw stream
-        with tqdm(
-            total=len(ids), desc=f"to {target}", unit="img", file=raw_stderr, disable=verbosity < 1
-        ) as bar:
+        with progress_bar(self, desc=f"to {target}", total=len(ids), verbosity=verbosity) as bar:
             for result_id in ids:
                 try:
                     if result_migrate_storage(
@@ -77,7 +74,7 @@ class Command(BaseCommand):
                 except MigrationFailed as exc:
                     failures.append(f"result {result_id}: {exc}")
                     if verbosity >= 1:
-                        tqdm.write(f"result {result_id}: {exc}", file=raw_stderr)
+                        progress_note(self, f"result {result_id}: {exc}")
                 bar.update(1)
 
         line = f"moved {moved}, skipped {skipped}, failed {len(failures)} (to {target})"

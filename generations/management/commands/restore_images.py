@@ -17,9 +17,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 from django.db.models import QuerySet
 from django.utils import timezone
-from tqdm import tqdm
 
 from generations.management.arguments import iso_date, positive_int
+from generations.management.progress import progress_bar, progress_note
 from generations.models import GenerationResult
 from generations.services.storing import StoreOutcome, result_store_image, results_restore
 
@@ -102,15 +102,7 @@ class Command(BaseCommand):
 
     def _store(self, ids: list[int], *, concurrency: int) -> Counter[str]:
         counts: Counter[str] = Counter()
-        # The raw stream: OutputWrapper would end each of tqdm's updates with a newline.
-        raw_stderr = getattr(self.stderr, "_out", self.stderr)
-        bar = tqdm(
-            total=len(ids),
-            desc="storing",
-            unit="img",
-            file=raw_stderr,
-            disable=self.verbosity < 1,
-        )
+        bar = progress_bar(self, desc="storing", total=len(ids), verbosity=self.verbosity)
         pending: dict[Future[StoreOutcome], int] = {}
         remaining = iter(ids)
         # A bounded window of submissions, so a million ids do not become a million futures.
@@ -130,13 +122,11 @@ class Command(BaseCommand):
                         outcome = future.result()
                     except Exception as exc:
                         counts["failed"] += 1
-                        tqdm.write(
-                            f"result {result_id}: {type(exc).__name__}: {exc}", file=raw_stderr
-                        )
+                        progress_note(self, f"result {result_id}: {type(exc).__name__}: {exc}")
                     else:
                         counts[outcome.value] += 1
                         if self.verbosity >= 2:
-                            tqdm.write(f"result {result_id}: {outcome.value}", file=raw_stderr)
+                            progress_note(self, f"result {result_id}: {outcome.value}")
                     bar.update(1)
         return counts
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
+from generations.management.progress import progress_bar
 from generations.models import GenerationResult
 from generations.services.maintenance import storage_verify
 
@@ -20,7 +20,8 @@ class Command(BaseCommand):
     help = (
         "Check every stored image against its row (exists, size, SHA-256) and find orphans "
         "both ways. --repair marks broken rows for re-store and rebuilds missing thumbnails; "
-        "--delete-orphans deletes objects no row points at. Exits 1 when something was wrong."
+        "--delete-orphans deletes objects no row points at; without them it changes nothing. "
+        "Exits 1 when something was wrong."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -32,27 +33,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--delete-orphans", action="store_true", help="Delete objects that no row points at."
         )
-        parser.add_argument(
-            "--dry-run",
-            action="store_true",
-            help="Report only (the default without --repair/--delete-orphans).",
-        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = int(options["verbosity"])
-        repair = options["repair"] and not options["dry_run"]
-        delete_orphans = options["delete_orphans"] and not options["dry_run"]
+        repair = options["repair"]
+        delete_orphans = options["delete_orphans"]
         total = GenerationResult.objects.filter(
             storage_status=GenerationResult.StorageStatus.STORED
         ).count()
-        with tqdm(
-            total=total,
-            desc="verifying",
-            unit="img",
-            # The raw stream: OutputWrapper would end each of tqdm's updates with a newline.
-            file=getattr(self.stderr, "_out", self.stderr),
-            disable=verbosity < 1,
-        ) as bar:
+        with progress_bar(self, desc="verifying", total=total, verbosity=verbosity) as bar:
             report = storage_verify(
                 repair=repair, delete_orphans=delete_orphans, progress=bar.update
             )
