@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from generations.management.arguments import iso_date, positive_int
 from generations.management.progress import progress_bar, progress_note
 from generations.models import GenerationResult
+from generations.services.batches import chunked, ids_newest_first, run_bounded
 from generations.services.storing import StoreOutcome, result_store_image, results_restore
 
 S = GenerationResult.StorageStatus
@@ -28,12 +28,7 @@ STATUS_CHOICES = (S.PENDING.value, S.FAILED.value, S.STORING.value)
 
 
 def _store_one(result_id: int) -> StoreOutcome:
-    try:
-        return result_store_image(result_id=result_id, will_retry=False)
-    finally:
-        # Each pool thread keeps its connection between results (CONN_MAX_AGE) and
-        # drops it only when it is broken or old: reconnecting per image is waste.
-        close_old_connections()
+    return result_store_image(result_id=result_id, will_retry=False)
 
 
 class Command(BaseCommand):
@@ -73,23 +68,31 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self._dry_run(queryset, limit=options["limit"], sync=options["sync"])
             return
-        ids = list(queryset.values_list("pk", flat=True).iterator(chunk_size=2000))
+        total = queryset.count()
         if options["limit"]:
-            ids = ids[: options["limit"]]
-        if not ids:
+            total = min(total, options["limit"])
+        if not total:
             self._say("nothing to store")
             self._summary(Counter())
             return
+        ids = ids_newest_first(queryset, limit=options["limit"])
         if not options["sync"]:
-            restoring = results_restore(result_ids=ids)
-            if restoring.waiting:
-                raise CommandError(
-                    f"queued {restoring.queued} of {restoring.accepted} results: the broker is "
-                    "unavailable; the rest wait as pending for the sweep (or use --sync)"
-                )
-            self._say(self.style.SUCCESS(f"queued {restoring.queued} results for storing"))
+            self._queue(ids)
             return
-        self._summary(self._store(ids, concurrency=options["concurrency"]))
+        self._summary(self._store(ids, total=total, concurrency=options["concurrency"]))
+
+    def _queue(self, ids: Iterator[int]) -> None:
+        accepted = queued = 0
+        for chunk in chunked(ids):
+            restoring = results_restore(result_ids=chunk)
+            accepted += restoring.accepted
+            queued += restoring.queued
+        if queued < accepted:
+            raise CommandError(
+                f"queued {queued} of {accepted} results: the broker is "
+                "unavailable; the rest wait as pending for the sweep (or use --sync)"
+            )
+        self._say(self.style.SUCCESS(f"queued {queued} results for storing"))
 
     def _queryset(self, options: dict[str, Any]) -> QuerySet[GenerationResult]:
         queryset = GenerationResult.objects.storable()
@@ -98,36 +101,20 @@ class Command(BaseCommand):
         if options["since"]:
             start = dt.datetime.combine(options["since"], dt.time.min, tzinfo=dt.UTC)
             queryset = queryset.filter(created_at__gte=start)
-        return queryset.order_by("-created_at", "-id")
+        return queryset.order_by("-id")
 
-    def _store(self, ids: list[int], *, concurrency: int) -> Counter[str]:
+    def _store(self, ids: Iterator[int], *, total: int, concurrency: int) -> Counter[str]:
         counts: Counter[str] = Counter()
-        bar = progress_bar(self, desc="storing", total=len(ids), verbosity=self.verbosity)
-        pending: dict[Future[StoreOutcome], int] = {}
-        remaining = iter(ids)
-        # A bounded window of submissions, so a million ids do not become a million futures.
-        with bar, ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="restore") as pool:
-            while True:
-                while len(pending) < concurrency * 2:
-                    result_id = next(remaining, None)
-                    if result_id is None:
-                        break
-                    pending[pool.submit(_store_one, result_id)] = result_id
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    result_id = pending.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as exc:
-                        counts["failed"] += 1
-                        progress_note(self, f"result {result_id}: {type(exc).__name__}: {exc}")
-                    else:
-                        counts[outcome.value] += 1
-                        if self.verbosity >= 2:
-                            progress_note(self, f"result {result_id}: {outcome.value}")
-                    bar.update(1)
+        with progress_bar(self, desc="storing", total=total, verbosity=self.verbosity) as bar:
+            for result_id, outcome in run_bounded(_store_one, ids, concurrency=concurrency):
+                if isinstance(outcome, Exception):
+                    counts["failed"] += 1
+                    progress_note(self, f"result {result_id}: {type(outcome).__name__}: {outcome}")
+                else:
+                    counts[outcome.value] += 1
+                    if self.verbosity >= 2:
+                        progress_note(self, f"result {result_id}: {outcome.value}")
+                bar.update(1)
         return counts
 
     def _dry_run(
