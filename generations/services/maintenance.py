@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import QuerySet
 
 from generations.fetch import render_thumbnail
 from generations.models import GenerationResult
+from generations.services.batches import chunked, run_bounded
 from generations.signals import announce_results_changed
 from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
@@ -107,60 +109,72 @@ def stored_rows() -> Iterator[dict[str, object]]:
     )
 
 
-def _check_row(row: dict[str, object], report: VerifyReport) -> None:
+@dataclass(frozen=True)
+class _RowCheck:
+    broken: BrokenRow | None = None
+    thumbnail_missing: bool = False
+
+
+def _check_row(row: dict[str, object]) -> _RowCheck:
     backend, key = str(row["storage_backend"]), str(row["storage_key"])
     result_id = int(row["pk"])  # type: ignore[call-overload]
     try:
         size, sha256 = object_digest(backend=backend, key=key)
     except FileNotFoundError:
-        report.broken.append(BrokenRow(result_id, backend, key, "missing", "the object is gone"))
-        return
+        return _RowCheck(BrokenRow(result_id, backend, key, "missing", "the object is gone"))
     except (StorageUnavailable, ImproperlyConfigured) as exc:
-        report.broken.append(BrokenRow(result_id, backend, key, "unreadable", str(exc)))
-        return
+        return _RowCheck(BrokenRow(result_id, backend, key, "unreadable", str(exc)))
     if size != row["byte_size"] or sha256 != row["sha256"]:
         detail = (
             f"{size} bytes, SHA-256 {sha256[:12]}… "
             f"(row: {row['byte_size']} bytes, {str(row['sha256'])[:12]}…)"
         )
-        report.broken.append(BrokenRow(result_id, backend, key, "corrupt", detail))
-        return
+        return _RowCheck(BrokenRow(result_id, backend, key, "corrupt", detail))
     thumb = str(row["thumbnail_key"])
     if thumb:
         try:
             if not image_storage.object_exists(backend=backend, key=thumb):
-                report.thumbnails_missing.append(result_id)
-                return
+                return _RowCheck(thumbnail_missing=True)
         except StorageUnavailable as exc:
-            report.broken.append(BrokenRow(result_id, backend, thumb, "unreadable", str(exc)))
-            return
-    report.ok += 1
+            return _RowCheck(BrokenRow(result_id, backend, thumb, "unreadable", str(exc)))
+    return _RowCheck()
 
 
-def _is_orphan(*, backend: str, key: str) -> bool:
-    """Checked again against the database, so that work finished meanwhile is not an orphan."""
-    parsed = image_storage.parse_key(key)
-    result_id = parsed.result_id if parsed else None
-    if result_id is None:
-        return True
-    row = (
-        GenerationResult.objects.filter(pk=result_id).values(*_ROW_FIELDS, "storage_status").first()
-    )
-    if row is None:
-        return True
-    if row["storage_status"] == S.STORING:
-        return False  # a store attempt writes its objects before recording them
-    return not (
-        row["storage_status"] == S.STORED
-        and row["storage_backend"] == backend
-        and key in (row["storage_key"], row["thumbnail_key"])
-    )
+def _orphans_among(backend: str, keys: list[str]) -> list[str]:
+    """The keys no row points at, looked up in one query for the whole batch.
+
+    A `storing` row's objects are not orphans: a store attempt writes its objects
+    before recording them.
+    """
+    parsed = {key: image_storage.parse_key(key) for key in keys}
+    ids = {p.result_id for p in parsed.values() if p is not None}
+    rows = {
+        row["pk"]: row
+        for row in GenerationResult.objects.filter(pk__in=ids).values(
+            *_ROW_FIELDS, "storage_status"
+        )
+    }
+    orphans = []
+    for key, found in parsed.items():
+        row = rows.get(found.result_id) if found else None
+        if row is None:
+            orphans.append(key)
+        elif row["storage_status"] == S.STORING:
+            continue
+        elif not (
+            row["storage_status"] == S.STORED
+            and row["storage_backend"] == backend
+            and key in (row["storage_key"], row["thumbnail_key"])
+        ):
+            orphans.append(key)
+    return orphans
 
 
 def storage_verify(
     *,
     repair: bool = False,
     delete_orphans: bool = False,
+    concurrency: int = 4,
     progress: Progress | None = None,
 ) -> VerifyReport:
     """Check every stored row's object (exists, size, SHA-256) and find orphans both ways.
@@ -171,28 +185,31 @@ def storage_verify(
     row points at are deleted.
     """
     report = VerifyReport()
-    referenced: set[tuple[str, str]] = set()
-    for row in stored_rows():
+    for row, check in run_bounded(_check_row, stored_rows(), concurrency=concurrency):
         report.checked += 1
-        backend = str(row["storage_backend"])
-        referenced.add((backend, str(row["storage_key"])))
-        if row["thumbnail_key"]:
-            referenced.add((backend, str(row["thumbnail_key"])))
-        _check_row(row, report)
+        if isinstance(check, Exception):
+            raise check
+        if check.broken:
+            report.broken.append(check.broken)
+        elif check.thumbnail_missing:
+            report.thumbnails_missing.append(int(row["pk"]))  # type: ignore[call-overload]
+        else:
+            report.ok += 1
         if progress:
             progress(1)
+    report.broken.sort(key=lambda b: b.result_id)
+    report.thumbnails_missing.sort()
 
+    # Orphans: every listed object, checked against the rows a batch at a time, so
+    # neither the listing nor the rows' keys are held whole in memory.
     for backend in image_storage.configured_backends():
         try:
-            keys = list(image_storage.iter_keys(backend=backend))
+            for keys in chunked(image_storage.iter_keys(backend=backend), 1000):
+                report.orphans.extend((backend, key) for key in _orphans_among(backend, keys))
         except Exception as exc:  # an unreachable bucket is reported, not a crash
             report.broken.append(
                 BrokenRow(0, backend, "", "unreadable", f"cannot list {backend}: {exc}")
             )
-            continue
-        for key in keys:
-            if (backend, key) not in referenced and _is_orphan(backend=backend, key=key):
-                report.orphans.append((backend, key))
 
     if repair:
         report.repaired = _repair_rows(
@@ -253,14 +270,8 @@ class MigrationFailed(Exception):
     """One result could not be moved; its row and its source object are untouched."""
 
 
-def results_to_migrate(*, target: str) -> list[int]:
-    return list(
-        GenerationResult.objects.filter(storage_status=S.STORED)
-        .exclude(storage_backend=target)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-        .iterator(chunk_size=2000)
-    )
+def results_to_migrate(*, target: str) -> QuerySet[GenerationResult]:
+    return GenerationResult.objects.filter(storage_status=S.STORED).exclude(storage_backend=target)
 
 
 def _copy_verified(

@@ -346,7 +346,7 @@ def test_verify_leaves_an_object_being_stored_alone(image_storage_root: Path) ->
 # --- migrate_storage ----------------------------------------------------------------
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the command copies on its own threads
 def test_migrate_local_to_s3_and_back_keeps_every_stable_url_working(
     moto_s3: Any, image_storage_root: Path, token_client: Client
 ) -> None:
@@ -381,7 +381,7 @@ def test_migrate_local_to_s3_and_back_keeps_every_stable_url_working(
     assert {r.pk: served_bytes(token_client, r.pk) for r in results} == expected
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the command copies on its own threads
 def test_migrate_keep_source_and_a_corrupt_source_is_not_moved(
     moto_s3: Any, image_storage_root: Path
 ) -> None:

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from generations.management.arguments import positive_int
 from generations.management.progress import progress_bar, progress_note
+from generations.services.batches import ids_newest_first, run_bounded
 from generations.services.maintenance import (
     MigrationFailed,
     result_migrate_storage,
@@ -39,6 +40,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--limit", type=positive_int, help="Move at most N images in this run.")
         parser.add_argument(
+            "--concurrency",
+            type=positive_int,
+            default=4,
+            help="Images copied at once (default 4).",
+        )
+        parser.add_argument(
             "--dry-run", action="store_true", help="Count what would move; change nothing."
         )
 
@@ -50,31 +57,37 @@ class Command(BaseCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(f"cannot migrate to {target!r}: {exc}") from None
 
-        ids = results_to_migrate(target=target)
+        queryset = results_to_migrate(target=target)
+        total = queryset.count()
         if options["limit"]:
-            ids = ids[: options["limit"]]
+            total = min(total, options["limit"])
         if options["dry_run"]:
             if verbosity >= 1:
                 self.stdout.write(
-                    f"dry run: would move {len(ids)} images to {target}; nothing changed"
+                    f"dry run: would move {total} images to {target}; nothing changed"
                 )
             return
 
+        def move(result_id: int) -> bool:
+            return result_migrate_storage(
+                result_id=result_id, target=target, keep_source=options["keep_source"]
+            )
+
         moved = skipped = 0
         failures: list[str] = []
-        with progress_bar(self, desc=f"to {target}", total=len(ids), verbosity=verbosity) as bar:
-            for result_id in ids:
-                try:
-                    if result_migrate_storage(
-                        result_id=result_id, target=target, keep_source=options["keep_source"]
-                    ):
-                        moved += 1
-                    else:
-                        skipped += 1
-                except MigrationFailed as exc:
-                    failures.append(f"result {result_id}: {exc}")
+        ids = ids_newest_first(queryset, limit=options["limit"])
+        with progress_bar(self, desc=f"to {target}", total=total, verbosity=verbosity) as bar:
+            for result_id, outcome in run_bounded(move, ids, concurrency=options["concurrency"]):
+                if isinstance(outcome, MigrationFailed):
+                    failures.append(f"result {result_id}: {outcome}")
                     if verbosity >= 1:
-                        progress_note(self, f"result {result_id}: {exc}")
+                        progress_note(self, f"result {result_id}: {outcome}")
+                elif isinstance(outcome, Exception):
+                    raise outcome
+                elif outcome:
+                    moved += 1
+                else:
+                    skipped += 1
                 bar.update(1)
 
         line = f"moved {moved}, skipped {skipped}, failed {len(failures)} (to {target})"

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from generations.management.arguments import positive_int
 from generations.management.progress import progress_bar
 from generations.models import GenerationResult
 from generations.services.maintenance import storage_verify
@@ -33,6 +34,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--delete-orphans", action="store_true", help="Delete objects that no row points at."
         )
+        parser.add_argument(
+            "--concurrency",
+            type=positive_int,
+            default=4,
+            help="Images read and hashed at once (default 4).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = int(options["verbosity"])
@@ -43,7 +50,10 @@ class Command(BaseCommand):
         ).count()
         with progress_bar(self, desc="verifying", total=total, verbosity=verbosity) as bar:
             report = storage_verify(
-                repair=repair, delete_orphans=delete_orphans, progress=bar.update
+                repair=repair,
+                delete_orphans=delete_orphans,
+                concurrency=options["concurrency"],
+                progress=bar.update,
             )
 
         if verbosity >= 1:
