@@ -154,3 +154,102 @@ def test_anonymous_cannot_read_images(
     response = client.get(f"/api/images/{result.pk}")
     assert response.status_code == 401
     assert b"\xff\xd8" not in response.content
+
+
+# --- Versioned URLs: what the gallery links, kept by the browser for good ------------
+
+IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+@pytest.mark.parametrize("path", ["", "/thumbnail"])
+def test_a_versioned_url_may_be_kept_for_good_and_the_stable_one_may_not(
+    staff_client: Client, stored: tuple[GenerationResult, bytes], path: str
+) -> None:
+    result, data = stored
+    url = f"/api/images/{result.pk}{path}"
+
+    versioned = staff_client.get(f"{url}?v={result.image_version}")
+    assert versioned.status_code == 200
+    assert versioned["Cache-Control"] == IMMUTABLE
+    kept = body(versioned)
+    full = staff_client.get(f"{url}?v={result.sha256}")
+    assert full["Cache-Control"] == IMMUTABLE
+    assert body(full) == kept
+
+    stable = staff_client.get(url)
+    assert stable["Cache-Control"] == "private, max-age=86400"
+    assert body(stable) == kept
+    if not path:
+        assert kept == data
+
+
+def test_a_versioned_revalidation_or_range_stays_immutable(
+    staff_client: Client, stored: tuple[GenerationResult, bytes]
+) -> None:
+    result, data = stored
+    url = f"/api/images/{result.pk}?v={result.image_version}"
+    not_modified = staff_client.get(url, HTTP_IF_NONE_MATCH=f'"{result.sha256}"')
+    assert not_modified.status_code == 304
+    assert not_modified["Cache-Control"] == IMMUTABLE
+    part = staff_client.get(url, HTTP_RANGE="bytes=0-9")
+    assert part.status_code == 206
+    assert body(part) == data[:10]
+    assert part["Cache-Control"] == IMMUTABLE
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "0" * 16,  # other bytes than the stored ones
+        "SHA",  # not a hash at all
+        "",
+    ],
+)
+def test_a_version_that_does_not_name_the_stored_bytes_is_answered_as_the_stable_url(
+    staff_client: Client, stored: tuple[GenerationResult, bytes], version: str
+) -> None:
+    result, data = stored
+    response = staff_client.get(f"/api/images/{result.pk}?v={version}")
+    assert response.status_code == 200
+    assert body(response) == data
+    assert response["Cache-Control"] == "private, max-age=86400"
+
+
+def test_a_prefix_too_short_to_name_the_bytes_is_not_a_version(
+    staff_client: Client, stored: tuple[GenerationResult, bytes]
+) -> None:
+    result, _ = stored
+    response = staff_client.get(f"/api/images/{result.pk}?v={result.sha256[:4]}")
+    assert body(response)
+    assert response["Cache-Control"] == "private, max-age=86400"
+
+
+def test_after_a_re_store_with_other_bytes_the_old_version_is_no_longer_immutable(
+    staff_client: Client, stored: tuple[GenerationResult, bytes]
+) -> None:
+    result, _ = stored
+    old_version = result.image_version
+    new_data = jpeg_bytes(320, 200, color=(200, 10, 10))
+    save_object_bytes(backend="local", key=result.storage_key, data=new_data)
+    GenerationResult.objects.filter(pk=result.pk).update(
+        sha256=hashlib.sha256(new_data).hexdigest(), byte_size=len(new_data)
+    )
+    result.refresh_from_db()
+    assert result.image_version != old_version
+
+    stale = staff_client.get(f"/api/images/{result.pk}?v={old_version}")
+    assert body(stale) == new_data
+    assert stale["Cache-Control"] == "private, max-age=86400"
+    fresh = staff_client.get(result.versioned_url)
+    assert body(fresh) == new_data
+    assert fresh["Cache-Control"] == IMMUTABLE
+
+
+def test_a_result_not_stored_has_no_versioned_url_and_a_version_changes_nothing(
+    staff_client: Client,
+) -> None:
+    result = GenerationResultFactory(external_url_expires_at=timezone.now() + timedelta(hours=1))
+    assert result.versioned_url == f"/api/images/{result.pk}"
+    response = staff_client.get(f"/api/images/{result.pk}?v={'a' * 16}")
+    assert response.status_code == 302
+    assert response["Cache-Control"] == "no-store"
