@@ -195,7 +195,7 @@ def test_index_shows_newest_first_with_thumbnails_and_placeholders(staff_client:
     stored = stored_result(generation=GenerationFactory(prompt_text="a stored <owl>"))
     waiting = GenerationResultFactory(generation=GenerationFactory(prompt_text="a pending heron"))
     html = page_text(staff_client.get(reverse("gallery:index")))
-    thumb = reverse("api:thumbnail", args=[stored.pk])
+    thumb = reverse("api:thumbnail", args=[stored.pk]) + f"?v={stored.sha256[:16]}"
     assert f'<img src="{thumb}" loading="lazy" alt="a stored &lt;owl&gt;">' in html
     assert reverse("api:thumbnail", args=[waiting.pk]) + '" loading' not in html
     assert "placeholder--pending" in html
