@@ -1,9 +1,10 @@
 """HTTP responses for stored image bytes: streaming, ranges, validators, redirects.
 
 One function answers for a result whichever backend holds its bytes: local files
-stream with `Range` and `If-None-Match` support, S3 objects redirect to a
-presigned (or public) URL, and images not stored yet redirect to the external
-URL while it lives.
+stream with `Range` and `If-None-Match` support (or, behind nginx with
+STORAGE_LOCAL_ACCEL_REDIRECT set, are handed to nginx to send), S3 objects
+redirect to a presigned (or public) URL, and images not stored yet redirect to the
+external URL while it lives.
 
 The gallery links stored bytes at a versioned URL (`?v=` and the start of their
 SHA-256): those answers may be kept by the browser for good, since a result's new
@@ -85,6 +86,19 @@ def image_response(
         _set_validators(response, etag, cache_control)
         return response
 
+    disposition = (
+        content_disposition_header(as_attachment=True, filename=name) if name else "inline"
+    )
+    internal = image_storage.internal_redirect_path(backend=result.storage_backend, key=key)
+    if internal:
+        # The request was checked; nginx sends the bytes, answering Range and
+        # revalidation itself, and keeps these headers of ours.
+        response = HttpResponse(content_type=content_type)
+        response["X-Accel-Redirect"] = internal
+        _set_validators(response, etag, cache_control)
+        response["Content-Disposition"] = disposition
+        return response
+
     try:
         fh = image_storage.open_object(backend=result.storage_backend, key=key)
         size = image_storage.object_size(backend=result.storage_backend, key=key)
@@ -110,12 +124,7 @@ def image_response(
         response["Content-Length"] = str(size)
     response["Accept-Ranges"] = "bytes"
     _set_validators(response, etag, cache_control)
-    if name:
-        response["Content-Disposition"] = content_disposition_header(
-            as_attachment=True, filename=name
-        )
-    else:
-        response["Content-Disposition"] = "inline"
+    response["Content-Disposition"] = disposition
     return response
 
 

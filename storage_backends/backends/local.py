@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage
 
@@ -28,7 +29,8 @@ class LocalImageStorage(FileSystemStorage):
     off, a full disk) leaves the previous object, if any, untouched and no part-file.
 
     It answers the methods `storage_backends.images` asks of every image storage:
-    `iter_chunks`, `direct_url`, `is_not_found` and `unavailable_errors`.
+    `iter_chunks`, `direct_url`, `internal_redirect`, `is_not_found` and
+    `unavailable_errors`.
     """
 
     backend_name = "local"
@@ -118,6 +120,15 @@ class LocalImageStorage(FileSystemStorage):
     def direct_url(self, key: str, *, download_name: str | None = None) -> str | None:
         """Local files have no URL of their own: the image route streams them."""
         return None
+
+    def internal_redirect(self, key: str) -> str | None:
+        """Where nginx finds the object itself (X-Accel-Redirect), when it sends the bytes.
+
+        Read at each request, as Django reads MEDIA_ROOT: the location is nginx's, set
+        with STORAGE_LOCAL_ACCEL_REDIRECT, and aliases this storage's root.
+        """
+        location = settings.STORAGE_LOCAL_ACCEL_REDIRECT
+        return f"{location}{key}" if location else None
 
     @staticmethod
     def is_not_found(exc: BaseException) -> bool:

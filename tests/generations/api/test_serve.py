@@ -253,3 +253,59 @@ def test_a_result_not_stored_has_no_versioned_url_and_a_version_changes_nothing(
     response = staff_client.get(f"/api/images/{result.pk}?v={'a' * 16}")
     assert response.status_code == 302
     assert response["Cache-Control"] == "no-store"
+
+
+# --- Behind nginx: X-Accel-Redirect hands the bytes to nginx ---------------------------
+
+
+@pytest.fixture
+def behind_nginx(settings: Any) -> None:
+    settings.STORAGE_LOCAL_ACCEL_REDIRECT = "/protected/"
+
+
+@pytest.mark.usefixtures("behind_nginx")
+def test_behind_nginx_a_checked_request_names_the_object_for_nginx_to_send(
+    staff_client: Client, stored: tuple[GenerationResult, bytes]
+) -> None:
+    result, _ = stored
+    response = staff_client.get(f"/api/images/{result.pk}", HTTP_RANGE="bytes=0-9")
+    assert response.status_code == 200  # nginx answers the range
+    assert response.content == b""
+    assert response["X-Accel-Redirect"] == f"/protected/{result.storage_key}"
+    assert response["Content-Type"] == "image/jpeg"
+    assert response["Cache-Control"] == "private, max-age=86400"
+    assert response["Content-Disposition"] == "inline"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+    download = staff_client.get(f"/api/images/{result.pk}?download=1&v={result.image_version}")
+    assert download["X-Accel-Redirect"] == f"/protected/{result.storage_key}"
+    assert download["Cache-Control"] == IMMUTABLE
+    assert download["Content-Disposition"].startswith("attachment; filename=")
+
+    thumbnail = staff_client.get(f"/api/images/{result.pk}/thumbnail")
+    assert thumbnail["X-Accel-Redirect"] == f"/protected/{result.thumbnail_key}"
+    assert thumbnail["Content-Type"] == "image/webp"
+
+
+@pytest.mark.usefixtures("behind_nginx")
+def test_behind_nginx_nothing_is_named_for_a_refused_request_or_a_key_we_never_make(
+    client: Client, staff_client: Client, stored: tuple[GenerationResult, bytes]
+) -> None:
+    result, _ = stored
+    anonymous = client.get(f"/api/images/{result.pk}")
+    assert anonymous.status_code == 401
+    assert "X-Accel-Redirect" not in anonymous
+
+    GenerationResult.objects.filter(pk=result.pk).update(storage_key="../../etc/passwd")
+    hostile = staff_client.get(f"/api/images/{result.pk}")
+    assert "X-Accel-Redirect" not in hostile
+    assert hostile.status_code in (400, 404)
+
+
+def test_without_the_setting_the_bytes_are_sent_by_us(
+    staff_client: Client, stored: tuple[GenerationResult, bytes]
+) -> None:
+    result, data = stored
+    response = staff_client.get(f"/api/images/{result.pk}")
+    assert "X-Accel-Redirect" not in response
+    assert body(response) == data
