@@ -1,18 +1,28 @@
-"""The stable image route: bytes, ranges, validators, downloads and redirects."""
+"""The stable image route: bytes, ranges, validators, downloads and redirects.
+
+Behind nginx (STORAGE_LOCAL_ACCEL_REDIRECT) the route only checks and names the
+object; the last tests run the README's nginx block in front of a real gunicorn.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.test import Client
 from django.utils import timezone
 
 from generations.models import GenerationResult
 from storage_backends.images import image_key, save_object_bytes, thumbnail_key
-from tests.factories import GenerationResultFactory, jpeg_bytes
+from tests.conftest import require_service, worker_environment
+from tests.factories import GenerationResultFactory, jpeg_bytes, mark_stored
+from tests.faults.processes import NGINX, GunicornProcess, NginxProcess
 
 pytestmark = pytest.mark.django_db
 
@@ -309,3 +319,110 @@ def test_without_the_setting_the_bytes_are_sent_by_us(
     response = staff_client.get(f"/api/images/{result.pk}")
     assert "X-Accel-Redirect" not in response
     assert body(response) == data
+
+
+# --- Behind a real nginx: the README's block in front of gunicorn ----------------------
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def readme_nginx_server(*, upstream: str, media_root: str) -> str:
+    """The README's nginx block, pointed at this test's gunicorn and storage folder."""
+    match = re.search(r"```nginx\n(.*?)```", README.read_text(), re.S)
+    assert match, "the README has no nginx block"
+    block = match[1]
+    for documented, ours in (
+        ("http://127.0.0.1:8000", upstream),
+        ("/srv/genvault/media/", f"{media_root.rstrip('/')}/"),
+        ("location /protected/", "location /protected/"),
+        ("listen 80;", "listen 80;"),  # NginxProcess puts its own port there
+    ):
+        assert documented in block, documented
+        block = block.replace(documented, ours)
+    return block
+
+
+@pytest.fixture
+def nginx_in_front(settings: Any, transactional_db: Any, tmp_path: Path) -> Iterator[str]:
+    """nginx's URL, in front of gunicorn with STORAGE_LOCAL_ACCEL_REDIRECT=/protected/."""
+    require_service(Path(NGINX).is_file(), "nginx is not installed (apt-get install nginx)")
+    env = worker_environment(settings, STORAGE_LOCAL_ACCEL_REDIRECT="/protected/")
+    gunicorn = GunicornProcess(env, tmp_path / "gunicorn.log", workers=1)
+    nginx = None
+    try:
+        gunicorn.wait_ready()
+        server = readme_nginx_server(upstream=gunicorn.url, media_root=str(settings.MEDIA_ROOT))
+        nginx = NginxProcess(tmp_path / "nginx", server)
+        nginx.wait_ready()
+        yield nginx.url
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        gunicorn.stop()
+
+
+@pytest.mark.nginx
+@pytest.mark.django_db(transaction=True)
+def test_behind_nginx_the_bytes_ranges_and_revalidation_come_from_nginx(
+    nginx_in_front: str, api_token: str
+) -> None:
+    data = jpeg_bytes(640, 480, color=(20, 120, 220))
+    result = mark_stored(GenerationResultFactory(), data=data, backend="local")
+    auth = {"Authorization": f"Bearer {api_token}"}
+    url = f"{nginx_in_front}/api/images/{result.pk}"
+
+    whole = requests.get(url, headers=auth, timeout=10)
+    assert whole.status_code == 200
+    assert whole.content == data
+    assert whole.headers["Content-Type"] == "image/jpeg"
+    assert whole.headers["Cache-Control"] == "private, max-age=86400"
+    assert whole.headers["Content-Disposition"] == "inline"
+    assert whole.headers["X-Content-Type-Options"] == "nosniff"
+    assert whole.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert "X-Accel-Redirect" not in whole.headers
+    # nginx's own validators (the file's mtime and size), not the route's SHA-256: the
+    # bytes came from nginx, and gunicorn only checked the request.
+    assert "Last-Modified" in whole.headers
+    assert whole.headers["ETag"] != f'"{result.sha256}"'
+
+    part = requests.get(url, headers={**auth, "Range": "bytes=100-1099"}, timeout=10)
+    assert part.status_code == 206
+    assert part.content == data[100:1100]
+    assert part.headers["Content-Range"] == f"bytes 100-1099/{len(data)}"
+
+    validator = {"If-None-Match": whole.headers["ETag"]}
+    again = requests.get(url, headers={**auth, **validator}, timeout=10)
+    assert again.status_code == 304
+    assert again.content == b""
+
+    versioned = requests.get(f"{url}?v={result.image_version}", headers=auth, timeout=10)
+    assert versioned.content == data
+    assert versioned.headers["Cache-Control"] == "private, max-age=31536000, immutable"
+
+    thumbnail = requests.get(f"{url}/thumbnail", headers=auth, timeout=10)
+    assert thumbnail.status_code == 200
+    assert thumbnail.headers["Content-Type"] == "image/webp"
+    assert thumbnail.content.startswith(b"RIFF")
+
+
+@pytest.mark.nginx
+@pytest.mark.django_db(transaction=True)
+def test_behind_nginx_no_image_reaches_a_request_without_a_login(
+    nginx_in_front: str, image_storage_root: Path
+) -> None:
+    data = jpeg_bytes(640, 480, color=(220, 120, 20))
+    result = mark_stored(GenerationResultFactory(), data=data, backend="local")
+
+    for url in (
+        f"{nginx_in_front}/api/images/{result.pk}",
+        f"{nginx_in_front}/api/images/{result.pk}/thumbnail",
+        f"{nginx_in_front}/api/images/{result.pk}?v={result.image_version}&download=1",
+        # The internal location itself, asked for directly: nginx never serves it so.
+        f"{nginx_in_front}/protected/{result.storage_key}",
+        f"{nginx_in_front}/protected/{result.thumbnail_key}",
+    ):
+        response = requests.get(url, headers={"Range": "bytes=0-"}, timeout=10)
+        assert response.status_code in (401, 404), url
+        assert b"\xff\xd8" not in response.content, url
+        assert b"WEBP" not in response.content, url
+        assert "X-Accel-Redirect" not in response.headers, url
