@@ -151,6 +151,9 @@ class GenerationResultQuerySet(models.QuerySet["GenerationResult"]):
 
 # Keys that `params_used` carried before the columns were the only record of them.
 COLUMN_PARAM_KEYS = ("externalImageUrl", "storageError")
+# How much of the SHA-256 names a version of a result's image in its URL (`?v=`): 64
+# bits tell apart every image one result will ever hold, and keep the page short.
+IMAGE_VERSION_LENGTH = 16
 
 
 def not_stored_fields(*, status: str, error: str) -> dict[str, Any]:
@@ -245,6 +248,25 @@ class GenerationResult(models.Model):
     @property
     def stable_url(self) -> str:
         return reverse("api:image", args=[self.pk])
+
+    @property
+    def image_version(self) -> str:
+        """What names the stored bytes in a versioned URL; empty when nothing is stored."""
+        return self.sha256[:IMAGE_VERSION_LENGTH] if self.is_stored else ""
+
+    @property
+    def versioned_url(self) -> str:
+        """The stable URL naming these very bytes: a browser may keep them for good."""
+        return self._versioned(self.stable_url)
+
+    @property
+    def versioned_thumbnail_url(self) -> str:
+        """The thumbnail at a versioned URL: made from the stored bytes, it changes with them."""
+        return self._versioned(reverse("api:thumbnail", args=[self.pk]))
+
+    def _versioned(self, url: str) -> str:
+        version = self.image_version
+        return f"{url}?v={version}" if version else url
 
     @property
     def is_stored(self) -> bool:

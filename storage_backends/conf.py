@@ -7,6 +7,7 @@ the variable, so that start-up stops with one clear line.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 LOCAL = "local"
 S3 = "s3"
 BACKENDS = (LOCAL, S3)
+# A path of plain segments, such as /protected/: what nginx's X-Accel-Redirect names.
+_LOCATION_RE = re.compile(r"/(?:[A-Za-z0-9._~-]+/)+")
 
 
 def image_storages_from_env(env: environ.Env, *, media_root: str) -> tuple[str, dict[str, Any]]:
@@ -84,3 +87,21 @@ def image_storages_from_env(env: environ.Env, *, media_root: str) -> tuple[str, 
         }
     storages["images"] = storages[f"images_{mode}"]
     return mode, storages
+
+
+def local_accel_redirect_from_env(env: environ.Env) -> str:
+    """`STORAGE_LOCAL_ACCEL_REDIRECT`: nginx's internal location for MEDIA_ROOT, or "".
+
+    When set, the image route answers a checked request for a local object with an
+    empty body and `X-Accel-Redirect: <location><key>`, and nginx sends the bytes.
+    """
+    location = env.str("STORAGE_LOCAL_ACCEL_REDIRECT", default="").strip()
+    segments = location.strip("/").split("/")
+    if location and (
+        not _LOCATION_RE.fullmatch(location) or any(not s.strip(".") for s in segments)
+    ):
+        raise ImproperlyConfigured(
+            "STORAGE_LOCAL_ACCEL_REDIRECT must be a path that starts and ends with '/', "
+            f"such as /protected/, not {location!r}"
+        )
+    return location

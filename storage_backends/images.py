@@ -58,6 +58,7 @@ class ImageStorage(Protocol):
     def listdir(self, path: str) -> tuple[list[str], list[str]]: ...
     def iter_chunks(self, key: str, chunk_size: int) -> Iterator[bytes]: ...
     def direct_url(self, key: str, *, download_name: str | None = None) -> str | None: ...
+    def internal_redirect(self, key: str) -> str | None: ...
     def is_not_found(self, exc: BaseException) -> bool: ...
 
 
@@ -171,6 +172,17 @@ def object_size(*, backend: str, key: str) -> int:
 def redirect_url(*, backend: str, key: str, download_name: str | None = None) -> str | None:
     """A URL the client can fetch the object from directly (presigned or public), if any."""
     return image_storage(backend).direct_url(key, download_name=download_name)
+
+
+def internal_redirect_path(*, backend: str, key: str) -> str | None:
+    """The path a front web server sends the object from (X-Accel-Redirect), if it does.
+
+    Only for a key of ours: one an edited or imported row holds (`../`, an absolute
+    path) is never handed to nginx, whose other locations it could reach.
+    """
+    if parse_key(key) is None:
+        return None
+    return image_storage(backend).internal_redirect(key)
 
 
 def iter_keys(*, backend: str) -> Iterator[str]:

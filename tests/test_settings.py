@@ -41,6 +41,8 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ({"IMAGE_FETCH_TIMEOUT": "soon"}, "IMAGE_FETCH_TIMEOUT"),
         ({"TRUSTED_PROXIES": "10.0.0.1,proxy.internal"}, "TRUSTED_PROXIES"),
         ({"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"),
+        ({"STORAGE_LOCAL_ACCEL_REDIRECT": "protected"}, "STORAGE_LOCAL_ACCEL_REDIRECT"),
+        ({"STORAGE_LOCAL_ACCEL_REDIRECT": "/media/../etc/"}, "STORAGE_LOCAL_ACCEL_REDIRECT"),
         ({"DJANGO_SETTINGS_MODULE": "config.settings.production", "SECRET_KEY": ""}, "SECRET_KEY"),
     ],
 )

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from storage_backends.conf import image_storages_from_env
+from storage_backends.conf import image_storages_from_env, local_accel_redirect_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -144,6 +144,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
     **_image_storages,
 }
+# Behind nginx: its `internal` location aliasing MEDIA_ROOT (README), which then sends
+# the bytes of local objects itself, ranges and revalidation included.
+STORAGE_LOCAL_ACCEL_REDIRECT = local_accel_redirect_from_env(env)
 STORAGE_LEASE_SECONDS = env.int("STORAGE_LEASE_SECONDS", default=600)
 STORAGE_SWEEP_SECONDS = env.int("STORAGE_SWEEP_SECONDS", default=300)
 STORAGE_MAX_ATTEMPTS = env.int("STORAGE_MAX_ATTEMPTS", default=5)

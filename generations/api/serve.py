@@ -1,9 +1,15 @@
 """HTTP responses for stored image bytes: streaming, ranges, validators, redirects.
 
 One function answers for a result whichever backend holds its bytes: local files
-stream with `Range` and `If-None-Match` support, S3 objects redirect to a
-presigned (or public) URL, and images not stored yet redirect to the external
-URL while it lives.
+stream with `Range` and `If-None-Match` support (or, behind nginx with
+STORAGE_LOCAL_ACCEL_REDIRECT set, are handed to nginx to send), S3 objects
+redirect to a presigned (or public) URL, and images not stored yet redirect to the
+external URL while it lives.
+
+The gallery links stored bytes at a versioned URL (`?v=` and the start of their
+SHA-256): those answers may be kept by the browser for good, since a result's new
+bytes get a new URL. A `v` naming other bytes than the stored ones (a page rendered
+before a re-store) is answered as the stable URL is, never as immutable.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from django.http import (
 from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
-from generations.models import GenerationResult
+from generations.models import IMAGE_VERSION_LENGTH, GenerationResult
 from storage_backends import images as image_storage
 
 CACHE_CONTROL = "private, max-age=86400"
+IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 # One range of ASCII digits (`\d` and int() also take "٣"), each at most 19 of them: a
 # longer number is past any object we hold, and int() refuses one over 4,300 digits.
 _RANGE_SPEC_RE = re.compile(r"([0-9]{0,19})-([0-9]{0,19})")
@@ -72,9 +79,24 @@ def image_response(
         return response
 
     etag = f'"{result.sha256}{"-thumb" if thumbnail else ""}"'
+    versioned = _names_stored_bytes(request, result)
+    cache_control = IMMUTABLE_CACHE_CONTROL if versioned else CACHE_CONTROL
     if _etag_matches(request.headers.get("If-None-Match", ""), etag):
         response = HttpResponse(status=304)
-        _set_validators(response, etag)
+        _set_validators(response, etag, cache_control)
+        return response
+
+    disposition = (
+        content_disposition_header(as_attachment=True, filename=name) if name else "inline"
+    )
+    internal = image_storage.internal_redirect_path(backend=result.storage_backend, key=key)
+    if internal:
+        # The request was checked; nginx sends the bytes, answering Range and
+        # revalidation itself, and keeps these headers of ours.
+        response = HttpResponse(content_type=content_type)
+        response["X-Accel-Redirect"] = internal
+        _set_validators(response, etag, cache_control)
+        response["Content-Disposition"] = disposition
         return response
 
     try:
@@ -101,19 +123,21 @@ def image_response(
         response = FileResponse(fh, content_type=content_type)
         response["Content-Length"] = str(size)
     response["Accept-Ranges"] = "bytes"
-    _set_validators(response, etag)
-    if name:
-        response["Content-Disposition"] = content_disposition_header(
-            as_attachment=True, filename=name
-        )
-    else:
-        response["Content-Disposition"] = "inline"
+    _set_validators(response, etag, cache_control)
+    response["Content-Disposition"] = disposition
     return response
 
 
-def _set_validators(response: HttpResponseBase, etag: str) -> None:
+def _names_stored_bytes(request: HttpRequest, result: GenerationResult) -> bool:
+    """Whether the URL's `v` names the bytes stored now (at least IMAGE_VERSION_LENGTH
+    characters of their SHA-256): only then may the browser keep the answer for good."""
+    version = request.GET.get("v", "")
+    return len(version) >= IMAGE_VERSION_LENGTH and result.sha256.startswith(version)
+
+
+def _set_validators(response: HttpResponseBase, etag: str, cache_control: str) -> None:
     response["ETag"] = etag
-    response["Cache-Control"] = CACHE_CONTROL
+    response["Cache-Control"] = cache_control
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
 

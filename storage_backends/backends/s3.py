@@ -18,7 +18,8 @@ class S3ImageStorage(S3Storage):
     Recent boto3 releases add CRC checksums to every upload by default, which MinIO,
     Ceph, R2 and TOS reject or mishandle; `when_required` keeps the old behaviour.
     It answers the methods `storage_backends.images` asks of every image storage:
-    `iter_chunks`, `direct_url`, `is_not_found` and `unavailable_errors`.
+    `iter_chunks`, `direct_url`, `internal_redirect`, `is_not_found` and
+    `unavailable_errors`.
     """
 
     backend_name = "s3"
@@ -68,6 +69,10 @@ class S3ImageStorage(S3Storage):
             disposition = f'attachment; filename="{download_name}"'
             return self.url(key, parameters={"ResponseContentDisposition": disposition})
         return self.url(key)
+
+    def internal_redirect(self, key: str) -> str | None:
+        """None: the client fetches S3 objects from `direct_url`, not through a proxy."""
+        return None
 
     @staticmethod
     def is_not_found(exc: BaseException) -> bool:

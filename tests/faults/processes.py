@@ -1,14 +1,15 @@
 """Real processes the fault and security suites start and stop on loopback.
 
 A `redis-server` of our own (the shared one cannot be stopped), moto's S3 server on
-a port we can stop and start again, gunicorn, and a way to point this process's
-Celery app at our broker. Every wait is bounded in count and time.
+a port we can stop and start again, gunicorn, nginx in front of it, and a way to point
+this process's Celery app at our broker. Every wait is bounded in count and time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent.parent
 REDIS_SERVER = "/usr/bin/redis-server"
+# Debian puts nginx in /usr/sbin, which a user's PATH may lack.
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def free_port() -> int:
@@ -217,6 +220,78 @@ class GunicornProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
         self._log.close()
+
+
+class NginxProcess:
+    """Debian's nginx on a free loopback port, running `server_block` (the README's).
+
+    Everything it writes (pid, logs, temporary files) stays under `prefix`. Run as
+    root, its workers run as root too: the default user (nobody) could not read a
+    test's storage folder.
+    """
+
+    def __init__(self, prefix: Path, server_block: str) -> None:
+        self.port = free_port()
+        self.prefix = prefix
+        self.log_path = prefix / "error.log"
+        prefix.mkdir(parents=True, exist_ok=True)
+        temp_paths = "\n".join(
+            f"    {kind}_temp_path {prefix / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        user = "user root root;" if os.geteuid() == 0 else ""
+        config = prefix / "nginx.conf"
+        config.write_text(
+            f"""
+{user}
+worker_processes 1;
+pid {prefix / "nginx.pid"};
+error_log {self.log_path} info;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log {prefix / "access.log"};
+{temp_paths}
+{server_block.replace("listen 80;", f"listen 127.0.0.1:{self.port};")}
+}}
+"""
+        )
+        self._output = (prefix / "output.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                NGINX,
+                *("-p", str(prefix), "-e", str(self.log_path), "-c", str(config)),
+                *("-g", "daemon off;"),
+            ],
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                output = (self.prefix / "output.log").read_text()
+                log = self.log_path.read_text() if self.log_path.exists() else ""
+                raise RuntimeError(f"nginx exited: {output[-2000:]} {log[-2000:]}")
+            return port_open(self.port)
+
+        wait_until(ready, timeout=timeout, what="nginx")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # nginx's fast shutdown
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self._output.close()
 
 
 def redis_flushall(port: int) -> None:

@@ -195,7 +195,7 @@ def test_index_shows_newest_first_with_thumbnails_and_placeholders(staff_client:
     stored = stored_result(generation=GenerationFactory(prompt_text="a stored <owl>"))
     waiting = GenerationResultFactory(generation=GenerationFactory(prompt_text="a pending heron"))
     html = page_text(staff_client.get(reverse("gallery:index")))
-    thumb = reverse("api:thumbnail", args=[stored.pk])
+    thumb = reverse("api:thumbnail", args=[stored.pk]) + f"?v={stored.sha256[:16]}"
     assert f'<img src="{thumb}" loading="lazy" alt="a stored &lt;owl&gt;">' in html
     assert reverse("api:thumbnail", args=[waiting.pk]) + '" loading' not in html
     assert "placeholder--pending" in html
@@ -438,6 +438,36 @@ def test_clear_all_confirmation_counts_afresh(staff_client: Client) -> None:
     staff_client.get("/gallery/")  # caches a total of 2
     GenerationResultFactory()
     assert "every result (3)" in page_text(staff_client.get(reverse("gallery:clear_all")))
+
+
+def test_stored_images_are_linked_at_urls_the_browser_keeps_for_good(
+    staff_client: Client,
+) -> None:
+    """A gallery opened again shows every image it showed before without asking for it."""
+    with_thumbnail = stored_result(generation=GenerationFactory(prompt_text="a thumbnailed owl"))
+    without = mark_stored(GenerationResultFactory(), backend="local", thumbnail=False)
+    index = page_text(staff_client.get(reverse("gallery:index")))
+    detail = page_text(staff_client.get(reverse("gallery:detail", args=[with_thumbnail.pk])))
+    confirm = page_text(staff_client.get(reverse("gallery:delete", args=[with_thumbnail.pk])))
+
+    sources = {
+        "card thumbnail": _img_src(index, f"/api/images/{with_thumbnail.pk}/thumbnail"),
+        "card without a thumbnail": _img_src(index, f"/api/images/{without.pk}"),
+        "detail image": _img_src(detail, f"/api/images/{with_thumbnail.pk}"),
+        "delete confirmation": _img_src(confirm, f"/api/images/{with_thumbnail.pk}/thumbnail"),
+    }
+    assert f'<a href="{sources["detail image"]}"><img' in detail
+    for where, src in sources.items():
+        response = staff_client.get(src)
+        assert response.status_code == 200, where
+        assert b"".join(response.streaming_content), where
+        assert response["Cache-Control"] == "private, max-age=31536000, immutable", where
+
+
+def _img_src(html: str, path: str) -> str:
+    match = re.search(rf'<img src="({re.escape(path)}\?v=[0-9a-f]{{16}})"', html)
+    assert match, f"no versioned <img> of {path}"
+    return match[1]
 
 
 # --- Detail ----------------------------------------------------------------------------
