@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from generations.backup import write_export_file
+from generations.backups.export import write_export_file
 from generations.models import GenerationResult
 
 

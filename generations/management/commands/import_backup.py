@@ -15,7 +15,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from generations.backup import BundleRefused, backup_import
+from generations.backups.bundle import BundleRefused
+from generations.backups.importing import backup_import
 
 
 class Command(BaseCommand):

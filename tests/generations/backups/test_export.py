@@ -1,0 +1,137 @@
+"""Exporting a backup: its JSON over HTTP and in a file, and the ZIP that streams with it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from generations.backups.export import export_data
+from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from tests.generations.backups.bundles import SEEDREAM_4, S, command, comparable, populate, wipe
+
+pytestmark = pytest.mark.django_db
+
+
+def test_api_export_json_shape(token_client: Client, client: Client) -> None:
+    populate(results=12)
+
+    assert client.get("/api/export").status_code == 401
+    response = token_client.get("/api/export")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"version", "exportedAt", "prompts", "models", "generations"}
+    assert body["version"] == 1
+    generation = next(g for g in body["generations"] if g["createdBy"] and g["promptId"])
+    assert {
+        "id",
+        "promptId",
+        "prompt",
+        "size",
+        "params",
+        "referenceImageUrl",
+        "referenceResultId",
+    } <= set(generation)
+    assert generation["createdBy"] == "alice"
+    result = next(
+        r for g in body["generations"] for r in g["results"] if r["storageStatus"] == "stored"
+    )
+    for name in (
+        "id",
+        "modelId",
+        "model",
+        "status",
+        "errorCode",
+        "errorMessage",
+        "imageUrl",
+        "externalImageUrl",
+        "externalImageUrlExpiresAt",
+        "paramsUsed",
+        "paramsOverride",
+        "storageStatus",
+        "storageKey",
+        "thumbnailKey",
+        "contentType",
+        "byteSize",
+        "sha256",
+        "width",
+        "height",
+        "storedAt",
+    ):
+        assert name in result
+    assert result["imageUrl"] == f"/api/images/{result['id']}"
+    assert sum(len(g["results"]) for g in body["generations"]) == 12
+    assert {m["upstreamModelId"] for m in body["models"]} >= {SEEDREAM_4, "demo-house-style"}
+
+
+def test_api_export_with_images_streams_a_readable_zip(token_client: Client) -> None:
+    images = populate(results=12)
+
+    response = token_client.get("/api/export?images=1")
+
+    assert response.status_code == 200
+    assert response.streaming
+    assert response["Content-Type"] == "application/zip"
+    assert "attachment" in response["Content-Disposition"]
+    payload = b"".join(response.streaming_content)
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        assert archive.testzip() is None
+        names = set(archive.namelist())
+        assert {"export.json", "manifest.json"} <= names
+        manifest = json.loads(archive.read("manifest.json"))["images"]
+        export = json.loads(archive.read("export.json"))
+        for result_id, data in images.items():
+            key = f"generations/{result_id}.jpg"
+            assert archive.read(f"images/{key}") == data
+            assert manifest[key] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            assert f"images/thumbnails/{result_id}.webp" in names
+    assert comparable(export) == comparable(export_data())
+
+
+@pytest.mark.parametrize("images", [True, False], ids=["zip", "json"])
+def test_a_link_import_would_refuse_is_left_out_of_the_backup_not_the_row(
+    settings: Any, tmp_path: Path, images: bool
+) -> None:
+    """A row written before URLs were checked must not make our own backup unrestorable."""
+    populate(results=6)
+    hostile = "javascript:alert(document.domain)"
+    victim = GenerationResult.objects.filter(storage_status=S.PENDING).first()
+    assert victim is not None
+    GenerationResult.objects.filter(pk=victim.pk).update(
+        external_url=hostile, image_url=hostile, params_used={"externalImageUrl": hostile}
+    )
+    Generation.objects.filter(pk=victim.generation_id).update(reference_image_url=hostile)
+    count = GenerationResult.objects.count()
+    bundle = tmp_path / ("backup.zip" if images else "backup.json")
+
+    err = io.StringIO()
+    call_command(
+        "export_backup",
+        str(bundle),
+        *(["--images"] if images else []),
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    assert f"left out: result {victim.pk}: an image URL that is not https" in err.getvalue()
+    if images:
+        wipe(settings, tmp_path)
+    else:
+        GenerationResult.objects.all().delete()
+        Generation.objects.all().delete()
+        Prompt.objects.all().delete()
+        ImageModel.objects.exclude(upstream_model_id__startswith="doubao-").delete()
+
+    command("import_backup", str(bundle))
+
+    assert GenerationResult.objects.count() == count
+    row = GenerationResult.objects.get(pk=victim.pk)
+    assert (row.external_url, row.image_url, row.params_used) == ("", "", {})
+    assert Generation.objects.get(pk=victim.generation_id).reference_image_url == ""

@@ -1,0 +1,178 @@
+"""Importing a backup for real: export to a file, wipe everything, import, compare.
+
+Bundles made by a stranger, written by hand, are in tests/security/test_hostile_bundles.py.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError
+
+from generations.backups.export import export_data
+from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from storage_backends import images as image_storage
+from tests.factories import jpeg_bytes
+from tests.generations.backups.bundles import (
+    S,
+    command,
+    comparable,
+    files,
+    populate,
+    rewrite_zip,
+    wipe,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_round_trip_through_a_zip_restores_every_row_and_every_byte(
+    settings: Any, tmp_path: Path
+) -> None:
+    images = populate(results=300)
+    before = comparable(export_data())
+    bundle = tmp_path / "backup.zip"
+
+    out = command("export_backup", str(bundle), "--images")
+    assert f"{len(images)} images" in out
+
+    root = wipe(settings, tmp_path)
+    assert not Generation.objects.exists() and files(root) == []
+
+    out = command("import_backup", str(bundle))
+
+    assert f"results 300, images {len(images)}" in out
+    after = comparable(export_data())
+    assert after == before
+    for result_id, data in images.items():
+        assert (root / f"generations/{result_id}.jpg").read_bytes() == data
+        assert (root / f"thumbnails/{result_id}.webp").exists()
+    assert len(files(root)) == 2 * len(images)
+    assert Generation.objects.filter(reference_result__isnull=False).count() == 1
+    # New rows get fresh ids, after the imported ones.
+    assert Prompt.objects.create(text="new").pk > max(p["id"] for p in before["prompts"])
+
+
+def test_a_round_trip_through_json_keeps_stored_rows_whose_objects_are_still_there(
+    tmp_path: Path,
+) -> None:
+    images = populate(results=30)
+    before = comparable(export_data())
+    bundle = tmp_path / "backup.json"
+    command("export_backup", str(bundle))
+    GenerationResult.objects.all().delete()
+    Generation.objects.all().delete()
+    Prompt.objects.all().delete()
+    ImageModel.objects.exclude(upstream_model_id__startswith="doubao-").delete()
+    lost_id = next(iter(images))
+    image_storage.delete_objects(backend="local", keys=[f"generations/{lost_id}.jpg"])
+
+    out = command("import_backup", str(bundle))
+
+    assert "1 marked for re-store" in out
+    after = comparable(export_data())
+    lost = GenerationResult.objects.get(pk=lost_id)
+    assert lost.storage_status == S.PENDING and lost.image_url == lost.external_url
+    strip = {lost_id}
+    assert [r for g in after["generations"] for r in g["results"] if r["id"] not in strip] == [
+        r for g in before["generations"] for r in g["results"] if r["id"] not in strip
+    ]
+
+
+def test_a_tampered_bundle_is_refused_with_nothing_written(settings: Any, tmp_path: Path) -> None:
+    images = populate(results=30)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    victim = f"images/generations/{sorted(images)[5]}.jpg"
+
+    def flip_one_byte(name: str, data: bytes) -> tuple[str, bytes]:
+        if name == victim:
+            data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
+        return name, data
+
+    tampered = tmp_path / "tampered.zip"
+    rewrite_zip(bundle, tampered, flip_one_byte)
+    root = wipe(settings, tmp_path)
+
+    with pytest.raises(CommandError, match=r"does not match its SHA-256") as refused:
+        command("import_backup", str(tampered))
+
+    assert "\n" not in str(refused.value)
+    assert not GenerationResult.objects.exists()
+    assert not Generation.objects.exists() and not Prompt.objects.exists()
+    assert files(root) == []  # the objects written before the bad one were deleted
+
+
+@pytest.mark.parametrize(
+    "evil_name", ["images/../../evil.jpg", "/etc/evil.jpg", "images/generations/1.exe", "notes.txt"]
+)
+def test_a_bundle_with_an_entry_that_is_not_ours_is_refused(
+    settings: Any, tmp_path: Path, evil_name: str
+) -> None:
+    populate(results=6)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+
+    def add_evil(name: str, data: bytes) -> tuple[str, bytes]:
+        return name, data
+
+    evil = tmp_path / "evil.zip"
+    rewrite_zip(bundle, evil, add_evil)
+    with zipfile.ZipFile(evil, "a") as archive:
+        archive.writestr(evil_name, jpeg_bytes())
+    root = wipe(settings, tmp_path)
+
+    with pytest.raises(CommandError, match="refused"):
+        command("import_backup", str(evil))
+
+    assert not GenerationResult.objects.exists()
+    assert files(root) == []
+    assert not (tmp_path / "evil.jpg").exists()
+
+
+def test_a_row_whose_key_is_not_made_from_its_id_is_refused(settings: Any, tmp_path: Path) -> None:
+    populate(results=6)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+
+    def steal_key(name: str, data: bytes) -> tuple[str, bytes]:
+        if name == "export.json":
+            export = json.loads(data)
+            results = [r for g in export["generations"] for r in g["results"] if r["storageKey"]]
+            results[0]["storageKey"] = results[1]["storageKey"]
+            data = json.dumps(export).encode()
+        return name, data
+
+    forged = tmp_path / "forged.zip"
+    rewrite_zip(bundle, forged, steal_key)
+    wipe(settings, tmp_path)
+
+    with pytest.raises(CommandError, match="storage key not made from its id"):
+        command("import_backup", str(forged))
+
+
+def test_a_non_empty_database_is_refused_without_merge(tmp_path: Path) -> None:
+    populate(results=6)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    count = GenerationResult.objects.count()
+
+    with pytest.raises(CommandError, match="--merge"):
+        command("import_backup", str(bundle))
+
+    out = command("import_backup", str(bundle), "--merge")
+    assert "results 0" in out and f"skipped {count + 2 + 3}" in out
+    assert GenerationResult.objects.count() == count
+
+
+def test_import_of_a_missing_or_garbage_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="no such file"):
+        command("import_backup", str(tmp_path / "nope.zip"))
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(b"\x00\x01 not json")
+    with pytest.raises(CommandError, match="neither a ZIP nor valid JSON"):
+        command("import_backup", str(garbage))
