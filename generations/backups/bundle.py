@@ -38,8 +38,6 @@ CHUNK_SIZE = 1024 * 1024
 # export.json (or a plain JSON export) is parsed whole, so its size is bounded first:
 # 512 MiB holds some 400,000 results, and parsing it takes a few GB of memory.
 MAX_JSON_BYTES = 512 * 1024 * 1024
-_IMAGE_KEY_RE = re.compile(r"^generations/(\d+)\.(jpg|png|webp)$")
-_THUMB_KEY_RE = re.compile(r"^thumbnails/(\d+)\.webp$")
 _CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 # What reading a damaged or hostile ZIP may raise, besides our own refusals.
 ZIP_READ_ERRORS = (
@@ -107,7 +105,7 @@ def _check_entry_name(name: str) -> None:
         return
     if name.startswith(IMAGES_DIR):
         key = name[len(IMAGES_DIR) :]
-        if _IMAGE_KEY_RE.match(key) or _THUMB_KEY_RE.match(key):
+        if image_storage.parse_key(key) is not None:
             return
     raise BundleRefused(f"refused: the archive holds an entry that is not ours: {_show(name)}")
 
@@ -270,21 +268,21 @@ def _check_result(result: dict[str, Any]) -> None:
         if (result.get("imageUrl") or "") not in ("", external):
             raise BundleRefused(f"refused: result {result_id}'s imageUrl is not its external URL")
         return
-    match = _IMAGE_KEY_RE.match(str(result.get("storageKey", "")))
-    if not match or int(match[1]) != result_id:
+    key = result.get("storageKey")
+    named = image_storage.parse_key(key) if isinstance(key, str) else None
+    if named is None or named.is_thumbnail or named.result_id != result_id:
         raise BundleRefused(
-            f"refused: result {result_id} has a storage key not made from its id: "
-            f"{_show(result.get('storageKey'))}"
+            f"refused: result {result_id} has a storage key not made from its id: {_show(key)}"
         )
     thumb = result.get("thumbnailKey") or ""
     if thumb and thumb != image_storage.thumbnail_key(result_id=result_id):
         raise BundleRefused(
             f"refused: result {result_id} has a foreign thumbnail key {_show(thumb)}"
         )
-    if result.get("contentType") != _CONTENT_TYPES[match[2]]:
+    if result.get("contentType") != _CONTENT_TYPES[named.extension]:
         raise BundleRefused(
             f"refused: result {result_id} is stored as {_show(result.get('contentType'))} "
-            f"under {match[0]}"
+            f"under {key}"
         )
     if not _is_count(result.get("byteSize")):
         raise BundleRefused(f"refused: result {result_id} is stored without a byte size")
