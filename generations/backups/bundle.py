@@ -28,7 +28,7 @@ from django.utils.dateparse import parse_datetime
 from storage_backends import images as image_storage
 
 from ..checks import UnsafeUrl, checked_external_url, parse_id
-from ..models import GenerationResult
+from ..models import GenerationResult, not_stored_fields
 
 EXPORT_VERSION = 1
 EXPORT_NAME = "export.json"
@@ -52,6 +52,30 @@ ZIP_READ_ERRORS = (
 
 S = GenerationResult.StorageStatus
 
+# The columns of a result that a bundle carries as they are, each under its key; the
+# export renders the others (ids, the URLs, paramsUsed) itself.
+RESULT_COLUMN_KEYS = {
+    "image_index": "imageIndex",
+    "status": "status",
+    "error_code": "errorCode",
+    "error_message": "errorMessage",
+    "external_url_expires_at": "externalImageUrlExpiresAt",
+    "params_override": "paramsOverride",
+    "storage_status": "storageStatus",
+    "storage_backend": "storageBackend",
+    "storage_key": "storageKey",
+    "thumbnail_key": "thumbnailKey",
+    "content_type": "contentType",
+    "byte_size": "byteSize",
+    "sha256": "sha256",
+    "width": "width",
+    "height": "height",
+    "storage_attempts": "storageAttempts",
+    "storage_error": "storageError",
+    "stored_at": "storedAt",
+    "created_at": "createdAt",
+}
+
 
 class BundleRefused(Exception):
     """The bundle cannot be imported; nothing was written."""
@@ -65,22 +89,14 @@ def parse_time(value: Any) -> datetime | None:
     return parse_datetime(value) if value else None
 
 
-def unstore(result: dict[str, Any], reason: str) -> None:
-    """A result whose bytes are not in the bundle is exported as not stored (re-store later)."""
-    result.update(
-        storageStatus=S.PENDING.value,
-        storageBackend="",
-        storageKey="",
-        thumbnailKey="",
-        contentType="",
-        byteSize=None,
-        sha256="",
-        width=None,
-        height=None,
-        storedAt=None,
-        storageError=reason,
-        imageUrl=result["externalImageUrl"],
-    )
+def mark_not_stored(result: dict[str, Any], *, reason: str) -> None:
+    """Make a bundled result one with no stored image, by the rule a row follows
+    (`not_stored_fields`): its bytes are not in the bundle, or not in storage, and it
+    is re-stored later from its external URL."""
+    for column, value in not_stored_fields(status=S.PENDING.value, error=reason).items():
+        if column in RESULT_COLUMN_KEYS:
+            result[RESULT_COLUMN_KEYS[column]] = value
+    result["imageUrl"] = result.get("externalImageUrl") or ""
 
 
 # --- reading -----------------------------------------------------------------------

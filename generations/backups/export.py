@@ -11,6 +11,7 @@ import json
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from .bundle import (
     EXPORT_VERSION,
     IMAGES_DIR,
     MANIFEST_NAME,
+    RESULT_COLUMN_KEYS,
     iso,
-    unstore,
+    mark_not_stored,
 )
 
 S = GenerationResult.StorageStatus
@@ -93,33 +95,18 @@ def _result_json(result: GenerationResult, problems: list[str]) -> dict[str, Any
     params_url = params_used.get("externalImageUrl") if isinstance(params_used, dict) else None
     if params_url and not is_safe_external_url(params_url):
         params_used = {k: v for k, v in params_used.items() if k != "externalImageUrl"}
-    return {
+    data: dict[str, Any] = {
         "id": result.pk,
         "modelId": result.model_id,
         "model": result.upstream_model_id,
-        "imageIndex": result.image_index,
-        "status": result.status,
-        "errorCode": result.error_code,
-        "errorMessage": result.error_message,
         "imageUrl": external if result.image_url == result.external_url else result.image_url,
         "externalImageUrl": external,
-        "externalImageUrlExpiresAt": iso(result.external_url_expires_at),
         "paramsUsed": params_used,
-        "paramsOverride": result.params_override,
-        "storageStatus": result.storage_status,
-        "storageBackend": result.storage_backend,
-        "storageKey": result.storage_key,
-        "thumbnailKey": result.thumbnail_key,
-        "contentType": result.content_type,
-        "byteSize": result.byte_size,
-        "sha256": result.sha256,
-        "width": result.width,
-        "height": result.height,
-        "storageAttempts": result.storage_attempts,
-        "storageError": result.storage_error,
-        "storedAt": iso(result.stored_at),
-        "createdAt": iso(result.created_at),
     }
+    for column, key in RESULT_COLUMN_KEYS.items():
+        value = getattr(result, column)
+        data[key] = iso(value) if isinstance(value, datetime) else value
+    return data
 
 
 def export_data(*, problems: list[str] | None = None) -> dict[str, Any]:
@@ -222,7 +209,7 @@ def iter_export_zip(
                         if expected_sha256 is None:
                             result["thumbnailKey"] = ""
                             continue
-                        unstore(result, f"not in the backup: the object {problem}")
+                        mark_not_stored(result, reason=f"not in the backup: the object {problem}")
                         break
                     manifest[key] = {"sha256": outcome["sha256"], "size": outcome["size"]}
                     report.bytes += outcome["size"]

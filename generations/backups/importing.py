@@ -27,7 +27,7 @@ from storage_backends.images import StorageUnavailable
 
 from ..fetch import FetchError, inspect_and_thumbnail
 from ..models import Generation, GenerationResult, ImageModel, Prompt
-from .bundle import Bundle, BundleRefused, check_export, open_bundle, parse_time, unstore
+from .bundle import Bundle, BundleRefused, check_export, mark_not_stored, open_bundle, parse_time
 
 # The models the data migration creates: matched by upstream id on import.
 SEEDED_UPSTREAM_IDS = {
@@ -257,7 +257,7 @@ def _check_objects_in_place(
         except (FileNotFoundError, StorageUnavailable, ImproperlyConfigured):
             size = -1
         if size != result.get("byteSize"):
-            unstore(result, "not found in storage when the backup was imported")
+            mark_not_stored(result, reason="not found in storage when the backup was imported")
             report.unstored += 1
         if progress:
             progress(1)

@@ -15,6 +15,7 @@ from django.test import Client
 
 from generations.backups.export import export_data
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from storage_backends import images as image_storage
 from tests.generations.backups.bundles import SEEDREAM_4, S, command, comparable, populate, wipe
 
 pytestmark = pytest.mark.django_db
@@ -135,3 +136,43 @@ def test_a_link_import_would_refuse_is_left_out_of_the_backup_not_the_row(
     row = GenerationResult.objects.get(pk=victim.pk)
     assert (row.external_url, row.image_url, row.params_used) == ("", "", {})
     assert Generation.objects.get(pk=victim.generation_id).reference_image_url == ""
+
+
+def test_an_image_gone_from_storage_is_exported_as_not_stored_and_the_bundle_imports(
+    settings: Any, tmp_path: Path
+) -> None:
+    """The bundle stays one import accepts: every row it calls stored has its bytes in it."""
+    images = populate(results=12)
+    lost_id, kept_id = sorted(images)[:2]
+    image_storage.delete_objects(backend="local", keys=[f"generations/{lost_id}.jpg"])
+    bundle = tmp_path / "backup.zip"
+
+    err = io.StringIO()
+    call_command("export_backup", str(bundle), "--images", stdout=io.StringIO(), stderr=err)
+
+    assert f"left out: result {lost_id}: local:generations/{lost_id}.jpg is missing" in (
+        err.getvalue()
+    )
+    with zipfile.ZipFile(bundle) as archive:
+        export = json.loads(archive.read("export.json"))
+        assert f"images/thumbnails/{lost_id}.webp" not in archive.namelist()
+    exported = {r["id"]: r for g in export["generations"] for r in g["results"]}
+    lost = exported[lost_id]
+    assert lost["storageStatus"] == S.PENDING
+    assert lost["storageKey"] == lost["thumbnailKey"] == lost["sha256"] == ""
+    assert lost["byteSize"] is None and lost["storedAt"] is None
+    assert lost["imageUrl"] == lost["externalImageUrl"] != ""
+    assert lost["storageError"] == "not in the backup: the object is missing"
+
+    root = wipe(settings, tmp_path)
+    command("import_backup", str(bundle))
+
+    row = GenerationResult.objects.get(pk=lost_id)
+    assert (row.storage_status, row.storage_key, row.image_url) == (
+        S.PENDING,
+        "",
+        row.external_url,
+    )
+    assert GenerationResult.objects.get(pk=kept_id).storage_status == S.STORED
+    assert not (root / f"generations/{lost_id}.jpg").exists()
+    assert (root / f"generations/{kept_id}.jpg").read_bytes() == images[kept_id]
