@@ -28,7 +28,7 @@ from django.utils.dateparse import parse_datetime
 from storage_backends import images as image_storage
 
 from ..checks import UnsafeUrl, checked_external_url, parse_id
-from ..models import GenerationResult, not_stored_fields
+from ..models import COLUMN_PARAM_KEYS, GenerationResult, not_stored_fields
 
 EXPORT_VERSION = 1
 EXPORT_NAME = "export.json"
@@ -97,6 +97,33 @@ def mark_not_stored(result: dict[str, Any], *, reason: str) -> None:
         if column in RESULT_COLUMN_KEYS:
             result[RESULT_COLUMN_KEYS[column]] = value
     result["imageUrl"] = result.get("externalImageUrl") or ""
+    params = result.get("paramsUsed")
+    if isinstance(params, dict):
+        params["storageError"] = reason  # paramsUsed shows the column, as the export renders it
+
+
+def params_and_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """A bundled result's `params_used`, `external_url` and `storage_error` columns.
+
+    Every bundle carries the external URL and the storage error twice: as the result's
+    own keys and, for older readers, inside paramsUsed (bundles written while
+    params_used kept copies of them hold what it kept). The columns take the result's
+    own keys, else the copies; params_used keeps no copy.
+    """
+    params = result.get("paramsUsed") or {}
+    copies: dict[str, Any] = params if isinstance(params, dict) else {}
+    if isinstance(params, dict):
+        params = {k: v for k, v in params.items() if k not in COLUMN_PARAM_KEYS}
+    return {
+        "params_used": params,
+        "external_url": _key_or_copy(result, copies, "externalImageUrl"),
+        "storage_error": _key_or_copy(result, copies, "storageError"),
+    }
+
+
+def _key_or_copy(result: dict[str, Any], copies: dict[str, Any], key: str) -> Any:
+    copy = copies.get(key)
+    return result.get(key) or (copy if isinstance(copy, str) else "")
 
 
 # --- reading -----------------------------------------------------------------------

@@ -91,17 +91,13 @@ def _generation_json(generation: Generation, problems: list[str]) -> dict[str, A
 
 def _result_json(result: GenerationResult, problems: list[str]) -> dict[str, Any]:
     external = _kept_url(result.external_url, f"result {result.pk}", problems)
-    params_used = result.params_used
-    params_url = params_used.get("externalImageUrl") if isinstance(params_used, dict) else None
-    if params_url and not is_safe_external_url(params_url):
-        params_used = {k: v for k, v in params_used.items() if k != "externalImageUrl"}
     data: dict[str, Any] = {
         "id": result.pk,
         "modelId": result.model_id,
         "model": result.upstream_model_id,
         "imageUrl": external if result.image_url == result.external_url else result.image_url,
         "externalImageUrl": external,
-        "paramsUsed": params_used,
+        "paramsUsed": result.params_used_json(external_url=external),
     }
     for column, key in RESULT_COLUMN_KEYS.items():
         value = getattr(result, column)

@@ -27,7 +27,15 @@ from storage_backends.images import StorageUnavailable
 
 from ..fetch import FetchError, inspect_and_thumbnail
 from ..models import Generation, GenerationResult, ImageModel, Prompt
-from .bundle import Bundle, BundleRefused, check_export, mark_not_stored, open_bundle, parse_time
+from .bundle import (
+    Bundle,
+    BundleRefused,
+    check_export,
+    mark_not_stored,
+    open_bundle,
+    params_and_columns,
+    parse_time,
+)
 
 # The models the data migration creates: matched by upstream id on import.
 SEEDED_UPSTREAM_IDS = {
@@ -414,9 +422,7 @@ def _import_results(
                 error_code=item.get("errorCode") or "",
                 error_message=item.get("errorMessage") or "",
                 image_url=item.get("imageUrl") or "",
-                external_url=item.get("externalImageUrl") or "",
                 external_url_expires_at=parse_time(item.get("externalImageUrlExpiresAt")),
-                params_used=item.get("paramsUsed") or {},
                 params_override=item.get("paramsOverride") or {},
                 storage_status=storage_status,
                 storage_backend=(backend if zip_import else item.get("storageBackend") or "")
@@ -430,9 +436,9 @@ def _import_results(
                 width=item.get("width"),
                 height=item.get("height"),
                 storage_attempts=item.get("storageAttempts") or 0,
-                storage_error=item.get("storageError") or "",
                 stored_at=parse_time(item.get("storedAt")),
                 created_at=parse_time(item.get("createdAt")) or timezone.now(),
+                **params_and_columns(item),
             )
             if stored:
                 row.image_url = row.stable_url

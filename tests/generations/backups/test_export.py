@@ -16,6 +16,7 @@ from django.test import Client
 from generations.backups.export import export_data
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
 from storage_backends import images as image_storage
+from tests.factories import GenerationResultFactory
 from tests.generations.backups.bundles import SEEDREAM_4, S, command, comparable, populate, wipe
 
 pytestmark = pytest.mark.django_db
@@ -176,3 +177,29 @@ def test_an_image_gone_from_storage_is_exported_as_not_stored_and_the_bundle_imp
     assert GenerationResult.objects.get(pk=kept_id).storage_status == S.STORED
     assert not (root / f"generations/{lost_id}.jpg").exists()
     assert (root / f"generations/{kept_id}.jpg").read_bytes() == images[kept_id]
+
+
+def test_params_used_in_the_export_shows_the_external_url_and_storage_error_of_the_columns(
+    token_client: Client,
+) -> None:
+    """The row keeps no copy of either; readers of older bundles still find both keys."""
+    result = GenerationResultFactory(
+        params_used={"seed": 7, "watermark": False},
+        external_url="https://images.example.test/fox.jpeg",
+        storage_status=S.FAILED,
+        storage_error="the image host answered 503",
+    )
+
+    body = token_client.get("/api/export").json()
+
+    (exported,) = [r for g in body["generations"] for r in g["results"]]
+    assert exported["paramsUsed"] == {
+        "seed": 7,
+        "watermark": False,
+        "externalImageUrl": "https://images.example.test/fox.jpeg",
+        "storageError": "the image host answered 503",
+    }
+    assert exported["externalImageUrl"] == "https://images.example.test/fox.jpeg"
+    assert exported["storageError"] == "the image host answered 503"
+    result.refresh_from_db()
+    assert result.params_used == {"seed": 7, "watermark": False}

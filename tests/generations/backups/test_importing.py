@@ -18,6 +18,7 @@ from generations.models import Generation, GenerationResult, ImageModel, Prompt
 from storage_backends import images as image_storage
 from tests.factories import jpeg_bytes
 from tests.generations.backups.bundles import (
+    SEEDREAM_4,
     S,
     command,
     comparable,
@@ -176,3 +177,79 @@ def test_import_of_a_missing_or_garbage_file_is_one_clear_error(tmp_path: Path) 
     garbage.write_bytes(b"\x00\x01 not json")
     with pytest.raises(CommandError, match="neither a ZIP nor valid JSON"):
         command("import_backup", str(garbage))
+
+
+def test_a_bundle_with_copies_inside_params_used_imports_them_into_the_columns(
+    tmp_path: Path,
+) -> None:
+    """Bundles written while params_used kept copies of the external URL and the storage
+    error still import: the columns take them, and params_used keeps none."""
+    both = "https://images.example.test/both.jpeg"
+    only_copy = "https://images.example.test/copy.jpeg"
+    result: dict[str, Any] = {
+        "model": SEEDREAM_4,
+        "status": "SUCCESS",
+        "storageStatus": "failed",
+        "storageAttempts": 5,
+    }
+    bundle = tmp_path / "old.json"
+    bundle.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "exportedAt": "2025-11-02T08:00:00+00:00",
+                "prompts": [],
+                "models": [],
+                "generations": [
+                    {
+                        "id": 40,
+                        "prompt": "a red fox in snow",
+                        "results": [
+                            result
+                            | {
+                                "id": 41,
+                                "imageUrl": both,
+                                "externalImageUrl": both,
+                                "storageError": "timed out",
+                                "paramsUsed": {
+                                    "seed": 1,
+                                    "externalImageUrl": both,
+                                    "storageError": "timed out",
+                                },
+                            },
+                            result
+                            | {
+                                "id": 42,
+                                "paramsUsed": {
+                                    "seed": 2,
+                                    "externalImageUrl": only_copy,
+                                    "storageError": "HTTP 503",
+                                },
+                            },
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+
+    command("import_backup", str(bundle))
+
+    rows = {r.pk: r for r in GenerationResult.objects.all()}
+    assert (rows[41].params_used, rows[41].external_url, rows[41].storage_error) == (
+        {"seed": 1},
+        both,
+        "timed out",
+    )
+    assert (rows[42].params_used, rows[42].external_url, rows[42].storage_error) == (
+        {"seed": 2},
+        only_copy,
+        "HTTP 503",
+    )
+    # And a backup made now carries the compatible keys again, rendered from the columns.
+    exported = {r["id"]: r for g in export_data()["generations"] for r in g["results"]}
+    assert exported[41]["paramsUsed"] == {
+        "seed": 1,
+        "externalImageUrl": both,
+        "storageError": "timed out",
+    }
