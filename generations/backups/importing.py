@@ -141,8 +141,9 @@ def backup_import(
     skipped, and a bundle whose ids collide with other rows of ours is refused).
     Objects are written to the active backend first, each checked against the
     manifest, its row and the image checks a fetched image passes; then all rows in
-    one transaction. On any failure the objects written are deleted and
-    BundleRefused says why.
+    one transaction, which also moves the id sequences past the imported ids. On any
+    failure nothing commits, the objects written are deleted and BundleRefused says
+    why; once the rows commit, their objects are never touched again.
     """
     bundle = open_bundle(path)
     try:
@@ -174,7 +175,7 @@ def backup_import(
                 bundle.data, merge=merge, report=report, zip_import=bundle.archive is not None
             )
         except BaseException:
-            writer.undo()
+            writer.undo()  # no row committed: the objects written belong to none
             raise
         return report
     finally:
@@ -277,7 +278,9 @@ def _import_rows(
     backend = image_storage.active_backend()
     users = {u.get_username(): u.pk for u in get_user_model().objects.all()}
     try:
-        with transaction.atomic():
+        # Durable: when this block ends the rows are committed, nothing after it can fail
+        # and undo them, and the caller's undo of the objects never outlives a commit.
+        with transaction.atomic(durable=True):
             model_ids = _import_models(data["models"], report)
             _import_prompts(data["prompts"], merge=merge, report=report)
             references = _import_generations(
@@ -297,18 +300,22 @@ def _import_rows(
                     Generation.objects.filter(pk=generation_id).update(
                         reference_result_id=result_id
                     )
+            _reset_sequences()
     except (DatabaseError, KeyError, TypeError, ValueError) as exc:
         raise BundleRefused(
             f"refused: the rows could not be written ({type(exc).__name__}: {exc})"
         ) from None
-    if connection.vendor == "postgresql":
-        # Rows came with their ids: move the sequences past them for new rows.
-        statements = connection.ops.sequence_reset_sql(
-            no_style(), [Prompt, ImageModel, Generation, GenerationResult]
-        )
-        with connection.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
+
+
+def _reset_sequences() -> None:
+    """Rows came with their ids: move the id sequences past them (PostgreSQL has them,
+    SQLite needs none), so that the rows made after the import get fresh ids."""
+    statements = connection.ops.sequence_reset_sql(
+        no_style(), [Prompt, ImageModel, Generation, GenerationResult]
+    )
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
 
 
 def _import_models(models: list[dict[str, Any]], report: ImportReport) -> dict[int, int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError
+from django.db import OperationalError, connection
 
 from generations.backups.export import export_data
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
@@ -253,3 +254,44 @@ def test_a_bundle_with_copies_inside_params_used_imports_them_into_the_columns(
         "externalImageUrl": both,
         "storageError": "timed out",
     }
+
+
+@pytest.mark.django_db(transaction=True)  # the import's transaction commits for real
+def test_an_import_failing_at_its_last_step_deletes_no_image_behind_a_row_that_stays(
+    settings: Any, tmp_path: Path, image_storage_root: Path
+) -> None:
+    """The last step of an import (moving PostgreSQL's sequences past the imported ids;
+    SQLite has none, so there the last insert) fails: the import is refused whole, the
+    objects it wrote are deleted, and every row that stays keeps its image."""
+    images = populate(results=12)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    # Half the results are lost here; a merge of the backup brings them back.
+    lost = sorted(images)[::2]
+    GenerationResult.objects.filter(pk__in=lost).delete()
+    image_storage.delete_objects(
+        backend="local",
+        keys=[key for pk in lost for key in (f"generations/{pk}.jpg", f"thumbnails/{pk}.webp")],
+    )
+    rows_before = set(GenerationResult.objects.values_list("pk", flat=True))
+    postgresql = connection.vendor == "postgresql"
+    last_step = "setval(" if postgresql else 'INSERT INTO "generations_generationresult"'
+    failed: list[str] = []
+
+    def fail_at_the_last_step(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if last_step in sql:
+            failed.append(sql)
+            raise OperationalError("the database went away")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fail_at_the_last_step), pytest.raises(CommandError) as refused:
+        command("import_backup", str(bundle), "--merge")
+
+    assert failed, "the import never reached its last step"
+    assert "the rows could not be written" in str(refused.value)
+    assert set(GenerationResult.objects.values_list("pk", flat=True)) == rows_before
+    stored = GenerationResult.objects.filter(storage_status=S.STORED)
+    assert stored.count() == len(images) - len(lost)
+    expected = {key for row in stored for key in (row.storage_key, row.thumbnail_key)}
+    on_disk = {str(path.relative_to(image_storage_root)) for path in files(image_storage_root)}
+    assert on_disk == expected  # every row that stayed has its image; nothing else was left
