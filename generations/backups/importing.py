@@ -27,6 +27,7 @@ from storage_backends.images import StorageUnavailable
 
 from ..fetch import FetchError, inspect_and_thumbnail
 from ..models import Generation, GenerationResult, ImageModel, Prompt
+from ..signals import announce_results_changed
 from .bundle import (
     Bundle,
     BundleRefused,
@@ -177,6 +178,7 @@ def backup_import(
         except BaseException:
             writer.undo()  # no row committed: the objects written belong to none
             raise
+        announce_results_changed()
         return report
     finally:
         bundle.close()

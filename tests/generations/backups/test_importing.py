@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError
 from django.db import OperationalError, connection
+from django.test import Client
 
 from generations.backups.export import export_data
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
@@ -295,3 +296,19 @@ def test_an_import_failing_at_its_last_step_deletes_no_image_behind_a_row_that_s
     expected = {key for row in stored for key in (row.storage_key, row.thumbnail_key)}
     on_disk = {str(path.relative_to(image_storage_root)) for path in files(image_storage_root)}
     assert on_disk == expected  # every row that stayed has its image; nothing else was left
+
+
+@pytest.mark.django_db(transaction=True)  # the gallery's counts refresh when the import commits
+def test_the_gallery_counts_what_an_import_restored_at_once(
+    settings: Any, tmp_path: Path, staff_client: Client
+) -> None:
+    images = populate(results=12)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    wipe(settings, tmp_path)
+    assert staff_client.get("/gallery/").context["counts"]["total"] == 0
+
+    command("import_backup", str(bundle))
+
+    counts = staff_client.get("/gallery/").context["counts"]
+    assert (counts["total"], counts["stored"]) == (12, len(images))
