@@ -5,13 +5,14 @@ Bundles made by a stranger, written by hand, are in tests/security/test_hostile_
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import CommandError
+from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.test import Client
 
@@ -29,6 +30,7 @@ from tests.generations.backups.bundles import (
     rewrite_zip,
     wipe,
 )
+from tests.test_settings import manage
 
 pytestmark = pytest.mark.django_db
 
@@ -312,3 +314,40 @@ def test_the_gallery_counts_what_an_import_restored_at_once(
 
     counts = staff_client.get("/gallery/").context["counts"]
     assert (counts["total"], counts["stored"]) == (12, len(images))
+
+
+def test_the_import_shows_its_progress_on_the_commands_stderr(
+    settings: Any, tmp_path: Path
+) -> None:
+    images = populate(results=6)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    wipe(settings, tmp_path)
+
+    err = io.StringIO()
+    call_command("import_backup", str(bundle), stdout=io.StringIO(), stderr=err)
+
+    assert f"importing: {len(images)}img" in err.getvalue()
+    GenerationResult.objects.all().delete()
+    quiet = io.StringIO()
+    call_command("import_backup", str(bundle), "--merge", "-v", "0", stderr=quiet)
+    assert quiet.getvalue() == ""
+
+
+def test_the_command_line_shows_the_progress_bar_on_stderr(tmp_path: Path) -> None:
+    """What an operator sees in a shell: the bar on stderr, the summary on stdout."""
+    images = populate(results=6)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "GENVAULT_VAR_DIR": str(tmp_path / "var"),
+        "MEDIA_ROOT": str(tmp_path / "media-cli"),
+    }
+    assert manage("migrate", "--verbosity", "0", **env).returncode == 0
+
+    completed = manage("import_backup", str(bundle), **env)
+
+    assert completed.returncode == 0, completed.stderr
+    assert f"importing: {len(images)}img" in completed.stderr
+    assert f"results 6, images {len(images)}" in completed.stdout
