@@ -261,9 +261,13 @@ def _check_objects_in_place(
     for result in results:
         if result.get("storageStatus") != S.STORED:
             continue
+        backend = result.get("storageBackend")
         try:
-            size = image_storage.object_size(
-                backend=result["storageBackend"], key=result["storageKey"]
+            # A row that names no backend is nowhere (the active one is not its own).
+            size = (
+                image_storage.object_size(backend=backend, key=result["storageKey"])
+                if backend and isinstance(backend, str)
+                else -1
             )
         except (FileNotFoundError, StorageUnavailable, ImproperlyConfigured):
             size = -1
@@ -280,8 +284,9 @@ def _import_rows(
     backend = image_storage.active_backend()
     users = {u.get_username(): u.pk for u in get_user_model().objects.all()}
     try:
-        # Durable: when this block ends the rows are committed, nothing after it can fail
-        # and undo them, and the caller's undo of the objects never outlives a commit.
+        # Durable (never inside a caller's transaction): when this block ends without an
+        # error the rows are committed, and `backup_import` deletes the objects only when
+        # it did not.
         with transaction.atomic(durable=True):
             model_ids = _import_models(data["models"], report)
             _import_prompts(data["prompts"], merge=merge, report=report)

@@ -5,6 +5,7 @@ Bundles made by a stranger, written by hand, are in tests/security/test_hostile_
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -351,3 +352,43 @@ def test_the_command_line_shows_the_progress_bar_on_stderr(tmp_path: Path) -> No
     assert completed.returncode == 0, completed.stderr
     assert f"importing: {len(images)}img" in completed.stderr
     assert f"results 6, images {len(images)}" in completed.stdout
+
+
+@pytest.mark.parametrize("backend", ["", None, "absent"], ids=["empty", "null", "absent"])
+def test_a_json_bundle_row_that_names_no_backend_is_imported_for_re_store(
+    tmp_path: Path, image_storage_root: Path, backend: str | None
+) -> None:
+    """Even with an object at its key in our storage: the row never said it was there."""
+    data = jpeg_bytes()
+    image_storage.save_object_bytes(backend="local", key="generations/7.jpg", data=data)
+    result: dict[str, Any] = {
+        "id": 7,
+        "model": SEEDREAM_4,
+        "status": "SUCCESS",
+        "externalImageUrl": "https://images.example.test/7.jpeg",
+        "storageStatus": "stored",
+        "storageKey": "generations/7.jpg",
+        "contentType": "image/jpeg",
+        "byteSize": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    if backend != "absent":
+        result["storageBackend"] = backend
+    bundle = tmp_path / "backup.json"
+    bundle.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "prompts": [],
+                "models": [],
+                "generations": [{"id": 3, "prompt": "a fox", "results": [result]}],
+            }
+        )
+    )
+
+    out = command("import_backup", str(bundle))
+
+    assert "1 marked for re-store" in out
+    row = GenerationResult.objects.get(pk=7)
+    assert (row.storage_status, row.storage_backend, row.storage_key) == (S.PENDING, "", "")
+    assert row.image_url == "https://images.example.test/7.jpeg"
