@@ -119,7 +119,9 @@ def export_data(*, problems: list[str] | None = None) -> dict[str, Any]:
     for result in GenerationResult.objects.order_by("generation_id", "pk").iterator(
         chunk_size=2000
     ):
-        generations[result.generation_id]["results"].append(_result_json(result, problems))
+        owner = generations.get(result.generation_id)
+        if owner is not None:  # None: made after the generations were read
+            owner["results"].append(_result_json(result, problems))
     return {
         "version": EXPORT_VERSION,
         "exportedAt": timezone.now().isoformat(),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 
 from generations.backups.export import export_data
@@ -203,3 +204,22 @@ def test_params_used_in_the_export_shows_the_external_url_and_storage_error_of_t
     assert exported["storageError"] == "the image host answered 503"
     result.refresh_from_db()
     assert result.params_used == {"seed": 7, "watermark": False}
+
+
+def test_a_generation_made_while_the_export_runs_is_left_for_the_next_backup() -> None:
+    """Someone generates between the export's read of the generations and of the results."""
+    populate(results=6)
+    made: list[GenerationResult] = []
+
+    def generate_meanwhile(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not made and sql.startswith("SELECT") and 'FROM "generations_generationresult"' in sql:
+            made.append(GenerationResultFactory())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(generate_meanwhile):
+        data = export_data()
+
+    assert made
+    exported = [r["id"] for g in data["generations"] for r in g["results"]]
+    assert len(exported) == 6 and made[0].pk not in exported
+    assert made[0].pk in [r["id"] for g in export_data()["generations"] for r in g["results"]]
