@@ -163,9 +163,7 @@ class ExportReport:
     problems: list[str] = field(default_factory=list)
 
 
-def iter_export_zip(
-    *, data: dict[str, Any] | None = None, report: ExportReport | None = None
-) -> Iterator[bytes]:
+def iter_export_zip(*, report: ExportReport | None = None) -> Iterator[bytes]:
     """The export ZIP as a stream of byte chunks: images first, then manifest and JSON.
 
     The JSON is written last so that an object that vanished or no longer matches its
@@ -173,7 +171,7 @@ def iter_export_zip(
     consistent: every stored row in it has its bytes in it.
     """
     report = report if report is not None else ExportReport()
-    data = data if data is not None else export_data(problems=report.problems)
+    data = export_data(problems=report.problems)
     manifest: dict[str, dict[str, Any]] = {}
     sink = _StreamSink()
     with zipfile.ZipFile(
