@@ -165,7 +165,7 @@ def export(request: HttpRequest) -> HttpResponse:
     from django.http import StreamingHttpResponse
     from django.utils import timezone
 
-    from generations.backup import export_data, iter_export_zip
+    from generations.backups.export import export_data, iter_export_zip
 
     if request.GET.get("images") == "1":
         name = f"genvault-export-{timezone.now():%Y%m%d-%H%M%S}.zip"

@@ -1,4 +1,4 @@
-"""Write the backup of SPEC section 5 to a file: JSON, or a ZIP with every stored image.
+"""Write a backup to a file: the JSON `GET /api/export` answers, or a ZIP with every stored image.
 
 The ZIP is streamed to disk (never built in memory) and carries a SHA-256
 manifest, so that `import_backup` can prove every byte came back unchanged.
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from generations.backup import write_export_file
+from generations.backups.export import write_export_file
 from generations.models import GenerationResult
 
 

@@ -9,13 +9,15 @@ merge is refused whole, with one line, a non-zero exit and nothing left written.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from generations.backup import BundleRefused, backup_import
+from generations.backups.bundle import BundleRefused
+from generations.backups.importing import backup_import
 
 
 class Command(BaseCommand):
@@ -34,8 +36,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, path: Path, merge: bool, **options: Any) -> None:
         verbosity = int(options["verbosity"])
-        raw_stderr = getattr(self.stderr, "_out", self.stderr)  # tqdm needs the raw stream
-        with tqdm(desc="importing", unit="img", file=raw_stderr, disable=verbosity < 1) as bar:
+        # The bar redraws its line in place, so it writes to the stream itself (the one
+        # given to call_command, else the process's): through self.stderr every redraw
+        # would end with a newline and be coloured as an error.
+        stream = options.get("stderr") or sys.stderr
+        with tqdm(desc="importing", unit="img", file=stream, disable=verbosity < 1) as bar:
             try:
                 report = backup_import(path=path, merge=merge, progress=bar.update)
             except BundleRefused as exc:
