@@ -8,15 +8,20 @@ from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
 
+def _plain(text: str) -> str:
+    return text
+
+
 class _Unended:
     """A command's stderr as tqdm writes to it: `OutputWrapper.write` would end each of
-    tqdm's carriage-return updates with a newline and print one line per step."""
+    tqdm's carriage-return updates with a newline (one line per step) and colour it as
+    an error on a terminal."""
 
     def __init__(self, command: BaseCommand) -> None:
         self._stream = command.stderr
 
     def write(self, text: str) -> None:
-        self._stream.write(text, ending="")
+        self._stream.write(text, style_func=_plain, ending="")
 
     def flush(self) -> None:
         self._stream.flush()

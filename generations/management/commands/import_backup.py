@@ -9,15 +9,14 @@ merge is refused whole, with one line, a non-zero exit and nothing left written.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
 from generations.backups.bundle import BundleRefused
 from generations.backups.importing import backup_import
+from generations.management.progress import progress_bar
 
 
 class Command(BaseCommand):
@@ -36,11 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, path: Path, merge: bool, **options: Any) -> None:
         verbosity = int(options["verbosity"])
-        # The bar redraws its line in place, so it writes to the stream itself (the one
-        # given to call_command, else the process's): through self.stderr every redraw
-        # would end with a newline and be coloured as an error.
-        stream = options.get("stderr") or sys.stderr
-        with tqdm(desc="importing", unit="img", file=stream, disable=verbosity < 1) as bar:
+        with progress_bar(self, desc="importing", verbosity=verbosity) as bar:
             try:
                 report = backup_import(path=path, merge=merge, progress=bar.update)
             except BundleRefused as exc:
