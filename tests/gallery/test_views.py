@@ -651,9 +651,7 @@ def test_generate_form_needs_a_model(staff_client: Client) -> None:
 
 
 def test_generate_form_says_which_model_needs_a_reference(staff_client: Client) -> None:
-    model = ImageModelFactory(
-        name="Editor", default_params={"capabilities": ["image_to_image", "image_required"]}
-    )
+    model = ImageModelFactory(name="Editor", requires_reference=True, max_reference_images=1)
     response = staff_client.post(
         reverse("gallery:generate"), {"prompt": "make it blue", "models": [model.pk]}
     )
@@ -746,8 +744,8 @@ def test_continue_prefills_prompt_model_and_size(staff_client: Client) -> None:
 
 def test_image_to_image_prefills_the_reference(staff_client: Client) -> None:
     result = stored_result()
-    editor = ImageModelFactory(default_params={"capabilities": ["image_to_image"]})
-    text_only = ImageModelFactory(default_params={"capabilities": ["text_to_image"]})
+    editor = ImageModelFactory(max_reference_images=1)
+    text_only = ImageModelFactory(max_reference_images=0)
     response = staff_client.get(reverse("gallery:generate") + f"?reference={result.pk}")
     form = response.context["form"]
     assert form.initial["reference"] == f"result:{result.pk}"
@@ -757,9 +755,7 @@ def test_image_to_image_prefills_the_reference(staff_client: Client) -> None:
 
 def test_model_needing_a_reference_generates_with_one(staff_client: Client, demo: Any) -> None:
     reference = stored_result()
-    editor = ImageModelFactory(
-        default_params={"capabilities": ["image_to_image", "image_required"]}
-    )
+    editor = ImageModelFactory(requires_reference=True, max_reference_images=1)
     response = staff_client.post(
         reverse("gallery:generate"),
         {"prompt": "make it blue", "models": [editor.pk], "reference": f"result:{reference.pk}"},

@@ -38,7 +38,7 @@ def seedream() -> ImageModel:
     """The seeded Seedream 4.0 model (transactional tests flush the data migration's rows)."""
     model, _ = ImageModel.objects.get_or_create(
         upstream_model_id=SEEDREAM_4,
-        defaults={"name": "Seedream 4.0", "default_params": {"capabilities": ["text_to_image"]}},
+        defaults={"name": "Seedream 4.0"},
     )
     return model
 

@@ -26,17 +26,22 @@ from generations.upstream.demo.server import DemoUpstream
 SEEDREAM_4 = ImageModel(
     name="Seedream 4.0",
     upstream_model_id="doubao-seedream-4-0-250828",
-    default_params={"capabilities": ["text_to_image", "image_to_image", "sequential"]},
+    max_reference_images=14,
+    max_images=15,
 )
 SEEDREAM_3 = ImageModel(
     name="Seedream 3.0",
     upstream_model_id="doubao-seedream-3-0-t2i-250415",
-    default_params={"capabilities": ["text_to_image", "seed", "guidance_scale"]},
+    takes_seed=True,
+    takes_guidance_scale=True,
 )
 SEEDEDIT_3 = ImageModel(
     name="SeedEdit 3.0",
     upstream_model_id="doubao-seededit-3-0-i2i-250628",
-    default_params={"capabilities": ["image_to_image", "image_required", "seed", "guidance_scale"]},
+    requires_reference=True,
+    max_reference_images=1,
+    takes_seed=True,
+    takes_guidance_scale=True,
 )
 
 
