@@ -82,7 +82,7 @@ def test_token_is_stored_hashed(api_token: str) -> None:
         ({"prompt": "a fox", "modelIds": "doubao"}, "modelIds", "list"),
         ({"prompt": "a fox", "modelIds": [True]}, "modelIds", "ids or names"),
         ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "huge"}, "size", "not 1K"),
-        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "9000x9000"}, "size", "4096"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "9000x9000"}, "size", "16,777,216"),
         ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": 2048}, "size", "string"),
         (
             {"prompt": "a fox", "modelIds": [SEEDREAM_4], "params": {"seed": "x"}},
