@@ -2,7 +2,8 @@
 
 The generate form owns no rules of its own: it hands every value to the same
 parsers the JSON API uses (`generations.inputs`) and shows their `InvalidInput`
-as an error on the field it names.
+as an error on the field it names. Each model has a size select of its own, offering
+the sizes that model takes (`generations.sizes.presets`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.forms.boundfield import BoundField, BoundWidget
 
 from generations.checks import parse_id
 from generations.inputs import (
     InvalidInput,
+    check_model_size,
     check_models_fit,
     parse_models,
     parse_params,
@@ -22,6 +25,7 @@ from generations.inputs import (
     parse_size,
 )
 from generations.models import GenerationResult, ImageModel, Prompt
+from generations.sizes import presets
 
 RESULT_STATUS_CHOICES = [("", "Any result"), *GenerationResult.Status.choices]
 STORAGE_STATUS_CHOICES = [
@@ -33,6 +37,7 @@ SIZE_CHOICES = [
     ("", "Model default"),
     ("1K", "1K"),
     ("2K", "2K"),
+    ("3K", "3K"),
     ("4K", "4K"),
     ("1024x1024", "1024 x 1024 (square)"),
     ("2048x2048", "2048 x 2048 (square)"),
@@ -121,7 +126,12 @@ class GenerateForm(forms.Form):
     models = forms.TypedMultipleChoiceField(
         label="Models", coerce=int, widget=forms.CheckboxSelectMultiple, required=False
     )
-    size = forms.ChoiceField(label="Size", choices=SIZE_CHOICES, required=False)
+    size = forms.ChoiceField(
+        label="Size",
+        choices=SIZE_CHOICES,
+        required=False,
+        help_text="For every chosen model without a size of its own.",
+    )
     custom_size = forms.CharField(
         label="…or a custom size",
         required=False,
@@ -163,6 +173,10 @@ class GenerateForm(forms.Form):
         assert isinstance(models_field, forms.ChoiceField)
         assert isinstance(prompt_field, forms.ChoiceField)
         models_field.choices = [(m.pk, m.name) for m in models]
+        for model in models:
+            self.fields[model_size_field(model.pk)] = forms.ChoiceField(
+                label=f"Size for {model.name}", choices=model_size_choices(model), required=False
+            )
         prompt_field.choices = [("", "(type one above)")] + [
             (p.pk, _prompt_label(p)) for p in prompts
         ]
@@ -181,6 +195,11 @@ class GenerateForm(forms.Form):
             data["prompt_text"] = saved.text if saved is not None else parse_prompt_text(typed)
             data["model_list"] = parse_models(list(data.get("models") or []))
             data["size_value"] = parse_size(data.get("custom_size") or data.get("size") or "")
+            data["sizes"], refusals = self._model_sizes(data["model_list"], data["size_value"])
+            for refusal in refusals:  # every model whose size is refused, each on its field
+                self._add_input_error(refusal, data)
+            if refusals:
+                return data
             params: dict[str, Any] = {"watermark": bool(data.get("watermark"))}
             if data.get("seed") is not None:
                 params["seed"] = data["seed"]
@@ -190,11 +209,56 @@ class GenerateForm(forms.Form):
             data["reference_image"] = parse_reference(data.get("reference") or None)
             check_models_fit(data["model_list"], reference=data["reference_image"])
         except InvalidInput as exc:
-            field = _FIELD_FOR_INPUT.get(exc.field)
-            if field == "size" and data.get("custom_size"):
-                field = "custom_size"
-            self.add_error(field, exc.message)
+            self._add_input_error(exc, data)
         return data
+
+    def model_rows(self) -> list[tuple[BoundWidget, BoundField]]:
+        """Each model's checkbox beside its size select, in the order of the models."""
+        boxes = list(self["models"])
+        return [(box, self[model_size_field(int(box.data["value"]))]) for box in boxes]
+
+    def _model_sizes(
+        self, models: list[ImageModel], common: str
+    ) -> tuple[dict[int, str], list[InvalidInput]]:
+        """The size of its own each chosen model was given, and the refusal of every
+        model whose size (its own, or the common one) it does not take."""
+        sizes: dict[int, str] = {}
+        refusals: list[InvalidInput] = []
+        for model in models:
+            field = model_size_field(model.pk)
+            own = self.cleaned_data.get(field) or ""
+            try:
+                if own:
+                    sizes[model.pk] = check_model_size(model, own, field=field)
+                elif common:
+                    check_model_size(model, common, field="size")
+            except InvalidInput as refusal:
+                refusals.append(refusal)
+        return sizes, refusals
+
+    def _add_input_error(self, exc: InvalidInput, data: dict[str, Any]) -> None:
+        field = _FIELD_FOR_INPUT.get(exc.field) or (exc.field if exc.field in self.fields else None)
+        if field == "size" and data.get("custom_size"):
+            field = "custom_size"
+        self.add_error(field, exc.message)
+
+
+def model_size_field(model_id: int) -> str:
+    """The name of a model's own size select."""
+    return f"size_{model_id}"
+
+
+def model_size_choices(model: ImageModel) -> list[Any]:
+    """A model's size select: the common size, then each size the model takes, grouped
+    by resolution."""
+    choices: list[Any] = [("", "As “Size” says")]
+    for resolution, group in presets(model.size_rules):
+        options = [(preset.size, preset.label) for preset in group]
+        if resolution:
+            choices.append((resolution, options))
+        else:
+            choices.extend(options)
+    return choices
 
 
 def _prompt_label(prompt: Prompt) -> str:

@@ -27,7 +27,7 @@ from generations.services.generate import generation_create
 from generations.services.storing import results_restore
 
 from . import selectors
-from .forms import SIZE_CHOICES, GenerateForm, PageCursorForm, ResultFilterForm
+from .forms import SIZE_CHOICES, GenerateForm, PageCursorForm, ResultFilterForm, model_size_field
 
 RESULTS_PER_PAGE = 24
 MAX_SAVED_PROMPTS = 200
@@ -325,6 +325,7 @@ def generate(request: HttpRequest) -> HttpResponse:
                 prompt=data["prompt_object"],
                 save_as=data.get("save_title") or "",
                 size=data["size_value"],
+                sizes=data["sizes"],
                 params=data["params"],
                 reference=data["reference_image"],
             )
@@ -396,6 +397,7 @@ def _generate_initial(request: HttpRequest, models: list[ImageModel]) -> dict[st
             initial["models"] = list(
                 generation.results.exclude(model=None).values_list("model_id", flat=True).distinct()
             )
+            initial.update(_initial_model_sizes(generation))
     if reference_id is not None:
         initial["reference"] = f"result:{reference_id}"
         # Preselect the models that take a reference image.
@@ -416,6 +418,18 @@ def _initial_from_generation(generation: Generation) -> dict[str, Any]:
         initial["reference"] = f"result:{generation.reference_result_id}"
     elif generation.reference_image_url and not generation.reference_image_url.startswith("data:"):
         initial["reference"] = generation.reference_image_url
+    return initial
+
+
+def _initial_model_sizes(generation: Generation) -> dict[str, str]:
+    """The sizes of their own that the generation's models were given."""
+    initial: dict[str, str] = {}
+    for model_id, params_used in generation.results.exclude(model=None).values_list(
+        "model_id", "params_used"
+    ):
+        size = str((params_used or {}).get("size") or "")
+        if size and size != generation.size:
+            initial[model_size_field(model_id)] = size
     return initial
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -11,9 +12,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from .models import ApiToken, Generation, GenerationResult, ImageModel, Prompt
+from .models import (
+    OPTIMIZE_PROMPT_MODES,
+    OUTPUT_FORMATS,
+    ApiToken,
+    Generation,
+    GenerationResult,
+    ImageModel,
+    Prompt,
+)
 from .services.deleting import generations_delete, results_delete
 from .services.storing import results_restore
+from .sizes import RESOLUTIONS
 
 
 @admin.register(Prompt)
@@ -27,12 +37,74 @@ class PromptAdmin(admin.ModelAdmin):
         return obj.text[:80]
 
 
+class ImageModelForm(forms.ModelForm):
+    """The lists of what a model takes, as checkboxes of the values Ark knows."""
+
+    size_labels = forms.MultipleChoiceField(
+        choices=[(label, label) for label in RESOLUTIONS],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text=ImageModel._meta.get_field("size_labels").help_text,
+    )
+    optimize_prompt_modes = forms.MultipleChoiceField(
+        choices=[(mode, mode) for mode in OPTIMIZE_PROMPT_MODES],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text=ImageModel._meta.get_field("optimize_prompt_modes").help_text,
+    )
+    output_formats = forms.MultipleChoiceField(
+        choices=[(name, name) for name in OUTPUT_FORMATS],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text=ImageModel._meta.get_field("output_formats").help_text,
+    )
+
+    class Meta:
+        model = ImageModel
+        # The admin adds the fields of its fieldsets.
+        fields = ("size_labels", "optimize_prompt_modes", "output_formats")
+
+
 @admin.register(ImageModel)
 class ImageModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "upstream_model_id", "provider", "enabled")
-    list_filter = ("provider", "enabled")
+    form = ImageModelForm
+    list_display = ("name", "upstream_model_id", "provider", "price_per_image", "enabled")
+    list_filter = ("provider", "enabled", "streams")
     search_fields = ("name", "upstream_model_id")
     list_editable = ("enabled",)
+    fieldsets = (
+        (None, {"fields": ("name", "provider", "upstream_model_id", "enabled", "default_params")}),
+        (
+            "What it takes",
+            {
+                "fields": (
+                    "requires_reference",
+                    "max_reference_images",
+                    "max_images",
+                    "streams",
+                    "takes_seed",
+                    "takes_guidance_scale",
+                    "optimize_prompt_modes",
+                    "output_formats",
+                )
+            },
+        ),
+        (
+            "Sizes",
+            {
+                "description": "Requests are checked against these before Ark is called.",
+                "fields": (
+                    "size_labels",
+                    "takes_adaptive",
+                    "takes_width_height",
+                    ("min_pixels", "max_pixels"),
+                    ("min_aspect_ratio", "max_aspect_ratio"),
+                    ("min_side", "max_side"),
+                ),
+            },
+        ),
+        ("Price", {"fields": ("price_per_image", "currency")}),
+    )
 
 
 class GenerationResultInline(admin.TabularInline):

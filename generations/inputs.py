@@ -18,12 +18,10 @@ from .checks import parse_id
 from .fetch import is_public_address
 from .models import GenerationResult, ImageModel, Prompt
 from .services.generate import ReferenceImage
+from .sizes import SizeRefused, check_size, normalize_size
 
 MAX_PROMPT_CHARS = 4000
 MAX_MODELS = 10
-SIZE_LABELS = {"1K", "2K", "4K", "adaptive"}
-_SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
-MIN_SIDE, MAX_SIDE = 64, 4096
 MAX_REFERENCE_URL_CHARS = 4096
 MAX_DATA_URI_CHARS = 14 * 1024 * 1024
 
@@ -41,6 +39,8 @@ class GenerateInput:
     prompt_text: str = ""
     prompt: Prompt | None = None
     size: str = ""
+    # Per model (by primary key): a size of its own, which wins over `size`.
+    sizes: dict[int, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     reference: ReferenceImage | None = None
 
@@ -58,13 +58,15 @@ def parse_generate(data: Any) -> GenerateInput:
     """Turn a decoded JSON body into a GenerateInput, or raise InvalidInput."""
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
-    unknown = set(data) - {"prompt", "promptId", "modelIds", "size", "params", "image"}
+    unknown = set(data) - {"prompt", "promptId", "modelIds", "size", "sizes", "params", "image"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
 
     prompt_text, prompt = _parse_prompt(data.get("prompt"), data.get("promptId"))
     models = parse_models(data.get("modelIds"))
     size = parse_size(data.get("size"))
+    sizes = parse_sizes(data.get("sizes"), models=models)
+    check_sizes(models, size=size, sizes=sizes)
     params = parse_params(data.get("params"))
     reference = parse_reference(data.get("image"))
     check_models_fit(models, reference=reference)
@@ -73,6 +75,7 @@ def parse_generate(data: Any) -> GenerateInput:
         prompt_text=prompt_text,
         prompt=prompt,
         size=size,
+        sizes=sizes,
         params=params,
         reference=reference,
     )
@@ -137,20 +140,60 @@ def parse_models(refs: Any) -> list[ImageModel]:
 
 
 def parse_size(size: Any) -> str:
+    """A size in the one spelling we send (``2K``, ``adaptive``, ``2048x2048``), or ""."""
     if size is None or size == "":
         return ""
-    if not isinstance(size, str):
-        raise InvalidInput("size must be a string such as '2K' or '2048x2048'", field="size")
-    size = size.strip()
-    if size in SIZE_LABELS:
-        return size
-    match = _SIZE_RE.match(size)
-    if not match:
-        raise InvalidInput(f"size {size!r} is not 1K, 2K, 4K or WIDTHxHEIGHT", field="size")
-    width, height = int(match[1]), int(match[2])
-    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-        raise InvalidInput(f"each side must be {MIN_SIDE} to {MAX_SIDE} pixels", field="size")
-    return f"{width}x{height}"
+    try:
+        return normalize_size(size)
+    except SizeRefused as exc:
+        raise InvalidInput(str(exc), field="size") from None
+
+
+def check_model_size(model: ImageModel, size: Any, *, field: str) -> str:
+    """``size`` normalized if ``model`` takes it; an InvalidInput naming the model and its
+    rule otherwise (Ark would refuse it, after the call)."""
+    try:
+        return check_size(size, model.size_rules, model_name=model.name)
+    except SizeRefused as exc:
+        raise InvalidInput(str(exc), field=field) from None
+
+
+def parse_sizes(sizes: Any, *, models: list[ImageModel]) -> dict[int, str]:
+    """``{"<model id, name or upstream id>": "2K", ...}``: a size per model asked for."""
+    if sizes is None:
+        return {}
+    if not isinstance(sizes, dict):
+        raise InvalidInput("sizes must be an object of model: size", field="sizes")
+    by_model: dict[int, str] = {}
+    for key, value in sizes.items():
+        shown = key if len(key) <= 100 else key[:99] + "…"
+        model = _chosen_model(key, models)
+        if model is None:
+            raise InvalidInput(
+                f"sizes names {shown!r}, which is not one of modelIds", field=f"sizes.{shown}"
+            )
+        if model.pk in by_model:
+            raise InvalidInput(f"sizes names {model.name!r} twice", field=f"sizes.{shown}")
+        by_model[model.pk] = check_model_size(model, value, field=f"sizes.{shown}")
+    return by_model
+
+
+def check_sizes(models: list[ImageModel], *, size: str, sizes: dict[int, str]) -> None:
+    """Every model without a size of its own takes the common ``size`` (if one is given)."""
+    if not size:
+        return
+    for model in models:
+        if model.pk not in sizes:
+            check_model_size(model, size, field="size")
+
+
+def _chosen_model(ref: str, models: list[ImageModel]) -> ImageModel | None:
+    """The model among ``models`` that ``ref`` names: by id, display name or upstream id."""
+    model_id = parse_id(ref)
+    if model_id is not None:
+        return next((model for model in models if model.pk == model_id), None)
+    ref = ref.strip()
+    return next((model for model in models if ref in (model.name, model.upstream_model_id)), None)
 
 
 def parse_params(params: Any) -> dict[str, Any]:

@@ -5,15 +5,25 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from .checks import is_safe_external_url, parse_id
+from .sizes import RESOLUTIONS, SizeRefused, SizeRules, check_size
+
+# Ark's ceilings for one call: reference images, and images in a group.
+MAX_REFERENCE_IMAGES = 14
+MAX_IMAGES_PER_CALL = 15
+OPTIMIZE_PROMPT_MODES = ("standard", "fast")
+OUTPUT_FORMATS = ("png", "jpeg")
 
 
 class Prompt(models.Model):
@@ -48,24 +58,121 @@ class ImageModelQuerySet(models.QuerySet["ImageModel"]):
 
 
 class ImageModel(models.Model):
+    """A model to generate with, what it takes, its size rules and its price.
+
+    The capabilities and size rules are data, read from Ark's documentation and kept
+    here so that an admin can follow Ark when it changes them; requests are checked
+    against them before any call (see ``generations.sizes``).
+    """
+
     class Provider(models.TextChoices):
         ARK = "ark", "Volcengine Ark"
         DEMO = "demo", "Demo upstream"
 
     name = models.CharField(max_length=100, unique=True)
     provider = models.CharField(max_length=10, choices=Provider.choices, default=Provider.ARK)
-    upstream_model_id = models.CharField(max_length=200)
+    upstream_model_id = models.CharField(
+        max_length=200,
+        help_text=(
+            "What Ark is asked for: a model id such as doubao-seedream-4-5-251128, or an "
+            "endpoint id (ep-...)."
+        ),
+    )
     default_params = models.JSONField(
         default=dict,
         blank=True,
         help_text=(
-            "Defaults sent with every request (size, watermark, guidance_scale, ...) and "
-            "the model's capabilities under 'capabilities' (seed, guidance_scale, "
-            "text_to_image, image_to_image, sequential)."
+            "Defaults sent with every request (size, watermark, guidance_scale, ...); "
+            "a request's own values win."
         ),
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # What it takes.
+    requires_reference = models.BooleanField(
+        default=False, help_text="It edits a reference image and cannot work from text alone."
+    )
+    max_reference_images = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(MAX_REFERENCE_IMAGES)],
+        help_text="How many reference images one call takes; 0: none (text only).",
+    )
+    max_images = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_IMAGES_PER_CALL)],
+        help_text=(
+            "The most images one call may return (a group, max_images); 1: one image a call."
+        ),
+    )
+    streams = models.BooleanField(
+        default=False, help_text="It can stream each image as it is made (stream: true)."
+    )
+    takes_seed = models.BooleanField(default=False, help_text="It takes a seed.")
+    takes_guidance_scale = models.BooleanField(
+        default=False, help_text="It takes a guidance scale."
+    )
+    optimize_prompt_modes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The optimize_prompt_options modes it takes; none: it takes no such option.",
+    )
+    output_formats = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The output_format values it takes; none: it always answers JPEG.",
+    )
+
+    # Its size rules; an empty bound is no limit of that kind.
+    size_labels = models.JSONField(
+        default=list, blank=True, help_text="The resolution labels it takes (1K, 2K, 3K, 4K)."
+    )
+    takes_adaptive = models.BooleanField(
+        default=False, help_text="It takes size adaptive (the shape of the reference image)."
+    )
+    takes_width_height = models.BooleanField(
+        default=True, help_text="It takes a size as WIDTHxHEIGHT, within the bounds below."
+    )
+    min_pixels = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The fewest pixels (width x height) it makes."
+    )
+    max_pixels = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The most pixels (width x height) it makes."
+    )
+    min_aspect_ratio = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.001)],
+        help_text="The narrowest width / height it makes, such as 0.0625 for 1:16.",
+    )
+    max_aspect_ratio = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.001)],
+        help_text="The widest width / height it makes, such as 16 for 16:1.",
+    )
+    min_side = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The shortest width or height it makes, in pixels."
+    )
+    max_side = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The longest width or height it makes, in pixels."
+    )
+
+    # What an image costs.
+    price_per_image = models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="What Ark charges for each image it makes; empty: not known.",
+    )
+    currency = models.CharField(
+        max_length=3,
+        default="CNY",
+        blank=True,
+        validators=[RegexValidator(r"^[A-Z]{3}$", "A three-letter currency code, such as CNY.")],
+    )
 
     objects = ImageModelQuerySet.as_manager()
 
@@ -77,7 +184,62 @@ class ImageModel(models.Model):
 
     @property
     def capabilities(self) -> set[str]:
-        return set(self.default_params.get("capabilities", []))
+        """What it takes, as the upstream client reads it (``"seed"``, ``"sequential"``, ...)."""
+        taken = {
+            "text_to_image": not self.requires_reference,
+            "image_to_image": self.max_reference_images > 0,
+            "image_required": self.requires_reference,
+            "seed": self.takes_seed,
+            "guidance_scale": self.takes_guidance_scale,
+            "sequential": self.max_images > 1,
+            "stream": self.streams,
+            "optimize_prompt_options": bool(self.optimize_prompt_modes),
+            "output_format": bool(self.output_formats),
+        }
+        return {name for name, yes in taken.items() if yes}
+
+    @property
+    def size_rules(self) -> SizeRules:
+        return SizeRules(
+            labels=tuple(self.size_labels or ()),
+            adaptive=self.takes_adaptive,
+            width_height=self.takes_width_height,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            min_aspect_ratio=self.min_aspect_ratio,
+            max_aspect_ratio=self.max_aspect_ratio,
+            min_side=self.min_side,
+            max_side=self.max_side,
+        )
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        for field, allowed in (
+            ("size_labels", RESOLUTIONS),
+            ("optimize_prompt_modes", OPTIMIZE_PROMPT_MODES),
+            ("output_formats", OUTPUT_FORMATS),
+        ):
+            value = getattr(self, field)
+            if not isinstance(value, list) or any(v not in allowed for v in value):
+                errors[field] = f"A list of some of {', '.join(allowed)}."
+        for low, high in (
+            ("min_pixels", "max_pixels"),
+            ("min_aspect_ratio", "max_aspect_ratio"),
+            ("min_side", "max_side"),
+        ):
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if low_value is not None and high_value is not None and low_value > high_value:
+                errors[high] = f"Less than the {low.replace('_', ' ')}."
+        if self.requires_reference and not self.max_reference_images:
+            errors["max_reference_images"] = "It needs a reference image: at least 1."
+        if errors:
+            raise ValidationError(errors)
+        default_size = (self.default_params or {}).get("size")
+        if default_size:
+            try:
+                check_size(default_size, self.size_rules, model_name=self.name or "This model")
+            except SizeRefused as exc:
+                raise ValidationError({"default_params": f"Its default size: {exc}."}) from None
 
 
 class Generation(models.Model):

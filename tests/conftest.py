@@ -277,5 +277,5 @@ def ensure_seedream_models() -> None:
 
     from django.apps import apps
 
-    migration = import_module("generations.migrations.0002_seed_seedream_models")
-    migration.create_models(apps, None)
+    for name in ("0002_seed_seedream_models", "0006_seedream_rules_and_new_models"):
+        import_module(f"generations.migrations.{name}").create_models(apps, None)

@@ -102,9 +102,8 @@ class ImageModelFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Test model {n}")
     provider = ImageModel.Provider.DEMO
     upstream_model_id = factory.Sequence(lambda n: f"demo-model-{n}")
-    default_params = factory.LazyFunction(
-        lambda: {"capabilities": ["text_to_image", "image_to_image"]}
-    )
+    # Text- and image-to-image, any WIDTHxHEIGHT: the demo upstream's own models.
+    max_reference_images = 14
 
 
 class GenerationFactory(factory.django.DjangoModelFactory):

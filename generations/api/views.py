@@ -102,6 +102,7 @@ def generate(request: HttpRequest) -> HttpResponse:
         prompt_text=wanted.prompt_text,
         prompt=wanted.prompt,
         size=wanted.size,
+        sizes=wanted.sizes,
         params=wanted.params,
         reference=wanted.reference,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +62,7 @@ def generation_create(
     prompt: Prompt | None = None,
     save_as: str = "",
     size: str = "",
+    sizes: Mapping[int, str] | None = None,
     params: dict[str, Any] | None = None,
     reference: ReferenceImage | None = None,
 ) -> Generation:
@@ -70,7 +71,9 @@ def generation_create(
     `prompt` is a saved prompt to use; `save_as`, a title under which to save the typed
     text as a new one (in the same transaction as the generation, so a failure leaves
     neither). The upstream calls happen outside any transaction; storing the images
-    is queued after the rows commit, so the caller never waits for storage.
+    is queued after the rows commit, so the caller never waits for storage. `sizes`
+    gives a model (by primary key) a size of its own instead of `size`; the sizes were
+    checked against each model's rules by the caller (see `generations.inputs`).
     """
     text = prompt.text if prompt is not None and not prompt_text else prompt_text
     params = dict(params or {})
@@ -79,7 +82,7 @@ def generation_create(
     calls = [
         _ModelCall(
             model=m,
-            size=size or m.default_params.get("size", ""),
+            size=(sizes or {}).get(m.pk) or size or m.default_params.get("size", ""),
             params=_effective_params(m, params),
         )
         for m in models

@@ -135,9 +135,23 @@
     });
   }
 
+  // A model's size menu matters only while the model is chosen: show it then. Without
+  // this, every menu is shown, and those of models left unchosen are ignored.
+  function setUpModelSizes() {
+    document.querySelectorAll("[data-model-choice]").forEach(function (row) {
+      var box = row.querySelector('input[type="checkbox"]');
+      var menu = row.querySelector("select");
+      if (!box || !menu) return;
+      var show = function () { menu.hidden = !box.checked; };
+      box.addEventListener("change", show);
+      show();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     setUpSelectAll();
     setUpPolling();
     setUpBusyButtons();
+    setUpModelSizes();
   });
 })();

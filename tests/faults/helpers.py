@@ -17,11 +17,13 @@ from tests.conftest import wait_for
 S = GenerationResult.StorageStatus
 SETTLED = (S.STORED, S.FAILED, S.EXPIRED)
 SEEDREAM_4 = "doubao-seedream-4-0-250828"
+# The smallest of Seedream 4.0's recommended sizes (1K at 16:9): Ark refuses fewer pixels.
+SIZE = "1280x720"
 
 
 def generate_body(prompt: str, **extra: Any) -> dict[str, Any]:
-    """The `/api/generate` request the fault tests send: Seedream 4.0 at 256x256."""
-    return {"prompt": prompt, "modelIds": [SEEDREAM_4], "size": "256x256", **extra}
+    """The `/api/generate` request the fault tests send: Seedream 4.0 at 1280x720."""
+    return {"prompt": prompt, "modelIds": [SEEDREAM_4], "size": SIZE, **extra}
 
 
 def post_generate(client: Client, prompt: str, **extra: Any) -> dict[str, Any]:

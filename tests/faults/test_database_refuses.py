@@ -72,7 +72,7 @@ def test_a_refused_final_update_leaves_no_orphan_and_the_next_attempt_stores(
     ensure_seedream_models()
     model = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-0-250828")
     generation = generation_create(
-        user=None, models=[model], prompt_text="a fox the database refuses", size="256x256"
+        user=None, models=[model], prompt_text="a fox the database refuses", size="1280x720"
     )
     result = generation.results.get()
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 from django.db import connection
 
-from tests.faults.helpers import S, timed_generate, wait_all_settled
+from tests.faults.helpers import SIZE, S, timed_generate, wait_all_settled
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes
 from tests.faults.processes import REPO
 
@@ -88,7 +88,7 @@ def test_two_hundred_generates_from_twenty_clients(
         "gunicorn_workers": 2,
         "celery_workers": 2,
         "database": connection.vendor,
-        "image_size": "256x256",
+        "image_size": SIZE,
         "server_errors": 0,
         "results_stored": counts[S.STORED],
         "images_lost": 0,

@@ -519,7 +519,8 @@ def test_continue_image_to_image_saved_prompt_and_restores(
     page.get_by_role("link", name="Image-to-image").click()
     expect(page.get_by_label("Reference image")).to_have_value(f"result:{source.pk}")
     expect(page.get_by_label("Seedream 4.0", exact=True)).to_be_checked()
-    page.get_by_label("SeedEdit 3.0", exact=True).uncheck()
+    for other in ("SeedEdit 3.0", "Seedream 4.5", "Seedream 5.0 lite"):  # they take one too
+        page.get_by_label(other, exact=True).uncheck()
     page.get_by_label("Prompt", exact=True).fill("the same lighthouse in deep winter")
     demo.clear_request_log()
     edited = submit_and_wait(page)

@@ -681,9 +681,7 @@ def test_generate_form_needs_a_model(staff_client: Client) -> None:
 
 
 def test_generate_form_says_which_model_needs_a_reference(staff_client: Client) -> None:
-    model = ImageModelFactory(
-        name="Editor", default_params={"capabilities": ["image_to_image", "image_required"]}
-    )
+    model = ImageModelFactory(name="Editor", requires_reference=True, max_reference_images=1)
     response = staff_client.post(
         reverse("gallery:generate"), {"prompt": "make it blue", "models": [model.pk]}
     )
@@ -712,6 +710,96 @@ def test_generate_form_puts_input_errors_on_their_field(
     )
     assert error_field in response.context["form"].errors
     assert Generation.objects.count() == 0
+
+
+def seeded(upstream_id: str) -> ImageModel:
+    return ImageModel.objects.get(upstream_model_id=upstream_id)
+
+
+def offered_sizes(html: str, model: ImageModel) -> list[str]:
+    """The values of a model's own size select, as the page offers them."""
+    menu = re.search(f'<select name="size_{model.pk}".*?</select>', html, re.S)
+    assert menu, f"no size select for {model.name}"
+    return re.findall(r'<option value="([^"]*)"', menu.group(0))
+
+
+def test_the_generate_form_offers_each_model_the_sizes_it_takes(staff_client: Client) -> None:
+    html = page_text(staff_client.get(reverse("gallery:generate")))
+    four, four_five = seeded("doubao-seedream-4-0-250828"), seeded("doubao-seedream-4-5-251128")
+    three, edit = seeded("doubao-seedream-3-0-t2i-250415"), seeded("doubao-seededit-3-0-i2i-250628")
+
+    assert {"1K", "2K", "4K", "1280x720", "2048x2048", "4704x3520"} <= set(
+        offered_sizes(html, four)
+    )
+    assert "4704x3520" in offered_sizes(html, four_five)
+    assert not {"1K", "1024x1024", "adaptive"} & set(offered_sizes(html, four_five))
+    assert offered_sizes(html, three) == [
+        "",
+        "1024x1024",
+        "1152x864",
+        "864x1152",
+        "1280x720",
+        "720x1280",
+        "1248x832",
+        "832x1248",
+        "1512x648",
+    ]
+    assert offered_sizes(html, edit) == ["", "adaptive"]
+    assert (
+        f'<label class="visually-hidden" for="id_size_{four.pk}">Size for Seedream 4.0</label>'
+        in html
+    )
+    assert '<optgroup label="4K">' in html
+
+
+def test_a_size_a_chosen_model_refuses_is_a_form_error_naming_the_model(
+    staff_client: Client, demo: Any
+) -> None:
+    four, four_five = seeded("doubao-seedream-4-0-250828"), seeded("doubao-seedream-4-5-251128")
+    three = seeded("doubao-seedream-3-0-t2i-250415")
+    response = staff_client.post(
+        reverse("gallery:generate"),
+        {"prompt": "a kite", "models": [four.pk, four_five.pk, three.pk], "size": "1024x1024"},
+    )
+
+    errors = response.context["form"].errors["size"]
+    assert errors == [
+        "Seedream 4.5 does not take 1024x1024 (1,048,576 pixels, fewer than 3,686,400): it "
+        "takes 2K or 4K, or WIDTHxHEIGHT of 3,686,400 to 16,777,216 pixels with an aspect "
+        "ratio from 1:16 to 16:1"
+    ]
+    assert "Seedream 4.5 does not take 1024x1024" in page_text(response)
+    assert demo.request_log == []
+    assert Generation.objects.count() == 0
+
+
+def test_each_chosen_model_generates_at_the_size_chosen_for_it(
+    staff_client: Client, demo: Any
+) -> None:
+    four, four_five = seeded("doubao-seedream-4-0-250828"), seeded("doubao-seedream-4-5-251128")
+    unchosen = seeded("doubao-seedream-3-0-t2i-250415")
+    response = staff_client.post(
+        reverse("gallery:generate"),
+        {
+            "prompt": "a kite over dunes",
+            "models": [four.pk, four_five.pk],
+            "size": "1K",
+            f"size_{four_five.pk}": "2K",
+            f"size_{unchosen.pk}": "1512x648",  # a model left unchosen: ignored
+        },
+    )
+
+    assert response.status_code == 302, response.context["form"].errors
+    generation = Generation.objects.get()
+    sizes = {r.model_id: r.params_used["size"] for r in generation.results.all()}
+    assert sizes == {four.pk: "1K", four_five.pk: "2K"}
+    assert sorted(e["json"]["size"] for e in demo.request_log if e["method"] == "POST") == [
+        "1K",
+        "2K",
+    ]
+    # Generating again starts from the sizes used.
+    again = staff_client.get(response["Location"]).context["form"]
+    assert (again.initial["size"], again.initial[f"size_{four_five.pk}"]) == ("1K", "2K")
 
 
 def test_generate_against_the_demo_upstream_creates_results(
@@ -776,8 +864,8 @@ def test_continue_prefills_prompt_model_and_size(staff_client: Client) -> None:
 
 def test_image_to_image_prefills_the_reference(staff_client: Client) -> None:
     result = stored_result()
-    editor = ImageModelFactory(default_params={"capabilities": ["image_to_image"]})
-    text_only = ImageModelFactory(default_params={"capabilities": ["text_to_image"]})
+    editor = ImageModelFactory(max_reference_images=1)
+    text_only = ImageModelFactory(max_reference_images=0)
     response = staff_client.get(reverse("gallery:generate") + f"?reference={result.pk}")
     form = response.context["form"]
     assert form.initial["reference"] == f"result:{result.pk}"
@@ -787,9 +875,7 @@ def test_image_to_image_prefills_the_reference(staff_client: Client) -> None:
 
 def test_model_needing_a_reference_generates_with_one(staff_client: Client, demo: Any) -> None:
     reference = stored_result()
-    editor = ImageModelFactory(
-        default_params={"capabilities": ["image_to_image", "image_required"]}
-    )
+    editor = ImageModelFactory(requires_reference=True, max_reference_images=1)
     response = staff_client.post(
         reverse("gallery:generate"),
         {"prompt": "make it blue", "models": [editor.pk], "reference": f"result:{reference.pk}"},

@@ -38,7 +38,7 @@ def seedream() -> ImageModel:
     """The seeded Seedream 4.0 model (transactional tests flush the data migration's rows)."""
     model, _ = ImageModel.objects.get_or_create(
         upstream_model_id=SEEDREAM_4,
-        defaults={"name": "Seedream 4.0", "default_params": {"capabilities": ["text_to_image"]}},
+        defaults={"name": "Seedream 4.0"},
     )
     return model
 
@@ -52,13 +52,13 @@ def run(*args: str) -> str:
 def upstream_results(count: int, prompt: str = "a red fox in snow") -> list[GenerationResult]:
     """Rows for real demo images, as generate records them, without queueing tasks."""
     model = seedream()
-    generation = Generation.objects.create(prompt_text=prompt, size="256x256")
+    generation = Generation.objects.create(prompt_text=prompt, size="1280x720")
     rows = []
     for index in range(count):
         items = client_for(model).generate(
             model_id=model.upstream_model_id,
             prompt=f"{prompt} #{index}",
-            size="256x256",
+            size="1280x720",
             params={},
             image=None,
             capabilities=model.capabilities,

@@ -23,7 +23,7 @@ def post_generate(client: Client, prompt: str, **extra: Any) -> dict[str, Any]:
     body = {
         "prompt": prompt,
         "modelIds": ["doubao-seedream-4-0-250828"],
-        "size": "512x512",
+        "size": "1280x720",
         **extra,
     }
     response = client.post("/api/generate", data=json.dumps(body), content_type="application/json")
@@ -84,7 +84,7 @@ def test_the_sweep_requeues_results_left_pending(
     (item,) = client_for(model).generate(
         model_id=model.upstream_model_id,
         prompt="forgotten fox",
-        size="512x512",
+        size="1280x720",
         params={},
         image=None,
         capabilities=model.capabilities,

@@ -77,7 +77,7 @@ class Route:
         return f"{self.method} {self.path}"
 
 
-GENERATE_BODY = {"prompt": "a fox", "modelIds": ["doubao-seedream-4-0-250828"], "size": "256x256"}
+GENERATE_BODY = {"prompt": "a fox", "modelIds": ["doubao-seedream-4-0-250828"], "size": "1280x720"}
 
 ROUTES = [
     Route("GET", "/healthz", "public", 200),

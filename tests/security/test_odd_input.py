@@ -65,7 +65,7 @@ def post_json(client: Client, body: Any, **extra: Any) -> Any:
     return client.post("/api/generate", data=data, content_type="application/json", **extra)
 
 
-GOOD = {"prompt": "a fox", "modelIds": ["doubao-seedream-4-0-250828"], "size": "256x256"}
+GOOD = {"prompt": "a fox", "modelIds": ["doubao-seedream-4-0-250828"], "size": "1280x720"}
 
 
 @pytest.mark.parametrize(

@@ -177,7 +177,7 @@ def test_generate_stores_nothing_from_an_upstream_url_at_a_refused_address(
             {
                 "prompt": f"a trap [demo:host={form}]",
                 "modelIds": ["doubao-seedream-4-0-250828"],
-                "size": "256x256",
+                "size": "1280x720",
             }
         ),
         content_type="application/json",

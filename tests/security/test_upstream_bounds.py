@@ -416,7 +416,7 @@ def own_demo() -> Iterator[DemoUpstream]:
 def demo_post(demo: DemoUpstream, body: dict[str, Any], timeout: float = 10) -> requests.Response:
     return requests.post(
         demo.api_base_url + "/images/generations",
-        json={"model": SEEDREAM_4, "size": "64x64", **body},
+        json={"model": SEEDREAM_4, "size": "1280x720", **body},
         headers={"Authorization": "Bearer demo"},
         timeout=timeout,
     )

@@ -20,7 +20,7 @@ S = GenerationResult.StorageStatus
 
 def generate(prompt: str) -> GenerationResult:
     model = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-0-250828")
-    generation = generation_create(user=None, models=[model], prompt_text=prompt, size="512x512")
+    generation = generation_create(user=None, models=[model], prompt_text=prompt, size="1280x720")
     return generation.results.get()
 
 

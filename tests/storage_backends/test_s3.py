@@ -25,7 +25,7 @@ S = GenerationResult.StorageStatus
 
 def generate(prompt: str = "a lighthouse at dusk") -> GenerationResult:
     model = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-0-250828")
-    generation = generation_create(user=None, models=[model], prompt_text=prompt, size="256x256")
+    generation = generation_create(user=None, models=[model], prompt_text=prompt, size="1280x720")
     result = generation.results.get()
     assert result.status == GenerationResult.Status.SUCCESS, result.error_message
     return result
@@ -85,7 +85,7 @@ def test_an_s3_endpoint_that_is_down_keeps_the_external_url_and_records_the_erro
 
     response = token_client.post(
         "/api/generate",
-        {"prompt": "a harbour in fog", "modelIds": [model.pk], "size": "256x256"},
+        {"prompt": "a harbour in fog", "modelIds": [model.pk], "size": "1280x720"},
         content_type="application/json",
     )
     assert response.status_code == 200

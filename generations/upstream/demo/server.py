@@ -55,6 +55,11 @@ alone reproduces it):
 A switch asking for more than its maximum answers 400 InvalidParameter: a fault that
 lasts or streams for ever would only hold a thread, and the test waiting on it, hostage.
 
+Each Ark model's size rules (``MODEL_SIZE_RULES``) are kept as Ark keeps them: a size
+the model does not take answers 400 ``InvalidParameter``, "The parameter `size`
+specified in the request is not valid: ...". Other models (``demo-...``, an ``ep-...``
+endpoint) take any size.
+
 ``GET /_demo/requests`` returns the last 200 requests received (except ``/_demo/`` ones)
 as JSON: ``[{"method", "path", "host", "headers", "json", "time"}]``; ``DELETE`` clears
 it. A string over 256 KiB in it (a reference image of several MB, say) keeps its first
@@ -86,6 +91,7 @@ import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -140,7 +146,52 @@ BIG_CACHE_BYTES = 2 * MAX_BIG_MB * MiB
 PHOTO_CACHE_ENTRIES = 8
 PHOTO_CACHE_BYTES = 8 * MAX_PHOTO_MB * MiB
 
-SIZE_LABELS = {"1k": 1024, "2k": 2048, "4k": 4096}
+SIZE_LABELS = {"1k": 1024, "2k": 2048, "3k": 3072, "4k": 4096}
+# Ark's size rules for each model it serves, as its image generation API reference gives
+# them, in the shape genvault keeps them (generations.sizes.SizeRules). A model not listed
+# here (demo-..., an ep-... endpoint) takes any size.
+_ARK_4_SIZES: dict[str, Any] = {
+    "adaptive": False,
+    "width_height": True,
+    "max_pixels": 16_777_216,
+    "min_aspect_ratio": 1 / 16,
+    "max_aspect_ratio": 16.0,
+    "min_side": None,
+    "max_side": None,
+}
+_SEEDREAM_5_LITE_SIZES = {**_ARK_4_SIZES, "labels": ["2K", "3K", "4K"], "min_pixels": 3_686_400}
+MODEL_SIZE_RULES: dict[str, dict[str, Any]] = {
+    "doubao-seedream-5-0-260128": _SEEDREAM_5_LITE_SIZES,
+    "doubao-seedream-5-0-lite-260128": _SEEDREAM_5_LITE_SIZES,
+    "doubao-seedream-4-5-251128": {**_ARK_4_SIZES, "labels": ["2K", "4K"], "min_pixels": 3_686_400},
+    "doubao-seedream-4-0-250828": {
+        **_ARK_4_SIZES,
+        "labels": ["1K", "2K", "4K"],
+        "min_pixels": 921_600,
+    },
+    "doubao-seedream-3-0-t2i-250415": {
+        "labels": [],
+        "adaptive": False,
+        "width_height": True,
+        "min_pixels": None,
+        "max_pixels": None,
+        "min_aspect_ratio": None,
+        "max_aspect_ratio": None,
+        "min_side": 512,
+        "max_side": 2048,
+    },
+    "doubao-seededit-3-0-i2i-250628": {
+        "labels": [],
+        "adaptive": True,
+        "width_height": False,
+        "min_pixels": None,
+        "max_pixels": None,
+        "min_aspect_ratio": None,
+        "max_aspect_ratio": None,
+        "min_side": None,
+        "max_side": None,
+    },
+}
 LOOPBACK_HOST_FORMS = {
     "127.0.0.1": "127.0.0.1",
     "127.0.0.2": "127.0.0.2",
@@ -295,6 +346,51 @@ def parse_size(size: Any) -> tuple[int, int]:
         raise SwitchError(f"size {size!r} is not 1K, 2K, 4K, adaptive or WxH")
     width, height = (min(MAX_SIDE, max(MIN_SIDE, int(v))) for v in match.groups())
     return width, height
+
+
+def size_refusal(model: str, size: Any) -> str | None:
+    """Why Ark refuses ``size`` for ``model``, in its words, or None when it takes it.
+
+    A size that is no size at all is left to ``parse_size``; an absent one (or JSON
+    null, which the official SDK sends for every argument not given) is the default.
+    """
+    rules = MODEL_SIZE_RULES.get(model)
+    if rules is None or size is None or size == "" or not isinstance(size, str):
+        return None
+    text = size.strip()
+    if text.lower() == "adaptive":
+        return None if rules["adaptive"] else "adaptive is not supported by this model"
+    if text.lower() in SIZE_LABELS:
+        label = text.upper()
+        return None if label in rules["labels"] else f"{label} is not supported by this model"
+    match = re.fullmatch(r"(\d{1,5})\s*[x*]\s*(\d{1,5})", text.lower())
+    if not match:
+        return None
+    if not rules["width_height"]:
+        return "only adaptive is supported by this model"
+    width, height = int(match[1]), int(match[2])
+    pixels = width * height
+    if rules["min_pixels"] is not None and pixels < rules["min_pixels"]:
+        return f"image size must be at least {rules['min_pixels']} pixels"
+    if rules["max_pixels"] is not None and pixels > rules["max_pixels"]:
+        return f"image size must be at most {rules['max_pixels']} pixels"
+    low, high = rules["min_side"], rules["max_side"]
+    if any(
+        (low is not None and side < low) or (high is not None and side > high)
+        for side in (width, height)
+    ):
+        return f"image width and height must be between {low} and {high} pixels"
+    ratio = width / height
+    low_ratio, high_ratio = rules["min_aspect_ratio"], rules["max_aspect_ratio"]
+    if (low_ratio is not None and ratio < low_ratio) or (
+        high_ratio is not None and ratio > high_ratio
+    ):
+        low_shown, high_shown = (
+            str(Fraction(r).limit_denominator(1000)) if r is not None else "any"
+            for r in (low_ratio, high_ratio)
+        )
+        return f"image aspect ratio (width / height) must be between {low_shown} and {high_shown}"
+    return None
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -936,11 +1032,19 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
             )
             return
         model = body.get("model")
-        if not isinstance(model, str) or not model.startswith(("doubao-", "demo-")):
+        if not isinstance(model, str) or not model.startswith(("doubao-", "demo-", "ep-")):
             self._ark_error(
                 404,
                 "InvalidEndpointOrModel.NotFound",
                 f"The model or endpoint {model} does not exist or you do not have access to it.",
+            )
+            return
+        refusal = size_refusal(model, body.get("size"))
+        if refusal:
+            self._ark_error(
+                400,
+                "InvalidParameter",
+                f"The parameter `size` specified in the request is not valid: {refusal}.",
             )
             return
         try:

@@ -85,7 +85,7 @@ def test_token_is_stored_hashed(api_token: str) -> None:
         ({"prompt": "a fox", "modelIds": "doubao"}, "modelIds", "list"),
         ({"prompt": "a fox", "modelIds": [True]}, "modelIds", "ids or names"),
         ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "huge"}, "size", "not 1K"),
-        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "9000x9000"}, "size", "4096"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "9000x9000"}, "size", "16,777,216"),
         ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": 2048}, "size", "string"),
         (
             {"prompt": "a fox", "modelIds": [SEEDREAM_4], "params": {"seed": "x"}},
@@ -303,3 +303,195 @@ def test_healthz_reports_each_part_without_auth(client: Client) -> None:
     assert body["database"] == "ok"
     assert body["storage"] == "ok"
     assert response.status_code == (200 if body["broker"] == "ok" else 503)
+
+
+# --- sizes, per model ----------------------------------------------------------------
+
+SEEDREAM_45 = "doubao-seedream-4-5-251128"
+SEEDREAM_5_LITE = "doubao-seedream-5-0-260128"
+SEEDEDIT_3 = "doubao-seededit-3-0-i2i-250628"
+REFERENCE = "https://example.com/a-reference.png"  # the demo upstream never fetches it
+
+
+def upstream_sizes(demo: Any) -> list[Any]:
+    return [e["json"].get("size") for e in demo.request_log if e["method"] == "POST"]
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "words"),
+    [
+        (SEEDREAM_4, "512x512", "Seedream 4.0 does not take 512x512 (262,144 pixels"),
+        (SEEDREAM_4, "adaptive", "Seedream 4.0 does not take adaptive: it takes 1K, 2K or 4K"),
+        (SEEDREAM_4, "16384x512", "Seedream 4.0 does not take 16384x512 (an aspect ratio of 32:1)"),
+        (SEEDREAM_45, "1K", "Seedream 4.5 does not take 1K: it takes 2K or 4K, or WIDTHxHEIGHT"),
+        (SEEDREAM_45, "adaptive", "Seedream 4.5 does not take adaptive"),
+        (SEEDREAM_45, "1920x1080", "fewer than 3,686,400"),
+        (SEEDREAM_5_LITE, "1K", "Seedream 5.0 lite does not take 1K: it takes 2K, 3K or 4K"),
+        (SEEDREAM_3, "1K", "Seedream 3.0 does not take 1K: it takes WIDTHxHEIGHT with each side"),
+        (SEEDREAM_3, "2K", "Seedream 3.0 does not take 2K"),
+        (SEEDREAM_3, "4K", "Seedream 3.0 does not take 4K"),
+        (SEEDREAM_3, "2304x1728", "a side of 2304, longer than 2048"),
+        (SEEDEDIT_3, "1024x1024", "SeedEdit 3.0 does not take 1024x1024: it takes only adaptive"),
+        (SEEDEDIT_3, "2K", "SeedEdit 3.0 does not take 2K"),
+    ],
+)
+def test_a_size_the_model_does_not_take_is_refused_before_any_call(
+    demo: Any, token_client: Client, model: str, size: str, words: str
+) -> None:
+    body = {"prompt": "a fox", "modelIds": [model], "size": size, "image": REFERENCE}
+    if model == SEEDREAM_3:
+        del body["image"]  # it takes none
+    response = post(token_client, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid", "size")
+    assert words in error["message"]
+    assert demo.request_log == []
+    assert not Generation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "upstream_id", [SEEDREAM_4, SEEDREAM_45, SEEDREAM_5_LITE, SEEDREAM_3, SEEDEDIT_3]
+)
+def test_every_preset_of_every_model_is_taken_by_it_and_by_the_upstream(
+    demo: Any, token_client: Client, upstream_id: str
+) -> None:
+    from generations.sizes import preset_sizes
+
+    model = ImageModel.objects.get(upstream_model_id=upstream_id)
+    presets = preset_sizes(model.size_rules)
+    assert presets, f"{model.name} is offered no size"
+    for size in presets:
+        body: dict[str, Any] = {"prompt": f"a fox at {size}", "modelIds": [model.pk], "size": size}
+        if model.max_reference_images:
+            body["image"] = REFERENCE
+        response = post(token_client, body)
+        assert response.status_code == 200, (size, response.content)
+        (result,) = response.json()["results"]
+        assert result["status"] == "SUCCESS", (size, result["error"])
+        assert result["paramsUsed"]["size"] == size
+    assert upstream_sizes(demo) == presets
+
+
+def test_seedream_4s_own_4k_presets_are_taken_though_a_side_is_over_4096(
+    demo: Any, token_client: Client
+) -> None:
+    from generations.sizes import preset_sizes
+
+    seedream_4 = ImageModel.objects.get(upstream_model_id=SEEDREAM_4)
+    assert {"4704x3520", "5504x3040", "6240x2656"} <= set(preset_sizes(seedream_4.size_rules))
+    response = post(
+        token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4], "size": "4704x3520"}
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["results"][0]["status"] == "SUCCESS"
+    assert upstream_sizes(demo) == ["4704x3520"]
+
+
+def test_each_model_can_have_a_size_of_its_own(demo: Any, token_client: Client) -> None:
+    seedream_3 = ImageModel.objects.get(upstream_model_id=SEEDREAM_3)
+    response = post(
+        token_client,
+        {
+            "prompt": "a lighthouse",
+            "modelIds": [SEEDREAM_4, SEEDREAM_45, SEEDREAM_3],
+            # One size for the models without their own: 4.5 would refuse it.
+            "size": "1024x1024",
+            "sizes": {"Seedream 4.5": "2K", str(seedream_3.pk): "1248x832"},
+        },
+    )
+
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["SUCCESS"] * 3
+    assert [(r["model"], r["paramsUsed"]["size"]) for r in results] == [
+        (SEEDREAM_4, "1024x1024"),
+        (SEEDREAM_45, "2K"),
+        (SEEDREAM_3, "1248x832"),
+    ]
+    assert sorted(upstream_sizes(demo)) == ["1024x1024", "1248x832", "2K"]
+    assert Generation.objects.get().size == "1024x1024"
+
+
+def test_a_sizes_map_alone_sizes_its_models_and_leaves_the_others_their_default(
+    demo: Any, token_client: Client
+) -> None:
+    response = post(
+        token_client,
+        {"prompt": "a fox", "modelIds": [SEEDREAM_45, SEEDREAM_3], "sizes": {SEEDREAM_45: "4K"}},
+    )
+
+    assert response.status_code == 200, response.content
+    sizes = [r["paramsUsed"]["size"] for r in response.json()["results"]]
+    assert sizes == ["4K", "1024x1024"]  # Seedream 3.0's default
+
+
+@pytest.mark.parametrize(
+    ("sizes", "field", "words"),
+    [
+        ({"Seedream 4.5": "1K"}, "sizes.Seedream 4.5", "Seedream 4.5 does not take 1K"),
+        ({SEEDREAM_3: "2K"}, f"sizes.{SEEDREAM_3}", "Seedream 3.0 does not take 2K"),
+        ({"Seedream 4.0": "2K"}, "sizes.Seedream 4.0", "not one of modelIds"),
+        ({"Seedream 4.5": "2K", SEEDREAM_45: "4K"}, f"sizes.{SEEDREAM_45}", "twice"),
+        ({"Seedream 4.5": "huge"}, "sizes.Seedream 4.5", "is not 1K, 2K, 3K, 4K"),
+        ({"Seedream 4.5": 2048}, "sizes.Seedream 4.5", "must be a string"),
+        (["2K"], "sizes", "an object"),
+    ],
+)
+def test_a_bad_sizes_map_is_refused_naming_its_entry(
+    demo: Any, token_client: Client, sizes: Any, field: str, words: str
+) -> None:
+    response = post(
+        token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_45, SEEDREAM_3], "sizes": sizes}
+    )
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert words in error["message"]
+    assert demo.request_log == []
+
+
+def test_the_common_size_still_answers_for_the_models_the_map_leaves_out(
+    demo: Any, token_client: Client
+) -> None:
+    response = post(
+        token_client,
+        {
+            "prompt": "a fox",
+            "modelIds": [SEEDREAM_45, SEEDREAM_3],
+            "size": "2K",
+            "sizes": {SEEDREAM_45: "4K"},
+        },
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"] == "size"
+    assert "Seedream 3.0 does not take 2K" in error["message"]
+
+
+def test_an_endpoint_id_works_as_the_upstream_model_id(demo: Any, token_client: Client) -> None:
+    ImageModel.objects.create(
+        name="Our Seedream 4.5 endpoint",
+        upstream_model_id="ep-20250811010554-qn4cd",
+        size_labels=["2K", "4K"],
+        min_pixels=3_686_400,
+    )
+
+    refused = post(
+        token_client, {"prompt": "a", "modelIds": ["ep-20250811010554-qn4cd"], "size": "1K"}
+    )
+    response = post(
+        token_client, {"prompt": "a fox", "modelIds": ["ep-20250811010554-qn4cd"], "size": "2K"}
+    )
+
+    assert "Our Seedream 4.5 endpoint does not take 1K" in refused.json()["error"]["message"]
+    assert response.status_code == 200, response.content
+    (result,) = response.json()["results"]
+    assert (result["model"], result["status"]) == ("ep-20250811010554-qn4cd", "SUCCESS")
+    assert [e["json"]["model"] for e in demo.request_log if e["method"] == "POST"] == [
+        "ep-20250811010554-qn4cd"
+    ]

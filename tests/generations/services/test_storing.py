@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 S = GenerationResult.StorageStatus
 
 
-def generate(prompt: str, *, size: str = "512x512") -> GenerationResult:
+def generate(prompt: str, *, size: str = "1280x720") -> GenerationResult:
     model = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-0-250828")
     generation = generation_create(user=None, models=[model], prompt_text=prompt, size=size)
     result = generation.results.get()
@@ -50,7 +50,7 @@ def test_a_generated_image_is_stored_byte_for_byte(
     assert result.storage_backend == "local"
     assert result.storage_key == f"generations/{result.pk}.jpg"
     assert result.content_type == "image/jpeg"
-    assert (result.width, result.height) == (512, 512)
+    assert (result.width, result.height) == (1280, 720)
     assert result.byte_size == len(upstream_bytes)
     assert result.sha256 == hashlib.sha256(upstream_bytes).hexdigest()
     assert result.image_url == f"/api/images/{result.pk}"
@@ -153,7 +153,7 @@ def test_an_image_url_at_another_spelling_of_loopback_is_refused_as_answered(
     """Plain http from a host that is not allowed: the result fails with nothing to fetch."""
     model = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-0-250828")
     generation = generation_create(
-        user=None, models=[model], prompt_text=f"a trap [demo:host={form}]", size="64x64"
+        user=None, models=[model], prompt_text=f"a trap [demo:host={form}]", size="1280x720"
     )
     result = generation.results.get()
     assert (result.status, result.error_code) == (GenerationResult.Status.FAILED, "UnsafeImageUrl")

@@ -26,17 +26,22 @@ from generations.upstream.demo.server import DemoUpstream
 SEEDREAM_4 = ImageModel(
     name="Seedream 4.0",
     upstream_model_id="doubao-seedream-4-0-250828",
-    default_params={"capabilities": ["text_to_image", "image_to_image", "sequential"]},
+    max_reference_images=14,
+    max_images=15,
 )
 SEEDREAM_3 = ImageModel(
     name="Seedream 3.0",
     upstream_model_id="doubao-seedream-3-0-t2i-250415",
-    default_params={"capabilities": ["text_to_image", "seed", "guidance_scale"]},
+    takes_seed=True,
+    takes_guidance_scale=True,
 )
 SEEDEDIT_3 = ImageModel(
     name="SeedEdit 3.0",
     upstream_model_id="doubao-seededit-3-0-i2i-250628",
-    default_params={"capabilities": ["image_to_image", "image_required", "seed", "guidance_scale"]},
+    requires_reference=True,
+    max_reference_images=1,
+    takes_seed=True,
+    takes_guidance_scale=True,
 )
 
 
@@ -51,7 +56,7 @@ def generate(
     prompt: str,
     *,
     model: ImageModel = SEEDREAM_4,
-    size: str | None = "256x256",
+    size: str | None = "1024x1024",  # one that Seedream 4.0 and 3.0 both take
     params: dict[str, Any] | None = None,
     image: str | list[str] | None = None,
 ) -> list[Any]:
@@ -99,11 +104,11 @@ def test_generates_a_real_jpeg_of_the_size_asked(ark_client: ArkClient, unique_p
 
 
 def test_honours_a_width_by_height_size(ark_client: ArkClient, unique_prompt: Any) -> None:
-    image = generate(ark_client, unique_prompt(), size="320x200")[0]
+    image = generate(ark_client, unique_prompt(), size="1600x600")[0]
 
-    assert image.size == "320x200"
+    assert image.size == "1600x600"
     decoded = Image.open(io.BytesIO(requests.get(image.url, timeout=5).content))
-    assert decoded.size == (320, 200)
+    assert decoded.size == (1600, 600)
 
 
 def test_sequential_generation_gives_one_item_per_image(
@@ -122,7 +127,7 @@ def test_clients_can_be_shared_between_threads(ark_client: ArkClient, unique_pro
     outcomes: list[list[Any]] = []
 
     def call() -> None:
-        outcomes.append(generate(ark_client, unique_prompt(), size="64x64"))
+        outcomes.append(generate(ark_client, unique_prompt()))
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for thread in threads:
@@ -307,7 +312,7 @@ def test_the_body_is_arks_shape_with_watermark_on_by_default(
 def test_watermark_from_a_form_or_json(
     ark_client: ArkClient, demo_upstream: DemoUpstream, unique_prompt: Any, given: Any, sent: bool
 ) -> None:
-    generate(ark_client, unique_prompt(), size="16x16", params={"watermark": given})
+    generate(ark_client, unique_prompt(), params={"watermark": given})
 
     assert posts(demo_upstream)[0]["json"]["watermark"] is sent
 
@@ -336,7 +341,7 @@ def test_the_reference_image_goes_only_to_image_to_image_models(
     ark_client: ArkClient, demo_upstream: DemoUpstream, unique_prompt: Any
 ) -> None:
     references = ["https://example.com/a.png", "data:image/png;base64,iVBORw0KGgo="]
-    generate(ark_client, unique_prompt(), model=SEEDEDIT_3, image=references)
+    generate(ark_client, unique_prompt(), model=SEEDEDIT_3, size="adaptive", image=references)
     generate(ark_client, unique_prompt(), model=SEEDREAM_4, image=references[0])
     generate(ark_client, unique_prompt(), model=SEEDREAM_3, image=references[0])
 

@@ -37,9 +37,8 @@ def generate_body(demo: DemoUpstream, body: dict[str, Any], **headers: str) -> r
 
 
 def image_url(demo: DemoUpstream, prompt: str, *, size: str = "128x128", **extra: Any) -> str:
-    response = generate_body(
-        demo, {"model": "doubao-seedream-4-0-250828", "prompt": prompt, "size": size, **extra}
-    )
+    """The URL of one image of a demo model, which takes any size (Ark's models do not)."""
+    response = generate_body(demo, {"model": "demo-x", "prompt": prompt, "size": size, **extra})
     assert response.status_code == 200, response.text
     return response.json()["data"][0]["url"]
 
@@ -78,7 +77,7 @@ def test_answers_in_arks_shape_with_usage(demo_upstream: DemoUpstream, unique_pr
         {
             "model": "doubao-seedream-4-0-250828",
             "prompt": unique_prompt(),
-            "size": "256x128",
+            "size": "1600x600",
             "sequential_image_generation": "auto",
             "sequential_image_generation_options": {"max_images": 2},
         },
@@ -88,9 +87,9 @@ def test_answers_in_arks_shape_with_usage(demo_upstream: DemoUpstream, unique_pr
     payload = response.json()
     assert payload["model"] == "doubao-seedream-4-0-250828"
     assert abs(payload["created"] - time.time()) < 60
-    assert [item["size"] for item in payload["data"]] == ["256x128", "256x128"]
+    assert [item["size"] for item in payload["data"]] == ["1600x600", "1600x600"]
     assert payload["usage"]["generated_images"] == 2
-    assert payload["usage"]["output_tokens"] == 2 * 256 * 128 // 256
+    assert payload["usage"]["output_tokens"] == 2 * 1600 * 600 // 256
     assert payload["usage"]["total_tokens"] == payload["usage"]["output_tokens"]
 
 
@@ -152,6 +151,92 @@ def test_bad_requests_get_arks_errors(
 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
+
+
+SEEDREAM_5_LITE = "doubao-seedream-5-0-260128"
+SEEDREAM_45 = "doubao-seedream-4-5-251128"
+SEEDREAM_4 = "doubao-seedream-4-0-250828"
+SEEDREAM_3 = "doubao-seedream-3-0-t2i-250415"
+SEEDEDIT_3 = "doubao-seededit-3-0-i2i-250628"
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "why"),
+    [
+        (SEEDREAM_4, "512x512", "image size must be at least 921600 pixels"),
+        (SEEDREAM_4, "adaptive", "adaptive is not supported by this model"),
+        (
+            SEEDREAM_4,
+            "16000x500",
+            "image aspect ratio (width / height) must be between 1/16 and 16",
+        ),
+        (SEEDREAM_4, "4097x4096", "image size must be at most 16777216 pixels"),
+        (SEEDREAM_45, "1K", "1K is not supported by this model"),
+        (SEEDREAM_45, "1920x1080", "image size must be at least 3686400 pixels"),
+        (SEEDREAM_45, "adaptive", "adaptive is not supported by this model"),
+        (SEEDREAM_5_LITE, "1K", "1K is not supported by this model"),
+        (SEEDREAM_3, "2K", "2K is not supported by this model"),
+        (SEEDREAM_3, "2304x1728", "image width and height must be between 512 and 2048 pixels"),
+        (SEEDEDIT_3, "1024x1024", "only adaptive is supported by this model"),
+    ],
+)
+def test_ark_models_refuse_the_sizes_ark_refuses_with_its_error(
+    demo_upstream: DemoUpstream, model: str, size: str, why: str
+) -> None:
+    before = demo_upstream.stats()["storedImages"]
+    response = generate_body(demo_upstream, {"model": model, "prompt": "a fox", "size": size})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "param", "type"}
+    assert error["code"] == "InvalidParameter"
+    assert error["message"].startswith(
+        f"The parameter `size` specified in the request is not valid: {why}. Request id: "
+    )
+    assert demo_upstream.stats()["storedImages"] == before
+
+
+@pytest.mark.parametrize(
+    ("model", "size"),
+    [
+        (SEEDREAM_4, "1K"),
+        (SEEDREAM_4, "1280x720"),
+        (SEEDREAM_4, "4704x3520"),  # a 4K preset, with a side over 4096
+        (SEEDREAM_45, "2K"),
+        (SEEDREAM_45, "2560x1440"),
+        (SEEDREAM_5_LITE, "3K"),
+        ("doubao-seedream-5-0-lite-260128", "2K"),
+        (SEEDREAM_3, "512x2048"),
+        (SEEDEDIT_3, "adaptive"),
+        ("ep-20250811010554-qn4cd", "64x64"),  # an endpoint: its model is not known here
+    ],
+)
+def test_ark_models_and_endpoints_take_their_sizes(
+    demo_upstream: DemoUpstream, model: str, size: str
+) -> None:
+    response = generate_body(demo_upstream, {"model": model, "prompt": "a fox", "size": size})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == model
+
+
+def test_a_size_left_out_or_null_is_the_models_default(demo_upstream: DemoUpstream) -> None:
+    # The official SDK sends every argument it was not given as null.
+    response = generate_body(demo_upstream, {"model": SEEDREAM_45, "prompt": "a", "size": None})
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.django_db
+def test_the_demo_keeps_the_rules_genvault_keeps_in_the_same_shape() -> None:
+    from generations.models import ImageModel
+    from generations.sizes import SizeRules
+    from generations.upstream.demo.server import MODEL_SIZE_RULES
+
+    seeded = ImageModel.objects.filter(upstream_model_id__startswith="doubao-")
+    assert seeded.count() == 5
+    for model in seeded:
+        assert SizeRules.from_dict(MODEL_SIZE_RULES[model.upstream_model_id]) == model.size_rules
 
 
 def test_b64_json_answers_carry_the_bytes(demo_upstream: DemoUpstream) -> None:
@@ -442,7 +527,7 @@ def test_the_command_serves_until_interrupted(settings: Any) -> None:
         items = client.generate(
             model_id="doubao-seedream-4-0-250828",
             prompt="from the command",
-            size="64x64",
+            size="1K",
             params={},
             image=None,
             capabilities=set(),
@@ -483,7 +568,7 @@ def test_item_errors_and_images_together_through_the_client(
     items = client.generate(
         model_id="doubao-seedream-4-0-250828",
         prompt="[demo:item_error] two frames",
-        size="64x64",
+        size="1K",
         params={"max_images": 2},
         image=None,
         capabilities={"sequential"},
