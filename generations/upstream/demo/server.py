@@ -14,10 +14,15 @@ Generation (the POST):
 =========================  ===========================================================
 ``[demo:slow=S]``          sleep S seconds (float, up to 60) before answering
 ``[demo:status=CODE]``     answer HTTP CODE (400-599) with an Ark error body; 429 is
-                           ``RateLimitExceeded.EndpointRPM``, 500 ``InternalServiceError``
-``[demo:flaky=N]``         the first N calls (up to 100) with this exact prompt answer 500,
-                           then OK
-``[demo:error=CODE]``      400 with Ark error code CODE (``InputTextSensitiveContentDetected``)
+                           ``RateLimitExceeded.EndpointRPMExceeded``, 500
+                           ``InternalServiceError``
+``[demo:error=CODE]``      Ark's error CODE with the HTTP status Ark gives it (429 for
+                           ``QuotaExceeded`` and the rate limits, 403 ``AccessDenied``...;
+                           400 for a code Ark does not list)
+``[demo:flaky=N]``         the first N calls (up to 100) with this exact prompt answer the
+                           error ``status`` or ``error`` names (500 when neither), then OK
+``[demo:retry_after=S]``   error answers carry ``Retry-After: S`` (whole seconds, up to 120).
+                           Ark's documentation shows no Retry-After: a client must not need it
 ``[demo:item_error]``      HTTP 200, but the first data item is ``{"error": {"code":
                            "OutputImageSensitiveContentDetected", ...}}`` (the others, with
                            sequential generation, are images)
@@ -119,12 +124,14 @@ MAX_BIG_MB = 256
 MAX_PHOTO_MB = 8
 PHOTO_SIDE = 2048
 BOMB_SIDE = 30_000
+MAX_RETRY_AFTER = 120
 # The most each numeric switch takes.
 SWITCH_LIMITS: dict[str, float] = {
     "slow": 60,
     "slow_image": 60,
     "flaky": 100,
     "flaky_image": 100,
+    "retry_after": MAX_RETRY_AFTER,
     "redirect": 10,
     "oversized": 1024,
     "oversized_chunked": 1024,
@@ -132,6 +139,7 @@ SWITCH_LIMITS: dict[str, float] = {
     "photo": MAX_PHOTO_MB,
 }
 SWITCH_UNITS = {"slow": " seconds", "slow_image": " seconds", "big": " MB", "photo": " MB"}
+SWITCH_UNITS["retry_after"] = " seconds"
 SWITCH_UNITS.update(oversized=" MB", oversized_chunked=" MB")
 # Cached renders, most recently used first out of the budget last: a big image of each
 # size asked for would otherwise stay for ever. One of the largest always fits.
@@ -158,6 +166,7 @@ GENERATION_SWITCHES: dict[str, str | None] = {
     "status": "int",
     "flaky": "int",
     "error": "code",
+    "retry_after": "int",
     "item_error": None,
     "png": None,
     "webp": None,
@@ -187,26 +196,98 @@ STATUS_ERRORS = {
     403: ("AccessDenied", "Forbidden", "You do not have access to this resource."),
     404: ("InvalidEndpointOrModel.NotFound", "NotFound", "The model does not exist."),
     429: (
-        "RateLimitExceeded.EndpointRPM",
+        "RateLimitExceeded.EndpointRPMExceeded",
         "TooManyRequests",
-        "The request rate exceeded the endpoint's RPM limit. Please retry later.",
+        "The Requests Per Minute (RPM) limit of the associated endpoint for your account "
+        "has been exceeded.",
     ),
     500: ("InternalServiceError", "InternalServerError", "The service encountered an error."),
     502: ("BadGateway", "BadGateway", "The service is temporarily unreachable."),
     503: ("ServiceUnavailable", "ServiceUnavailable", "The service is overloaded."),
     504: ("GatewayTimeout", "GatewayTimeout", "The service did not answer in time."),
 }
-ERROR_MESSAGES = {
+# Ark's own codes (its error code reference and image generation API): the HTTP status
+# each comes with, and a message in the spirit of Ark's. A 429 is not always a rate
+# limit: a spent quota or spending cap comes as 429 too, and waiting does not clear it.
+ARK_ERRORS: dict[str, tuple[int, str]] = {
+    "MissingParameter": (
+        400,
+        "The request failed because it is missing one or multiple required parameters.",
+    ),
+    "InvalidParameter": (400, "One or more parameters specified in the request are not valid."),
+    "SensitiveContentDetected": (
+        400,
+        "The request failed because the input text may contain sensitive information.",
+    ),
     "InputTextSensitiveContentDetected": (
-        "The request failed because the input text may contain sensitive information."
+        400,
+        "The request failed because the input text may contain sensitive information.",
     ),
     "InputImageSensitiveContentDetected": (
-        "The request failed because the input image may contain sensitive information."
+        400,
+        "The request failed because the input image may contain sensitive information.",
     ),
     "OutputImageSensitiveContentDetected": (
-        "The request failed because the output image may contain sensitive information."
+        400,
+        "The request failed because the output image may contain sensitive information.",
     ),
+    "AuthenticationError": (401, "The API key or AK/SK in the request is missing or invalid."),
+    "AccountOverdueError": (
+        403,
+        "The request failed because your account has an overdue balance.",
+    ),
+    "AccessDenied": (
+        403,
+        "The request failed because you do not have access to the requested resource.",
+    ),
+    "InvalidEndpointOrModel.NotFound": (
+        404,
+        "The model or endpoint does not exist or you do not have access to it.",
+    ),
+    "ModelNotOpen": (404, "Your account has not activated the model."),
+    "RateLimitExceeded.EndpointRPMExceeded": (429, STATUS_ERRORS[429][2]),
+    "RateLimitExceeded.EndpointTPMExceeded": (
+        429,
+        "The Tokens Per Minute (TPM) limit of the associated endpoint for your account "
+        "has been exceeded.",
+    ),
+    "ModelAccountRpmRateLimitExceeded": (
+        429,
+        "The Requests Per Minute (RPM) limit of the model for your account has been exceeded.",
+    ),
+    "ModelAccountTpmRateLimitExceeded": (
+        429,
+        "The Tokens Per Minute (TPM) limit of the model for your account has been exceeded.",
+    ),
+    "ModelAccountIpmRateLimitExceeded": (
+        429,
+        "The Images Per Minute (IPM) limit of the model for your account has been exceeded.",
+    ),
+    "APIAccountRpmRateLimitExceeded": (
+        429,
+        "The Requests Per Minute (RPM) limit of the API for your account has been exceeded.",
+    ),
+    "AccountRateLimitExceeded": (429, "The rate limit of your account has been exceeded."),
+    "RequestBurstTooFast": (
+        429,
+        "Your requests increased too fast. Please ramp up your traffic gradually.",
+    ),
+    "ServerOverloaded": (
+        429,
+        "The service is currently unable to handle additional requests due to server overload.",
+    ),
+    "QuotaExceeded": (
+        429,
+        "The request failed because you have exceeded the usage quota of the model.",
+    ),
+    "SetLimitExceeded": (
+        429,
+        "The request failed because you have reached the inference limit you set for the model.",
+    ),
+    "InternalServiceError": (500, "The service encountered an unexpected internal error."),
 }
+# Kept for the item errors of a 200 answer.
+ERROR_MESSAGES = {code: message for code, (_, message) in ARK_ERRORS.items()}
 
 HTML_PAGE = (
     b"<!doctype html><html><head><title>Sign in</title></head><body>"
@@ -822,7 +903,14 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json", headers)
 
-    def _ark_error(self, status: int, code: str, message: str, param: str = "") -> None:
+    def _ark_error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         error_type = STATUS_ERRORS.get(status, ("", "Error", ""))[1]
         request_id = secrets.token_hex(16)
         self._send_json(
@@ -835,6 +923,7 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
                     "type": error_type,
                 }
             },
+            {"X-Request-Id": request_id, **(headers or {})},
         )
 
     def _tos_error(self, status: int, code: str, message: str) -> None:
@@ -927,11 +1016,15 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
 
     def _generate(self, body: dict[str, Any]) -> None:
         prompt = body.get("prompt")
+        if prompt is None:  # the SDK sends null for what it was not given
+            code = "MissingParameter"
+            self._ark_error(400, code, ARK_ERRORS[code][1], param="prompt")
+            return
         if not isinstance(prompt, str) or not prompt.strip():
             self._ark_error(
                 400,
                 "InvalidParameter",
-                "The parameter `prompt` specified in the request is not valid: it is required.",
+                "The parameter `prompt` specified in the request is not valid: it is empty.",
                 param="prompt",
             )
             return
@@ -953,18 +1046,19 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
 
         if "slow" in switches:
             time.sleep(float(switches["slow"]))
-        if "flaky" in switches and self.demo.count(f"flaky:{prompt}") <= int(switches["flaky"]):
-            code, _, message = STATUS_ERRORS[500]
-            self._ark_error(500, code, message)
-            return
-        if "status" in switches:
-            status = int(switches["status"])
-            code, _, message = STATUS_ERRORS.get(status, (f"DemoStatus{status}", "", "Demo."))
-            self._ark_error(status, code, message)
-            return
-        if "error" in switches:
-            code = switches["error"]
-            self._ark_error(400, code, ERROR_MESSAGES.get(code, f"Demo error {code}."))
+        error = self._switched_error(switches)
+        if "flaky" in switches:
+            if self.demo.count(f"flaky:{prompt}") > int(switches["flaky"]):
+                error = None  # the upstream has recovered
+            elif error is None:
+                code, _, message = STATUS_ERRORS[500]
+                error = (500, code, message)
+        if error is not None:
+            status, code, message = error
+            headers = {}
+            if "retry_after" in switches:
+                headers["Retry-After"] = str(int(switches["retry_after"]))
+            self._ark_error(status, code, message, headers=headers)
             return
 
         data: list[dict[str, Any]] = []
@@ -993,6 +1087,19 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
                 },
             },
         )
+
+    @staticmethod
+    def _switched_error(switches: dict[str, str]) -> tuple[int, str, str] | None:
+        """The error answer that ``status`` or ``error`` asks for, if either does."""
+        if "status" in switches:
+            status = int(switches["status"])
+            code, _, message = STATUS_ERRORS.get(status, (f"DemoStatus{status}", "", "Demo."))
+            return status, code, message
+        if "error" in switches:
+            code = switches["error"]
+            status, message = ARK_ERRORS.get(code, (400, f"Demo error {code}."))
+            return status, code, message
+        return None
 
     @staticmethod
     def _image_count(body: dict[str, Any]) -> int:
@@ -1044,7 +1151,8 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
                 width=width,
                 height=height,
                 image_format=image_format,
-                watermark=bool(body.get("watermark", True)),
+                # Ark's default is on; the SDK sends null for "not given".
+                watermark=body.get("watermark") is not False,
             )
             content_type = f"image/{extension}"
             if "wrong_type" in switches:

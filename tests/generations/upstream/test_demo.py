@@ -154,6 +154,66 @@ def test_bad_requests_get_arks_errors(
     assert response.json()["error"]["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "error_type"),
+    [
+        ("QuotaExceeded", 429, "TooManyRequests"),
+        ("SetLimitExceeded", 429, "TooManyRequests"),
+        ("ModelAccountIpmRateLimitExceeded", 429, "TooManyRequests"),
+        ("ServerOverloaded", 429, "TooManyRequests"),
+        ("AccountOverdueError", 403, "Forbidden"),
+        ("AccessDenied", 403, "Forbidden"),
+        ("ModelNotOpen", 404, "NotFound"),
+        ("InputTextSensitiveContentDetected", 400, "BadRequest"),
+        ("SomethingArkNeverSaid", 400, "BadRequest"),
+    ],
+)
+def test_arks_codes_come_with_arks_statuses(
+    demo_upstream: DemoUpstream, code: str, status: int, error_type: str
+) -> None:
+    body = {"model": "demo-x", "prompt": f"a cat [demo:error={code}]"}
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == (code, error_type)
+    assert "Retry-After" not in response.headers  # Ark documents none
+
+
+def test_a_rate_limit_may_say_when_to_come_back(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    prompt = unique_prompt("[demo:status=429] [demo:retry_after=7]")
+    response = generate_body(demo_upstream, {"model": "demo-x", "prompt": prompt})
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "RateLimitExceeded.EndpointRPMExceeded"
+    assert response.headers["Retry-After"] == "7"
+
+
+def test_flaky_answers_the_error_asked_for_then_recovers(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    body = {
+        "model": "demo-x",
+        "prompt": unique_prompt("[demo:flaky=2] [demo:error=ModelAccountIpmRateLimitExceeded]"),
+        "size": "64x64",
+    }
+    answers = [generate_body(demo_upstream, body) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [429, 429, 200]
+    assert answers[0].json()["error"]["code"] == "ModelAccountIpmRateLimitExceeded"
+
+
+def test_a_prompt_of_null_is_missing(demo_upstream: DemoUpstream) -> None:
+    """The official SDK sends null for every argument it was not given."""
+    response = generate_body(demo_upstream, {"model": "demo-x", "prompt": None})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "MissingParameter"
+    assert response.json()["error"]["param"] == "prompt"
+
+
 def test_b64_json_answers_carry_the_bytes(demo_upstream: DemoUpstream) -> None:
     response = generate_body(
         demo_upstream,
