@@ -197,7 +197,7 @@ def test_rate_limits_are_retried_a_bounded_number_of_times(
     client = make_ark_client(max_retries=2)
     error = only_error(generate(client, unique_prompt("[demo:status=429]")))
 
-    assert error.code == "RateLimitExceeded.EndpointRPM"
+    assert error.code == "RateLimitExceeded.EndpointRPMExceeded"
     assert len(posts(demo_upstream)) == 3  # the call and two retries
 
 

@@ -134,7 +134,7 @@ def test_refuses_a_request_without_a_bearer_key(demo_upstream: DemoUpstream) -> 
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"model": "doubao-seedream-4-0-250828"}, 400, "InvalidParameter"),
+        ({"model": "doubao-seedream-4-0-250828"}, 400, "MissingParameter"),
         ({"model": "doubao-seedream-4-0-250828", "prompt": "   "}, 400, "InvalidParameter"),
         ({"model": "dall-e-3", "prompt": "a cat"}, 404, "InvalidEndpointOrModel.NotFound"),
         ({"model": "demo-x", "prompt": "a cat", "size": "huge"}, 400, "InvalidParameter"),
