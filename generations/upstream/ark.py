@@ -14,14 +14,17 @@ an allowed host) before it is kept.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import http.client
 import json
 import logging
+import random
 import re
 import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -49,7 +52,44 @@ HTTP_ERROR = "UpstreamHTTPError"
 BAD_RESPONSE = "UpstreamBadResponse"
 UNSAFE_IMAGE_URL = "UnsafeImageUrl"
 
-RETRYABLE_STATUSES = frozenset({429, *range(500, 600)})
+# Whether asking again can help is decided on Ark's error code, not on the HTTP status:
+# Ark answers 429 for a rate limit, which resets within the minute, and also for a spent
+# quota or a spending cap, which waiting does not clear.
+RATE_LIMIT_CODES = frozenset(
+    {
+        "ModelAccountRpmRateLimitExceeded",
+        "ModelAccountTpmRateLimitExceeded",
+        "ModelAccountIpmRateLimitExceeded",
+        "APIAccountRpmRateLimitExceeded",
+        "AccountRateLimitExceeded",
+        "RequestBurstTooFast",
+        "InflightBatchsizeExceeded",
+        "ServerOverloaded",
+    }
+)
+RATE_LIMIT_PREFIX = "RateLimitExceeded."  # .EndpointRPMExceeded, .EndpointTPMExceeded
+# Never asked again: the answer would be the same, and some of them cost money to find out.
+FINAL_CODES = frozenset(
+    {
+        "QuotaExceeded",
+        "SetLimitExceeded",
+        "AccountOverdueError",
+        "AuthenticationError",
+        "AccessDenied",
+        "InvalidAccountStatus",
+        "ModelNotOpen",
+        "ContentSecurityDetectionError",
+    }
+)
+FINAL_PREFIXES = (
+    "MissingParameter",
+    "InvalidParameter",
+    "InvalidImageURL",
+    "InvalidEndpoint",  # InvalidEndpoint.ClosedEndpoint, InvalidEndpointOrModel.NotFound...
+    "OperationDenied",
+)
+# The longest computed pause between two tries; Ark's limits count per minute.
+MAX_BACKOFF_SECONDS = 30.0
 # Error messages end up in the database and the gallery: keep them readable.
 MAX_MESSAGE_LENGTH = 1000
 TOS_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -127,6 +167,39 @@ def _error_from_body(body: Any) -> UpstreamError | None:
     if error.get("param"):
         message = f"{message} (param: {error['param']})"
     return UpstreamError(code=_short(code), message=_short(message))
+
+
+def is_retryable(*, status: int, code: str) -> bool:
+    """Whether an error answer may go away if the same request is sent again later.
+
+    Rate limits and an overloaded service do, and so may Ark's 5xx; quotas, spending
+    caps, account and key trouble, refused content, bad parameters and unknown models
+    do not. A 429 with a code we do not know is taken for a rate limit: Ark bills no
+    refused request, so the retry costs only time.
+    """
+    if code in FINAL_CODES or code.startswith(FINAL_PREFIXES) or "SensitiveContent" in code:
+        return False
+    if code.endswith("RiskDetection"):
+        return False
+    if code in RATE_LIMIT_CODES or code.startswith(RATE_LIMIT_PREFIX):
+        return True
+    return status == 429 or status >= 500
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """What a ``Retry-After`` header asks for, in seconds: a number or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"[0-9]{1,6}(\.[0-9]+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def answer_limit(body: dict[str, Any]) -> int:
@@ -329,19 +402,28 @@ class ArkClient:
         connect_timeout: float,
         read_timeout: float,
         max_retries: int,
-        retry_backoff: float = 0.5,
+        retry_backoff: float = 2.0,
+        retry_budget: float = 120.0,
         total_timeout: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        # The whole call, retries included: by default one connect and one read.
+        # One try, however slowly its answer trickles in: by default one connect and one read.
         self.total_timeout = (
             connect_timeout + read_timeout if total_timeout is None else total_timeout
         )
         self.max_retries = max(0, max_retries)
+        # Seconds before the first retry, doubled for each next one (up to 30 s).
         self.retry_backoff = retry_backoff
+        # No retry starts later than this many seconds after the first try did.
+        self.retry_budget = retry_budget
+        # Injectable, so that waiting can be watched without being waited for.
+        self._sleep = sleep
+        self._clock = clock
         # requests.Session is not thread-safe: each thread keeps its own pooled one.
         self._local = threading.local()
 
@@ -427,37 +509,72 @@ class ArkClient:
             # Decoded here under the answer's byte limit (see read_answer).
             "Accept-Encoding": "gzip, deflate",
         }
+        started = self._clock()
         attempt = 0
-        with CallDeadline(self.total_timeout) as deadline:
-            while True:
-                outcome, retryable = self._post_once(body, headers, deadline)
-                if not retryable or attempt >= self.max_retries:
-                    return outcome
-                # Short, growing pauses: a generation request is waiting on us.
-                delay = self.retry_backoff * (2**attempt)
-                if delay >= deadline.remaining():
-                    return outcome  # no time left to try again
-                attempt += 1
-                logger.info(
-                    "Ark call failed (%s), retry %d of %d in %.1fs",
-                    outcome[0].code if outcome and isinstance(outcome[0], UpstreamError) else "?",
-                    attempt,
-                    self.max_retries,
-                    delay,
-                )
-                time.sleep(delay)
+        while True:
+            with CallDeadline(self.total_timeout) as deadline:
+                outcome = self._post_once(body, headers, deadline)
+            if not outcome.retry or attempt >= self.max_retries:
+                return outcome.items
+            delay = self._retry_delay(attempt, outcome.retry_after)
+            spent = self._clock() - started
+            if spent + delay > self.retry_budget:
+                return self._out_of_budget(outcome, delay=delay)
+            attempt += 1
+            logger.info(
+                "Ark call failed (%s), retry %d of %d in %.1fs",
+                _first_code(outcome.items),
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            self._sleep(delay)
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        """Ark's ``Retry-After`` when it sent one, else a doubling pause, spread out a little."""
+        if retry_after is not None:
+            return retry_after
+        pause = min(MAX_BACKOFF_SECONDS, self.retry_backoff * (2**attempt))
+        return pause * random.uniform(0.8, 1.2)
+
+    def _out_of_budget(self, outcome: _Outcome, *, delay: float) -> list[UpstreamItem]:
+        if outcome.retry_after is None:
+            return outcome.items
+        # Say why it was not tried again when Ark asked for a wait we could not give.
+        return [
+            UpstreamError(
+                item.code,
+                _short(
+                    f"{item.message} (Ark asked to try again in {delay:g} s, "
+                    f"past the {self.retry_budget:g} s we wait for retries)"
+                ),
+            )
+            if isinstance(item, UpstreamError)
+            else item
+            for item in outcome.items
+        ]
 
     def _timed_out(self) -> UpstreamError:
         # The request reached Ark and may be generating (and billed): never retried.
         return UpstreamError(
             TIMEOUT,
             f"the call to Ark timed out: no complete answer within {self.total_timeout:g} s "
-            "(it may still be generating, and billed)",
+            "after the request was sent. Ark may still be generating it, and may bill it: "
+            "it was not sent again",
+        )
+
+    def _read_timed_out(self, exc: Exception) -> UpstreamError:
+        return UpstreamError(
+            TIMEOUT,
+            _short(
+                f"Ark did not answer in time after the request was sent ({exc}). It may still "
+                "be generating it, and may bill it: it was not sent again"
+            ),
         )
 
     def _post_once(
         self, body: dict[str, Any], headers: dict[str, str], deadline: CallDeadline
-    ) -> tuple[list[UpstreamItem], bool]:
+    ) -> _Outcome:
         """The outcome of one HTTP call, and whether trying again may help."""
         remaining = max(0.001, deadline.remaining())
         try:
@@ -472,16 +589,22 @@ class ArkClient:
                 stream=True,
             )
         except requests.exceptions.ConnectTimeout as exc:
-            return [UpstreamError(TIMEOUT, _short(f"connecting to Ark timed out: {exc}"))], True
+            # Never connected, so nothing was sent: safe to try again.
+            message = _short(f"connecting to Ark timed out: {exc}")
+            return _Outcome([UpstreamError(TIMEOUT, message)], retry=True)
         except requests.exceptions.Timeout as exc:
-            # The request reached Ark and may be generating (and billed): not retried.
-            return [UpstreamError(TIMEOUT, _short(f"Ark did not answer in time: {exc}"))], False
+            return _Outcome([self._read_timed_out(exc)])
         except requests.exceptions.RequestException as exc:
             if deadline.passed:
-                return [self._timed_out()], False
-            if isinstance(exc, requests.exceptions.ConnectionError):
-                return [UpstreamError(CONNECTION_ERROR, _short(f"cannot reach Ark: {exc}"))], True
-            return [UpstreamError(CONNECTION_ERROR, _short(f"Ark call failed: {exc}"))], False
+                return _Outcome([self._timed_out()])
+            if _failed_before_sending(exc):
+                message = _short(f"cannot reach Ark: {exc}")
+                return _Outcome([UpstreamError(CONNECTION_ERROR, message)], retry=True)
+            message = _short(
+                f"the call to Ark failed after the request may have been sent ({exc}). "
+                "Ark may bill it: it was not sent again"
+            )
+            return _Outcome([UpstreamError(CONNECTION_ERROR, message)])
 
         status = response.status_code
         limit = answer_limit(body)
@@ -489,18 +612,18 @@ class ArkClient:
             raw = read_answer(response, deadline=deadline, max_bytes=limit)
         except AnswerTooLarge as exc:
             message = f"Ark's answer is larger than the {_megabytes(limit)} we read: {exc}"
-            return [UpstreamError(BAD_RESPONSE, message)], False
+            return _Outcome([UpstreamError(BAD_RESPONSE, message)])
         except UnreadableAnswer as exc:
             message = _short(f"Ark's answer is unreadable: {exc}")
-            return [UpstreamError(BAD_RESPONSE, message)], False
+            return _Outcome([UpstreamError(BAD_RESPONSE, message)])
         except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
             if deadline.passed:
-                return [self._timed_out()], False
+                return _Outcome([self._timed_out()])
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-                return [UpstreamError(TIMEOUT, _short(f"Ark did not answer in time: {exc}"))], False
+                return _Outcome([self._read_timed_out(exc)])
             # Sent and partly answered: it may be billed, so not sent again.
             message = _short(f"Ark's answer was cut short (HTTP {status}): {exc}")
-            return [UpstreamError(CONNECTION_ERROR, message)], False
+            return _Outcome([UpstreamError(CONNECTION_ERROR, message)])
         finally:
             response.close()
 
@@ -513,8 +636,10 @@ class ArkClient:
             error = _error_from_body(payload) or UpstreamError(
                 HTTP_ERROR, _short(f"Ark answered HTTP {status}: {text}")
             )
-            return [error], status in RETRYABLE_STATUSES
-        return self._items_from_payload(payload, asked=images_asked(body)), False
+            retry = is_retryable(status=status, code=error.code)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            return _Outcome([error], retry=retry, retry_after=retry_after if retry else None)
+        return _Outcome(self._items_from_payload(payload, asked=images_asked(body)))
 
     @staticmethod
     def _items_from_payload(payload: Any, *, asked: int) -> list[UpstreamItem]:
@@ -547,6 +672,34 @@ class ArkClient:
         return items
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What one try gave: its items, whether another try may help, and when to make it."""
+
+    items: list[UpstreamItem]
+    retry: bool = False
+    retry_after: float | None = None
+
+
+def _first_code(items: list[UpstreamItem]) -> str:
+    return items[0].code if items and isinstance(items[0], UpstreamError) else "?"
+
+
+def _failed_before_sending(exc: requests.exceptions.RequestException) -> bool:
+    """Whether the request never left: no connection could be made (refused, unreachable,
+    a name that does not resolve). Anything later may have reached Ark, and be billed."""
+    if not isinstance(exc, requests.exceptions.ConnectionError) or isinstance(
+        exc, requests.exceptions.SSLError
+    ):
+        return False
+    reason: Any = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
+
+
 def _image_item(entry: dict[str, Any]) -> UpstreamItem:
     """The image of one answered item, or why its URL is not one we keep and link."""
     try:
@@ -562,7 +715,7 @@ def _image_item(entry: dict[str, Any]) -> UpstreamItem:
     )
 
 
-_clients: dict[tuple[str, str, float, float, int, float], ArkClient] = {}
+_clients: dict[tuple[str, str, float, float, int, float, float, float], ArkClient] = {}
 _clients_lock = threading.Lock()
 
 
@@ -587,6 +740,8 @@ def client_for(model: ImageModel) -> ArkClient:
         float(settings.ARK_READ_TIMEOUT),
         int(settings.ARK_MAX_RETRIES),
         float(settings.ARK_TOTAL_TIMEOUT),
+        float(settings.ARK_RETRY_BACKOFF_SECONDS),
+        float(settings.ARK_RETRY_BUDGET_SECONDS),
     )
     with _clients_lock:
         client = _clients.get(key)
@@ -598,6 +753,8 @@ def client_for(model: ImageModel) -> ArkClient:
                 read_timeout=key[3],
                 max_retries=key[4],
                 total_timeout=key[5],
+                retry_backoff=key[6],
+                retry_budget=key[7],
             )
             _clients[key] = client
         return client
