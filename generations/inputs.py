@@ -58,7 +58,8 @@ def parse_generate(data: Any) -> GenerateInput:
     """Turn a decoded JSON body into a GenerateInput, or raise InvalidInput."""
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
-    unknown = set(data) - {"prompt", "promptId", "modelIds", "size", "params", "image"}
+    fields = {"prompt", "promptId", "modelIds", "size", "params", "image", "responseFormat"}
+    unknown = set(data) - fields
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
 
@@ -66,6 +67,9 @@ def parse_generate(data: Any) -> GenerateInput:
     models = parse_models(data.get("modelIds"))
     size = parse_size(data.get("size"))
     params = parse_params(data.get("params"))
+    response_format = parse_response_format(data.get("responseFormat"))
+    if response_format:
+        params["response_format"] = response_format
     reference = parse_reference(data.get("image"))
     check_models_fit(models, reference=reference)
     return GenerateInput(
@@ -172,6 +176,16 @@ def parse_params(params: Any) -> dict[str, Any]:
             raise InvalidInput(f"{name} must be {wanted}", field=f"params.{name}")
         parsed[name] = value
     return parsed
+
+
+def parse_response_format(value: Any) -> str:
+    """How Ark hands the images over: ``url`` (the default) or ``b64_json``, the bytes in
+    the answer itself, stored at once and never at the mercy of an expiring link."""
+    if value is None or value == "url":
+        return ""
+    if value == "b64_json":
+        return value
+    raise InvalidInput("responseFormat must be 'url' or 'b64_json'", field="responseFormat")
 
 
 def parse_reference(image: Any) -> ReferenceImage | None:

@@ -278,11 +278,17 @@ class GenerationResult(models.Model):
 
     @property
     def is_lost(self) -> bool:
-        """Nothing stored and the external URL is dead: the image cannot come back."""
+        """Nothing stored and the external URL is dead, or there never was one (an image
+        that came in Ark's answer and failed to store): the image cannot come back."""
+        S = self.StorageStatus
         return (
             self.status == self.Status.SUCCESS
             and not self.is_stored
-            and (self.storage_status == self.StorageStatus.EXPIRED or self.external_url_expired)
+            and (
+                self.storage_status == S.EXPIRED
+                or self.external_url_expired
+                or (self.storage_status == S.FAILED and not self.external_url)
+            )
         )
 
 

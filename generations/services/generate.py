@@ -19,11 +19,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
-from generations.services.storing import results_enqueue_storing
+from generations.services.storing import result_store_inline_image, results_enqueue_storing
 from generations.signals import announce_results_changed
 from generations.upstream.ark import (
     UpstreamError,
     UpstreamImage,
+    UpstreamInlineImage,
     UpstreamItem,
     client_for,
     external_url_expiry,
@@ -120,16 +121,29 @@ def generation_create(
             created_at=now,
         )
         results = []
+        inline: list[tuple[GenerationResult, bytes]] = []
         for call in calls:
             for index, item in enumerate(call.items):
-                results.append(
-                    _result_row(generation=generation, call=call, index=index, item=item, now=now)
-                )
+                row = _result_row(generation=generation, call=call, index=index, item=item, now=now)
+                results.append(row)
+                if isinstance(item, UpstreamInlineImage):
+                    inline.append((row, item.data))
         GenerationResult.objects.bulk_create(results)
-        stored_ids = [r.pk for r in results if r.status == GenerationResult.Status.SUCCESS]
-        transaction.on_commit(lambda: results_enqueue_storing(result_ids=stored_ids))
+        fetched_ids = [r.pk for r in results if r.external_url]
+        transaction.on_commit(lambda: results_enqueue_storing(result_ids=fetched_ids))
         announce_results_changed()
+    for row, data in inline:
+        _store_inline(row, data)
     return generation
+
+
+def _store_inline(row: GenerationResult, data: bytes) -> None:
+    """Store an image that came in the answer, now: its bytes exist nowhere else."""
+    try:
+        result_store_inline_image(result_id=row.pk, data=data)
+    except Exception:
+        # The generation is recorded whatever storing does; the sweep finds the row.
+        logger.exception("storing the inline image of result %s crashed", row.pk)
 
 
 def _effective_params(model: ImageModel, params: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +164,12 @@ def _result_row(
         params_used=params_used,
         created_at=now,
     )
-    if isinstance(item, UpstreamImage):
+    if isinstance(item, UpstreamInlineImage):
+        row.status = GenerationResult.Status.SUCCESS
+        row.storage_status = GenerationResult.StorageStatus.PENDING
+        if item.size:
+            row.params_used["outputSize"] = item.size
+    elif isinstance(item, UpstreamImage):
         row.status = GenerationResult.Status.SUCCESS
         row.external_url = item.url
         row.image_url = item.url

@@ -13,6 +13,8 @@ an allowed host) before it is kept.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import email.utils
 import http.client
@@ -25,7 +27,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -114,12 +116,20 @@ class UpstreamImage:
 
 
 @dataclass(frozen=True)
+class UpstreamInlineImage:
+    """An image that came in the answer itself (``b64_json``): no URL, nothing to expire."""
+
+    data: bytes = field(repr=False)
+    size: str
+
+
+@dataclass(frozen=True)
 class UpstreamError:
     code: str
     message: str
 
 
-UpstreamItem = UpstreamImage | UpstreamError
+UpstreamItem = UpstreamImage | UpstreamInlineImage | UpstreamError
 
 
 def external_url_expiry(url: str) -> datetime | None:
@@ -458,7 +468,9 @@ class ArkClient:
         body: dict[str, Any] = {
             "model": model_id,
             "prompt": prompt,
-            "response_format": "url",
+            "response_format": (
+                "b64_json" if params.get("response_format") == "b64_json" else "url"
+            ),
             "watermark": _as_bool(params.get("watermark", True)),
         }
         if size:
@@ -667,6 +679,8 @@ class ArkClient:
                 items.append(item_error)
             elif isinstance(entry, dict) and isinstance(entry.get("url"), str) and entry["url"]:
                 items.append(_image_item(entry))
+            elif isinstance(entry, dict) and isinstance(entry.get("b64_json"), str):
+                items.append(_inline_image_item(entry))
             else:
                 items.append(UpstreamError(BAD_RESPONSE, "an image item without a URL"))
         return items
@@ -713,6 +727,17 @@ def _image_item(entry: dict[str, Any]) -> UpstreamItem:
         size=_short(str(entry.get("size") or ""))[:40],
         expires_at=external_url_expiry(url),
     )
+
+
+def _inline_image_item(entry: dict[str, Any]) -> UpstreamItem:
+    """The bytes of an image answered as ``b64_json``, or why they are not an image's."""
+    try:
+        data = base64.b64decode(entry["b64_json"], validate=True)
+    except (binascii.Error, ValueError):
+        return UpstreamError(BAD_RESPONSE, "an image item whose b64_json is not base64")
+    if not data:
+        return UpstreamError(BAD_RESPONSE, "an image item whose b64_json is empty")
+    return UpstreamInlineImage(data=data, size=_short(str(entry.get("size") or ""))[:40])
 
 
 _clients: dict[tuple[str, str, float, float, int, float, float, float], ArkClient] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 from typing import Any
@@ -279,3 +281,54 @@ def test_healthz_reports_each_part_without_auth(client: Client) -> None:
     assert body["database"] == "ok"
     assert body["storage"] == "ok"
     assert response.status_code == (200 if body["broker"] == "ok" else 503)
+
+
+def test_b64_json_is_stored_from_the_answer_byte_for_byte(demo: Any, token_client: Client) -> None:
+    body = {"prompt": "a fox, inline", "modelIds": [SEEDREAM_4], "responseFormat": "b64_json"}
+    response = post(token_client, body)
+
+    assert response.status_code == 200, response.content
+    (result,) = response.json()["results"]
+    assert (result["status"], result["storageStatus"]) == ("SUCCESS", "stored")
+    assert result["externalImageUrl"] is None  # nothing to expire
+    # What Ark sent: the same request asked again of the (deterministic) demo upstream.
+    (sent,) = [e["json"] for e in demo.request_log if e["method"] == "POST"]
+    assert sent["response_format"] == "b64_json"
+    again = requests.post(
+        demo.api_base_url + "/images/generations",
+        json=sent,
+        headers={"Authorization": "Bearer demo"},
+        timeout=10,
+    )
+    answered = base64.b64decode(again.json()["data"][0]["b64_json"])
+    served = token_client.get(f"/api/images/{result['id']}")
+    assert served.status_code == 200
+    assert b"".join(served.streaming_content) == answered
+    row = GenerationResult.objects.get(pk=result["id"])
+    assert row.sha256 == hashlib.sha256(answered).hexdigest()
+    assert row.external_url == ""
+    # No image URL was ever fetched: the bytes came in the answer.
+    assert not [e for e in demo.request_log if e["method"] == "GET"]
+
+
+def test_b64_json_that_is_not_an_image_fails_to_store_and_says_it_is_lost(
+    demo: Any, token_client: Client
+) -> None:
+    body = {
+        "prompt": "a page, not a picture [demo:html]",
+        "modelIds": [SEEDREAM_4],
+        "responseFormat": "b64_json",
+    }
+    (result,) = post(token_client, body).json()["results"]
+
+    assert (result["status"], result["storageStatus"]) == ("SUCCESS", "failed")
+    assert "no URL to fetch it again" in result["storageError"]
+    assert GenerationResult.objects.get(pk=result["id"]).is_lost
+
+
+def test_response_format_is_url_or_b64_json(token_client: Client) -> None:
+    body = {"prompt": "a fox", "modelIds": [SEEDREAM_4], "responseFormat": "png"}
+    response = post(token_client, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "responseFormat"

@@ -18,6 +18,7 @@ from generations.upstream.ark import (
     ArkClient,
     UpstreamError,
     UpstreamImage,
+    UpstreamInlineImage,
     client_for,
     external_url_expiry,
     is_retryable,
@@ -118,6 +119,22 @@ def test_sequential_generation_gives_one_item_per_image(
     assert len({item.url for item in items}) == 3
     bodies = {requests.get(item.url, timeout=5).content for item in items}
     assert len(bodies) == 3, "each image of a sequence is its own picture"
+
+
+def test_b64_json_answers_come_back_as_the_image_bytes(
+    ark_client: ArkClient, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    items = generate(
+        ark_client,
+        unique_prompt(),
+        size="320x200",
+        params={"response_format": "b64_json", "max_images": 2},
+    )
+
+    assert [type(item) for item in items] == [UpstreamInlineImage, UpstreamInlineImage]
+    assert all(Image.open(io.BytesIO(item.data)).size == (320, 200) for item in items)
+    assert items[0].size == "320x200"
+    assert posts(demo_upstream)[0]["json"]["response_format"] == "b64_json"
 
 
 def test_clients_can_be_shared_between_threads(ark_client: ArkClient, unique_prompt: Any) -> None:
