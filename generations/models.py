@@ -103,6 +103,10 @@ class Generation(models.Model):
         related_name="generations",
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # What Ark counted (and bills), summed over the generation's calls; null when Ark
+    # sent no usage.
+    usage_generated_images = models.PositiveIntegerField(null=True, blank=True)
+    usage_output_tokens = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -23,6 +23,26 @@ Generation (the POST):
                            error ``status`` or ``error`` names (500 when neither), then OK
 ``[demo:retry_after=S]``   error answers carry ``Retry-After: S`` (whole seconds, up to 120).
                            Ark's documentation shows no Retry-After: a client must not need it
+``[demo:latency=S]``       each image takes S seconds (float, up to 60) to make: a streamed
+                           group sends one event every S seconds, an answer that is not
+                           streamed comes after all of them
+``[demo:images=N]``        the model decides to make N images (up to 15): ``max_images`` is
+                           a ceiling, as on Ark, and without this switch the demo fills it
+``[demo:cut_stream=N]``    a streamed answer breaks off after N image events, mid-stream
+``[demo:stall_stream=N]``  a streamed answer goes silent after N image events, the
+                           connection held open (until the client leaves, at most 60 s)
+=========================  ===========================================================
+
+Streaming (``"stream": true``) answers ``text/event-stream`` as Ark does: one
+``image_generation.partial_succeeded`` event per image (``url`` or ``b64_json``, ``size``,
+``image_index``), ``image_generation.partial_failed`` for an image that failed (with
+``[demo:item_error]``), then ``image_generation.completed`` with ``usage``, then
+``data: [DONE]``. A group (``sequential_image_generation: "auto"``) makes at most
+``max_images`` (default 15) images, and at most 15 minus the number of reference images.
+
+Other generation switches:
+
+=========================  ===========================================================
 ``[demo:item_error]``      HTTP 200, but the first data item is ``{"error": {"code":
                            "OutputImageSensitiveContentDetected", ...}}`` (the others, with
                            sequential generation, are images)
@@ -125,6 +145,12 @@ MAX_PHOTO_MB = 8
 PHOTO_SIDE = 2048
 BOMB_SIDE = 30_000
 MAX_RETRY_AFTER = 120
+# Ark's ceiling for one group: reference images and the images made, together.
+MAX_GROUP = 15
+MAX_REFERENCES = 14
+EVENT_SUCCEEDED = "image_generation.partial_succeeded"
+EVENT_FAILED = "image_generation.partial_failed"
+EVENT_COMPLETED = "image_generation.completed"
 # The most each numeric switch takes.
 SWITCH_LIMITS: dict[str, float] = {
     "slow": 60,
@@ -132,6 +158,10 @@ SWITCH_LIMITS: dict[str, float] = {
     "flaky": 100,
     "flaky_image": 100,
     "retry_after": MAX_RETRY_AFTER,
+    "latency": 60,
+    "images": MAX_GROUP,
+    "cut_stream": MAX_GROUP,
+    "stall_stream": MAX_GROUP,
     "redirect": 10,
     "oversized": 1024,
     "oversized_chunked": 1024,
@@ -139,7 +169,7 @@ SWITCH_LIMITS: dict[str, float] = {
     "photo": MAX_PHOTO_MB,
 }
 SWITCH_UNITS = {"slow": " seconds", "slow_image": " seconds", "big": " MB", "photo": " MB"}
-SWITCH_UNITS["retry_after"] = " seconds"
+SWITCH_UNITS.update(retry_after=" seconds", latency=" seconds")
 SWITCH_UNITS.update(oversized=" MB", oversized_chunked=" MB")
 # Cached renders, most recently used first out of the budget last: a big image of each
 # size asked for would otherwise stay for ever. One of the largest always fits.
@@ -167,6 +197,10 @@ GENERATION_SWITCHES: dict[str, str | None] = {
     "flaky": "int",
     "error": "code",
     "retry_after": "int",
+    "latency": "float",
+    "images": "int",
+    "cut_stream": "int",
+    "stall_stream": "int",
     "item_error": None,
     "png": None,
     "webp": None,
@@ -453,6 +487,16 @@ def render_image(
     return out.getvalue()
 
 
+def _usage(data: list[dict[str, Any]], pixels: int) -> dict[str, int]:
+    """Ark's usage: the images made (failed ones are free) and their tokens."""
+    tokens = pixels // 256  # Ark bills about one output token per 16x16 pixels
+    return {
+        "generated_images": sum(1 for item in data if "error" not in item),
+        "output_tokens": tokens,
+        "total_tokens": tokens,
+    }
+
+
 class _LruCache:
     """The most recently used renders, within a count and a byte budget (not thread-safe)."""
 
@@ -718,6 +762,10 @@ class DemoUpstream:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or Ctrl-C (KeyboardInterrupt reaches the caller)."""
@@ -1039,7 +1087,7 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
         try:
             text, switches = parse_switches(prompt)
             width, height = parse_size(body.get("size"))
-            count = self._image_count(body)
+            count = self._image_count(body, switches)
         except SwitchError as exc:
             self._ark_error(400, "InvalidParameter", str(exc))
             return
@@ -1061,32 +1109,107 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
             self._ark_error(status, code, message, headers=headers)
             return
 
+        if body.get("stream") is True:
+            self._stream(body, text=text, switches=switches, count=count, size=(width, height))
+            return
         data: list[dict[str, Any]] = []
         pixels = 0
         for index in range(count):
-            if index == 0 and "item_error" in switches:
-                code = "OutputImageSensitiveContentDetected"
-                data.append({"error": {"code": code, "message": ERROR_MESSAGES[code]}})
-                continue
-            item, item_pixels = self._make_image(
-                body, text=text, switches=switches, index=index, width=width, height=height
+            item, item_pixels = self._next_image(
+                body, text=text, switches=switches, index=index, size=(width, height)
             )
             data.append(item)
             pixels += item_pixels
-        tokens = pixels // 256  # Ark bills about one output token per 16x16 pixels
         self._send_json(
             200,
             {
                 "model": body["model"],
                 "created": int(time.time()),
                 "data": data,
-                "usage": {
-                    "generated_images": sum(1 for item in data if "error" not in item),
-                    "output_tokens": tokens,
-                    "total_tokens": tokens,
-                },
+                "usage": _usage(data, pixels),
             },
         )
+
+    def _next_image(
+        self,
+        body: dict[str, Any],
+        *,
+        text: str,
+        switches: dict[str, str],
+        index: int,
+        size: tuple[int, int],
+    ) -> tuple[dict[str, Any], int]:
+        """The next image of the answer (or its error item), after its latency."""
+        if "latency" in switches:
+            time.sleep(float(switches["latency"]))
+        if index == 0 and "item_error" in switches:
+            code = "OutputImageSensitiveContentDetected"
+            return {"error": {"code": code, "message": ERROR_MESSAGES[code]}}, 0
+        width, height = size
+        return self._make_image(
+            body, text=text, switches=switches, index=index, width=width, height=height
+        )
+
+    def _stream(
+        self,
+        body: dict[str, Any],
+        *,
+        text: str,
+        switches: dict[str, str],
+        count: int,
+        size: tuple[int, int],
+    ) -> None:
+        """Answer as server-sent events, each image the moment it is made."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Request-Id", secrets.token_hex(16))
+        self.end_headers()
+        data: list[dict[str, Any]] = []
+        pixels = 0
+        cut_after = int(switches.get("cut_stream", MAX_GROUP + 1))
+        stall_after = int(switches.get("stall_stream", MAX_GROUP + 1))
+        for index in range(count):
+            if index >= cut_after:
+                self.close_connection = True  # mid-stream, without the last chunk
+                return
+            if index >= stall_after:
+                self._stall()
+                return
+            item, item_pixels = self._next_image(
+                body, text=text, switches=switches, index=index, size=size
+            )
+            data.append(item)
+            pixels += item_pixels
+            kind = EVENT_FAILED if "error" in item else EVENT_SUCCEEDED
+            self._send_event(kind, {"image_index": index, **item}, model=body["model"])
+        self._send_event(EVENT_COMPLETED, {"usage": _usage(data, pixels)}, model=body["model"])
+        self._send_chunk(b"data: [DONE]\n\n")
+        self._send_chunk(b"")
+
+    def _stall(self) -> None:
+        """Send nothing more, holding the connection until the client leaves (or 60 s)."""
+        self.close_connection = True
+        self.connection.settimeout(0.2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.demo.stopped:
+            try:
+                if not self.connection.recv(1024):
+                    return  # the client has gone
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def _send_event(self, kind: str, fields: dict[str, Any], *, model: str) -> None:
+        payload = {"type": kind, "model": model, "created": int(time.time()), **fields}
+        self._send_chunk(f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode())
+
+    def _send_chunk(self, data: bytes) -> None:
+        """One piece of a chunked body; an empty one ends it."""
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
 
     @staticmethod
     def _switched_error(switches: dict[str, str]) -> tuple[int, str, str] | None:
@@ -1102,16 +1225,27 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
         return None
 
     @staticmethod
-    def _image_count(body: dict[str, Any]) -> int:
-        if body.get("sequential_image_generation", "disabled") != "auto":
+    def _image_count(body: dict[str, Any], switches: dict[str, str]) -> int:
+        """How many images the model makes: one, or for a group up to its ceiling."""
+        references = body.get("image")
+        given = len(references) if isinstance(references, list) else int(bool(references))
+        if given > MAX_REFERENCES:
+            raise SwitchError(f"image takes at most {MAX_REFERENCES} reference images")
+        if body.get("sequential_image_generation") != "auto":
             return 1
         options = body.get("sequential_image_generation_options") or {}
         if not isinstance(options, dict):
             raise SwitchError("sequential_image_generation_options must be an object")
-        max_images = options.get("max_images", 1)
-        if not isinstance(max_images, int) or not 1 <= max_images <= 15:
+        max_images = options.get("max_images")
+        if max_images is None:
+            max_images = MAX_GROUP  # Ark's default
+        if isinstance(max_images, bool) or not isinstance(max_images, int):
             raise SwitchError("max_images must be an integer from 1 to 15")
-        return max_images
+        if not 1 <= max_images <= MAX_GROUP:
+            raise SwitchError("max_images must be an integer from 1 to 15")
+        # References and the images made stay within 15; the model picks how many.
+        ceiling = min(max_images, MAX_GROUP - given)
+        return max(1, min(ceiling, int(switches.get("images", ceiling))))
 
     def _make_image(
         self,

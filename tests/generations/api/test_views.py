@@ -296,7 +296,7 @@ def test_b64_json_is_stored_from_the_answer_byte_for_byte(demo: Any, token_clien
     assert sent["response_format"] == "b64_json"
     again = requests.post(
         demo.api_base_url + "/images/generations",
-        json=sent,
+        json={**sent, "stream": False},  # the same image, in one answer
         headers={"Authorization": "Bearer demo"},
         timeout=10,
     )
@@ -332,3 +332,22 @@ def test_response_format_is_url_or_b64_json(token_client: Client) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "responseFormat"
+
+
+def test_a_generation_shows_what_ark_counted(demo: Any, token_client: Client) -> None:
+    body = {"prompt": "two foxes", "modelIds": [SEEDREAM_4], "size": "512x512"}
+    created = post(token_client, {**body, "params": {"max_images": 2}}).json()
+
+    assert created["usage"] == {"generatedImages": 2, "outputTokens": 2 * 512 * 512 // 256}
+    polled = token_client.get(f"/api/generations/{created['generationId']}").json()
+    assert polled["usage"] == created["usage"]
+
+
+def test_a_generation_ark_counted_nothing_for_shows_no_usage(
+    demo: Any, token_client: Client
+) -> None:
+    body = {"prompt": "a fox [demo:error=QuotaExceeded]", "modelIds": [SEEDREAM_4]}
+    created = post(token_client, body).json()
+
+    assert created["usage"] is None
+    assert created["results"][0]["error"]["code"] == "QuotaExceeded"

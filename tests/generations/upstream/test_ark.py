@@ -19,10 +19,12 @@ from generations.upstream.ark import (
     UpstreamError,
     UpstreamImage,
     UpstreamInlineImage,
+    UpstreamUsage,
     client_for,
     external_url_expiry,
     is_retryable,
     retry_after_seconds,
+    sse_events,
 )
 from generations.upstream.demo.server import DemoUpstream
 
@@ -672,3 +674,85 @@ def test_retry_after_is_seconds_or_a_date(header: str | None, seconds: float | N
     now = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
 
     assert retry_after_seconds(header, now=now) == seconds
+
+
+# -- streaming -------------------------------------------------------------------------------
+
+
+def test_a_streamed_group_hands_each_image_on_in_order_with_the_usage(
+    ark_client: ArkClient, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    handed: list[Any] = []
+    answer = ark_client.generate_answer(
+        model_id=SEEDREAM_4.upstream_model_id,
+        prompt=unique_prompt("[demo:item_error]"),
+        size="64x64",
+        params={"max_images": 3},
+        image=None,
+        capabilities=SEEDREAM_4.capabilities,
+        stream=True,
+        on_item=handed.append,
+    )
+
+    assert handed == answer.items
+    assert [type(item) for item in handed] == [UpstreamError, UpstreamImage, UpstreamImage]
+    assert handed[0].code == "OutputImageSensitiveContentDetected"
+    assert answer.usage == UpstreamUsage(generated_images=2, output_tokens=2 * 64 * 64 // 256)
+    sent = posts(demo_upstream)[0]
+    assert sent["json"]["stream"] is True
+    assert sent["headers"]["Accept"] == "text/event-stream"
+
+
+def test_an_error_before_the_stream_starts_is_retried_like_any_other(
+    make_ark_client: Any, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    client = make_ark_client(max_retries=2, retry_backoff=0.01)
+    handed: list[Any] = []
+    answer = client.generate_answer(
+        model_id=SEEDREAM_4.upstream_model_id,
+        prompt=unique_prompt("[demo:flaky=1] [demo:error=ServerOverloaded]"),
+        size="64x64",
+        params={},
+        image=None,
+        capabilities=SEEDREAM_4.capabilities,
+        stream=True,
+        on_item=handed.append,
+    )
+
+    assert [type(item) for item in handed] == [UpstreamImage]  # the refusal is not handed on
+    assert handed == answer.items
+    assert len(posts(demo_upstream)) == 2
+
+
+def events_of(*pieces: bytes) -> list[tuple[str, str]]:
+    return [(e.event, e.data) for e in sse_events(iter(pieces))]
+
+
+def test_server_sent_events_are_read_whatever_the_pieces() -> None:
+    body = (
+        b": a comment\r\n"
+        b"event: image_generation.partial_succeeded\r\n"
+        b'data: {"image_index": 0,\r\n'
+        b'data:  "size": "2048\xc3\x972048"}\r\n'
+        b"\r\n"
+        b"id: 7\n"
+        b"data: [DONE]\n\n"
+    )
+    whole = events_of(body)
+    byte_by_byte = events_of(*(body[i : i + 1] for i in range(len(body))))
+
+    assert (
+        whole
+        == byte_by_byte
+        == [
+            (
+                "image_generation.partial_succeeded",
+                '{"image_index": 0,\n "size": "2048\u00d72048"}',
+            ),
+            ("", "[DONE]"),
+        ]
+    )
+
+
+def test_a_last_event_without_its_blank_line_is_still_read() -> None:
+    assert events_of(b'event: x\ndata: {"a": 1}') == [("x", '{"a": 1}')]

@@ -551,3 +551,148 @@ def test_item_errors_and_images_together_through_the_client(
 
     assert isinstance(items[0], UpstreamError)
     assert isinstance(items[1], UpstreamImage)
+
+
+# -- streaming and groups -----------------------------------------------------------------------
+
+
+def stream_events(response: requests.Response) -> list[tuple[str, Any]]:
+    """(event name, decoded data) of a server-sent event stream, in order."""
+    events: list[tuple[str, Any]] = []
+    for block in response.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            data = fields["data"]
+            events.append((fields.get("event", ""), data if data == "[DONE]" else json.loads(data)))
+    return events
+
+
+def group_body(prompt: str, max_images: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "doubao-seedream-4-5-251128",
+        "prompt": prompt,
+        "size": "64x64",
+        "sequential_image_generation": "auto",
+        "sequential_image_generation_options": {"max_images": max_images},
+        **extra,
+    }
+
+
+def test_a_streamed_group_is_arks_events_one_image_each_then_usage(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    response = generate_body(demo_upstream, group_body(unique_prompt(), 3, stream=True))
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    events = stream_events(response)
+    names = [name for name, _ in events]
+    assert names == [
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.completed",
+        "",
+    ]
+    images = [data for _, data in events[:3]]
+    assert [image["image_index"] for image in images] == [0, 1, 2]
+    assert all(image["type"] == "image_generation.partial_succeeded" for image in images)
+    assert all(image["model"] == "doubao-seedream-4-5-251128" for image in images)
+    assert all(requests.get(image["url"], timeout=5).status_code == 200 for image in images)
+    completed = events[3][1]
+    assert completed["usage"] == {
+        "generated_images": 3,
+        "output_tokens": 3 * 64 * 64 // 256,
+        "total_tokens": 3 * 64 * 64 // 256,
+    }
+    assert events[4][1] == "[DONE]"
+
+
+def test_a_failed_image_in_a_stream_is_a_partial_failed_event(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    body = group_body(unique_prompt("[demo:item_error]"), 2, stream=True)
+    events = stream_events(generate_body(demo_upstream, body))
+
+    failed = events[0][1]
+    assert failed["type"] == "image_generation.partial_failed"
+    assert failed["image_index"] == 0
+    assert failed["error"]["code"] == "OutputImageSensitiveContentDetected"
+    assert events[1][1]["type"] == "image_generation.partial_succeeded"
+    assert events[2][1]["usage"]["generated_images"] == 1
+
+
+def test_a_streamed_b64_json_event_carries_the_image(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    import base64
+
+    body = group_body(unique_prompt(), 1, stream=True, response_format="b64_json")
+    image = stream_events(generate_body(demo_upstream, body))[0][1]
+
+    assert "url" not in image
+    assert Image.open(io.BytesIO(base64.b64decode(image["b64_json"]))).size == (64, 64)
+
+
+def test_latency_spaces_the_events_of_a_stream(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    body = group_body(unique_prompt("[demo:latency=0.3]"), 3, stream=True)
+    arrivals = []
+    started = time.monotonic()
+    with requests.post(
+        demo_upstream.api_base_url + "/images/generations",
+        json=body,
+        headers={"Authorization": "Bearer demo"},
+        stream=True,
+        timeout=10,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith(b"event: image_generation.partial_succeeded"):
+                arrivals.append(time.monotonic() - started)
+
+    assert len(arrivals) == 3
+    assert arrivals[2] - arrivals[0] >= 0.6  # each image takes its own time
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_images", "references", "made"),
+    [
+        ("a group", 4, 0, 4),
+        ("a group [demo:images=2]", 10, 0, 2),  # the model decides; max_images is a ceiling
+        ("a group [demo:images=9]", 3, 0, 3),
+        ("a group", 15, 1, 14),  # references and images made stay within 15
+        ("a group", 5, 13, 2),
+    ],
+)
+def test_max_images_is_a_ceiling(
+    demo_upstream: DemoUpstream,
+    unique_prompt: Any,
+    prompt: str,
+    max_images: int,
+    references: int,
+    made: int,
+) -> None:
+    extra: dict[str, Any] = {}
+    if references:
+        extra["image"] = [f"https://example.com/{n}.png" for n in range(references)]
+    response = generate_body(demo_upstream, group_body(unique_prompt(prompt), max_images, **extra))
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == made
+    assert response.json()["usage"]["generated_images"] == made
+
+
+def test_a_group_without_max_images_may_make_fifteen(demo_upstream: DemoUpstream) -> None:
+    body = group_body("a big group", 1)
+    body["sequential_image_generation_options"] = None  # as the SDK sends it when not given
+
+    assert len(generate_body(demo_upstream, body).json()["data"]) == 15
+
+
+def test_more_than_14_references_are_refused(demo_upstream: DemoUpstream) -> None:
+    body = group_body("a group", 1, image=[f"https://example.com/{n}.png" for n in range(15)])
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidParameter"
