@@ -696,3 +696,125 @@ def test_more_than_14_references_are_refused(demo_upstream: DemoUpstream) -> Non
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "InvalidParameter"
+
+
+# -- a client we did not write: Volcengine's own SDK ------------------------------------------
+
+
+@pytest.fixture
+def sdk(demo_upstream: DemoUpstream) -> Any:
+    """Volcengine's runtime SDK pointed at the demo upstream, without silent retries."""
+    from volcenginesdkarkruntime import Ark
+
+    return Ark(base_url=demo_upstream.api_base_url, api_key="demo", max_retries=0, timeout=30)
+
+
+def sdk_group(max_images: int) -> Any:
+    from volcenginesdkarkruntime.types.images.images import SequentialImageGenerationOptions
+
+    return SequentialImageGenerationOptions(max_images=max_images)
+
+
+def test_the_sdk_reads_a_plain_answer(sdk: Any, unique_prompt: Any) -> None:
+    answer = sdk.images.generate(
+        model="doubao-seedream-4-0-250828",
+        prompt=unique_prompt(),
+        size="96x64",
+        response_format="url",
+        watermark=False,
+    )
+
+    (image,) = answer.data
+    assert image.size == "96x64"
+    assert Image.open(io.BytesIO(requests.get(image.url, timeout=5).content)).size == (96, 64)
+    assert answer.usage.generated_images == 1
+    assert answer.model == "doubao-seedream-4-0-250828"
+    assert answer.model_extra["created"] > 0  # the SDK keeps Ark's "created" as an extra
+
+
+def test_the_sdk_reads_a_b64_json_answer(sdk: Any, unique_prompt: Any) -> None:
+    import base64
+
+    answer = sdk.images.generate(
+        model="doubao-seedream-4-0-250828",
+        prompt=unique_prompt(),
+        size="64x64",
+        response_format="b64_json",
+    )
+
+    (image,) = answer.data
+    assert Image.open(io.BytesIO(base64.b64decode(image.b64_json))).size == (64, 64)
+
+
+def test_the_sdk_reads_a_group(sdk: Any, unique_prompt: Any) -> None:
+    answer = sdk.images.generate(
+        model="doubao-seedream-4-5-251128",
+        prompt=unique_prompt("three foxes"),
+        size="64x64",
+        sequential_image_generation="auto",
+        sequential_image_generation_options=sdk_group(3),
+    )
+
+    assert len({image.url for image in answer.data}) == 3
+    assert answer.usage.generated_images == 3
+
+
+def test_the_sdk_reads_a_streamed_group(sdk: Any, unique_prompt: Any) -> None:
+    events = list(
+        sdk.images.generate(
+            model="doubao-seedream-4-5-251128",
+            prompt=unique_prompt("three foxes, streamed"),
+            size="64x64",
+            sequential_image_generation="auto",
+            sequential_image_generation_options=sdk_group(3),
+            stream=True,
+        )
+    )
+
+    assert [event.type for event in events] == [
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.completed",
+    ]
+    assert [event.image_index for event in events[:3]] == [0, 1, 2]
+    assert all(requests.get(event.url, timeout=5).status_code == 200 for event in events[:3])
+    # The SDK types every event as a generating one, so `completed`'s usage stays a dict.
+    usage = events[3].usage
+    assert (usage["generated_images"] if isinstance(usage, dict) else usage.generated_images) == 3
+
+
+@pytest.mark.parametrize(
+    ("prompt", "exception", "status", "code"),
+    [
+        ("[demo:error=QuotaExceeded]", "ArkRateLimitError", 429, "QuotaExceeded"),
+        ("[demo:status=429]", "ArkRateLimitError", 429, "RateLimitExceeded.EndpointRPMExceeded"),
+        ("[demo:error=AccessDenied]", "ArkPermissionDeniedError", 403, "AccessDenied"),
+        (
+            "[demo:error=InputTextSensitiveContentDetected]",
+            "ArkBadRequestError",
+            400,
+            "InputTextSensitiveContentDetected",
+        ),
+        ("[demo:status=500]", "ArkInternalServerError", 500, "InternalServiceError"),
+    ],
+)
+def test_the_sdk_reads_arks_errors(
+    sdk: Any, unique_prompt: Any, prompt: str, exception: str, status: int, code: str
+) -> None:
+    from volcenginesdkarkruntime import _exceptions
+
+    with pytest.raises(getattr(_exceptions, exception)) as raised:
+        sdk.images.generate(model="doubao-seedream-4-0-250828", prompt=unique_prompt(prompt))
+
+    assert raised.value.status_code == status
+    assert raised.value.code == code
+
+
+def test_the_sdks_nulls_mean_not_given(sdk: Any, demo_upstream: DemoUpstream) -> None:
+    """The SDK sends null for every argument it was not given: Ark's defaults apply."""
+    answer = sdk.images.generate(model="doubao-seedream-4-0-250828", prompt="a fox")
+
+    (sent,) = [e["json"] for e in demo_upstream.request_log if e["method"] == "POST"]
+    assert sent["size"] is None and sent["watermark"] is None and sent["image"] is None
+    assert answer.data[0].size == "2048x2048"  # Seedream 4.0's default
