@@ -58,7 +58,17 @@ def parse_generate(data: Any) -> GenerateInput:
     """Turn a decoded JSON body into a GenerateInput, or raise InvalidInput."""
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
-    unknown = set(data) - {"prompt", "promptId", "modelIds", "size", "sizes", "params", "image"}
+    fields = {
+        "prompt",
+        "promptId",
+        "modelIds",
+        "size",
+        "sizes",
+        "params",
+        "image",
+        "responseFormat",
+    }
+    unknown = set(data) - fields
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
 
@@ -68,6 +78,9 @@ def parse_generate(data: Any) -> GenerateInput:
     sizes = parse_sizes(data.get("sizes"), models=models)
     check_sizes(models, size=size, sizes=sizes)
     params = parse_params(data.get("params"))
+    response_format = parse_response_format(data.get("responseFormat"))
+    if response_format:
+        params["response_format"] = response_format
     reference = parse_reference(data.get("image"))
     check_models_fit(models, reference=reference)
     return GenerateInput(
@@ -215,6 +228,16 @@ def parse_params(params: Any) -> dict[str, Any]:
             raise InvalidInput(f"{name} must be {wanted}", field=f"params.{name}")
         parsed[name] = value
     return parsed
+
+
+def parse_response_format(value: Any) -> str:
+    """How Ark hands the images over: ``url`` (the default) or ``b64_json``, the bytes in
+    the answer itself, stored at once and never at the mercy of an expiring link."""
+    if value is None or value == "url":
+        return ""
+    if value == "b64_json":
+        return value
+    raise InvalidInput("responseFormat must be 'url' or 'b64_json'", field="responseFormat")
 
 
 def parse_reference(image: Any) -> ReferenceImage | None:

@@ -265,6 +265,10 @@ class Generation(models.Model):
         related_name="generations",
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # What Ark counted (and bills), summed over the generation's calls; null when Ark
+    # sent no usage.
+    usage_generated_images = models.PositiveIntegerField(null=True, blank=True)
+    usage_output_tokens = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -459,11 +463,17 @@ class GenerationResult(models.Model):
 
     @property
     def is_lost(self) -> bool:
-        """Nothing stored and the external URL is dead: the image cannot come back."""
+        """Nothing stored and the external URL is dead, or there never was one (an image
+        that came in Ark's answer and failed to store): the image cannot come back."""
+        S = self.StorageStatus
         return (
             self.status == self.Status.SUCCESS
             and not self.is_stored
-            and (self.storage_status == self.StorageStatus.EXPIRED or self.external_url_expired)
+            and (
+                self.storage_status == S.EXPIRED
+                or self.external_url_expired
+                or (self.storage_status == S.FAILED and not self.external_url)
+            )
         )
 
     @property

@@ -156,10 +156,18 @@ ARK_API_KEY = env.str("ARK_API_KEY", default="")
 ARK_BASE_URL = env.str("ARK_BASE_URL", default="https://ark.cn-beijing.volces.com/api/v3")
 ARK_CONNECT_TIMEOUT = env.float("ARK_CONNECT_TIMEOUT", default=10.0)
 ARK_READ_TIMEOUT = env.float("ARK_READ_TIMEOUT", default=120.0)
-# The whole Ark call, retries included, however slowly the answer trickles in (the read
-# timeout restarts with every byte): one read timeout, a connect and the retries' pauses.
+# One try of an Ark call that answers at once, however slowly the answer trickles in (the
+# read timeout restarts with every byte). A streamed call has the read timeout between
+# its events instead.
 ARK_TOTAL_TIMEOUT = env.float("ARK_TOTAL_TIMEOUT", default=180.0)
-ARK_MAX_RETRIES = env.int("ARK_MAX_RETRIES", default=2)
+# Retries of what may clear up (rate limits, an overloaded or failing service, a
+# connection that could not be made): at most this many, the first after
+# ARK_RETRY_BACKOFF_SECONDS (doubling, at most 30 s) or after Ark's Retry-After, and none
+# starting later than ARK_RETRY_BUDGET_SECONDS after the first try. Ark's rate limits
+# count per minute.
+ARK_MAX_RETRIES = env.int("ARK_MAX_RETRIES", default=5)
+ARK_RETRY_BACKOFF_SECONDS = env.float("ARK_RETRY_BACKOFF_SECONDS", default=2.0)
+ARK_RETRY_BUDGET_SECONDS = env.float("ARK_RETRY_BUDGET_SECONDS", default=120.0)
 DEMO_UPSTREAM_URL = env.str("DEMO_UPSTREAM_URL", default="http://127.0.0.1:8001").rstrip("/")
 DEMO_UPSTREAM_URL_TTL = env.int("DEMO_UPSTREAM_URL_TTL", default=24 * 3600)
 

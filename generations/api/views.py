@@ -67,10 +67,17 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
 
 def generation_json(request: HttpRequest, generation: Generation) -> dict[str, Any]:
     results = generation.results.select_related("model").order_by("id")
+    usage = None
+    if generation.usage_generated_images is not None or generation.usage_output_tokens is not None:
+        usage = {
+            "generatedImages": generation.usage_generated_images,
+            "outputTokens": generation.usage_output_tokens,
+        }
     return {
         "generationId": generation.pk,
         "prompt": generation.prompt_text,
         "createdAt": generation.created_at.isoformat(),
+        "usage": usage,
         "results": [result_json(request, r) for r in results],
     }
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import queue
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -19,12 +20,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
-from generations.services.storing import results_enqueue_storing
+from generations.services.storing import result_store_inline_image, results_enqueue_storing
 from generations.signals import announce_results_changed
 from generations.upstream.ark import (
+    UpstreamAnswer,
     UpstreamError,
     UpstreamImage,
+    UpstreamInlineImage,
     UpstreamItem,
+    UpstreamUsage,
     client_for,
     external_url_expiry,
 )
@@ -51,7 +55,13 @@ class _ModelCall:
     model: ImageModel
     size: str
     params: dict[str, Any]
-    items: list[UpstreamItem] = field(default_factory=list)
+    streams: bool
+    answer: UpstreamAnswer | None = None
+    recorded: int = 0  # result rows written so far
+
+
+# What a model call's thread hands the recording thread: one item, or None when done.
+_Event = tuple[_ModelCall, UpstreamItem | None]
 
 
 def generation_create(
@@ -66,14 +76,18 @@ def generation_create(
     params: dict[str, Any] | None = None,
     reference: ReferenceImage | None = None,
 ) -> Generation:
-    """Call every model concurrently, then record the generation and its results.
+    """Record the generation, call every model concurrently, and record what each answered.
 
     `prompt` is a saved prompt to use; `save_as`, a title under which to save the typed
     text as a new one (in the same transaction as the generation, so a failure leaves
-    neither). The upstream calls happen outside any transaction; storing the images
-    is queued after the rows commit, so the caller never waits for storage. `sizes`
-    gives a model (by primary key) a size of its own instead of `size`; the sizes were
-    checked against each model's rules by the caller (see `generations.inputs`).
+    neither). The upstream calls happen outside any transaction. A model that streams
+    has each image's row committed, and its storing queued, the moment its event
+    arrives, so a group that takes minutes loses nothing already made whatever happens
+    later; the other models' results are recorded once every call is over, in the
+    order the models were asked for. The caller never waits for storage, except for an
+    image that came in the answer itself, whose bytes exist nowhere else.
+    `sizes` gives a model (by primary key) a size of its own instead of `size`; the
+    sizes were checked against each model's rules by the caller (`generations.inputs`).
     """
     text = prompt.text if prompt is not None and not prompt_text else prompt_text
     params = dict(params or {})
@@ -84,31 +98,11 @@ def generation_create(
             model=m,
             size=(sizes or {}).get(m.pk) or size or m.default_params.get("size", ""),
             params=_effective_params(m, params),
+            streams=m.streams,
         )
         for m in models
     ]
 
-    def call_model(call: _ModelCall) -> list[UpstreamItem]:
-        try:
-            return client_for(call.model).generate(
-                model_id=call.model.upstream_model_id,
-                prompt=text,
-                size=call.size or None,
-                params=call.params,
-                image=upstream_image,
-                capabilities=call.model.capabilities,
-            )
-        except Exception as exc:  # a bug upstream of us must not lose the other results
-            logger.exception("model %s call crashed", call.model)
-            return [UpstreamError(code="InternalError", message=f"{type(exc).__name__}: {exc}")]
-
-    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
-        for call, items in zip(calls, pool.map(call_model, calls), strict=True):
-            call.items = items or [
-                UpstreamError(code="EmptyResponse", message="the model returned no image")
-            ]
-
-    now = timezone.now()
     with transaction.atomic():
         if prompt is None and save_as:
             prompt = Prompt.objects.create(text=text, title=save_as)
@@ -120,19 +114,99 @@ def generation_create(
             reference_image_url=reference.url if reference else "",
             reference_result=reference.result if reference else None,
             created_by=user if isinstance(user, User) else None,
-            created_at=now,
+            created_at=timezone.now(),
         )
-        results = []
+
+    # Only this thread writes rows: the calls' threads hand their items over.
+    events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+
+    def call_model(call: _ModelCall) -> None:
+        def on_item(item: UpstreamItem) -> None:
+            events.put((call, item))
+
+        try:
+            call.answer = client_for(call.model).generate_answer(
+                model_id=call.model.upstream_model_id,
+                prompt=text,
+                size=call.size or None,
+                params=call.params,
+                image=upstream_image,
+                capabilities=call.model.capabilities,
+                stream=call.streams,
+                on_item=on_item if call.streams else None,
+            )
+        except Exception as exc:  # a bug upstream of us must not lose the other results
+            logger.exception("model %s call crashed", call.model)
+            error = UpstreamError(code="InternalError", message=f"{type(exc).__name__}: {exc}")
+            if call.streams:
+                events.put((call, error))
+            call.answer = UpstreamAnswer(items=[error])
+        finally:
+            events.put((call, None))
+
+    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
         for call in calls:
-            for index, item in enumerate(call.items):
-                results.append(
-                    _result_row(generation=generation, call=call, index=index, item=item, now=now)
-                )
-        GenerationResult.objects.bulk_create(results)
-        stored_ids = [r.pk for r in results if r.status == GenerationResult.Status.SUCCESS]
-        transaction.on_commit(lambda: results_enqueue_storing(result_ids=stored_ids))
-        announce_results_changed()
+            pool.submit(call_model, call)
+        running = len(calls)
+        while running:
+            call, item = events.get()
+            if item is None:
+                running -= 1
+            else:
+                _record(generation=generation, call=call, items=[item])
+
+    for call in calls:
+        if not call.streams and call.answer is not None:
+            _record(generation=generation, call=call, items=call.answer.items)
+        if not call.recorded:
+            empty = UpstreamError(code="EmptyResponse", message="the model returned no image")
+            _record(generation=generation, call=call, items=[empty])
+    _record_usage(generation, [call.answer.usage for call in calls if call.answer])
     return generation
+
+
+def _record(*, generation: Generation, call: _ModelCall, items: list[UpstreamItem]) -> None:
+    """Commit the rows of ``items`` now and queue their storing once they are committed."""
+    now = timezone.now()
+    rows: list[GenerationResult] = []
+    inline: list[tuple[GenerationResult, bytes]] = []
+    for item in items:
+        row = _result_row(generation=generation, call=call, index=call.recorded, item=item, now=now)
+        call.recorded += 1
+        rows.append(row)
+        if isinstance(item, UpstreamInlineImage):
+            inline.append((row, item.data))
+    with transaction.atomic():
+        GenerationResult.objects.bulk_create(rows)
+        fetched_ids = [r.pk for r in rows if r.external_url]
+        if fetched_ids:
+            transaction.on_commit(lambda: results_enqueue_storing(result_ids=fetched_ids))
+        announce_results_changed()
+    for row, data in inline:
+        _store_inline(row, data)
+
+
+def _record_usage(generation: Generation, usages: list[UpstreamUsage | None]) -> None:
+    """What Ark counted for the generation, summed over its calls; None where none said."""
+    counted = [u for u in usages if u is not None]
+    images = [u.generated_images for u in counted if u.generated_images is not None]
+    tokens = [u.output_tokens for u in counted if u.output_tokens is not None]
+    generation.usage_generated_images = sum(images) if images else None
+    generation.usage_output_tokens = sum(tokens) if tokens else None
+    if images or tokens:
+        Generation.objects.filter(pk=generation.pk).update(
+            usage_generated_images=generation.usage_generated_images,
+            usage_output_tokens=generation.usage_output_tokens,
+        )
+
+
+def _store_inline(row: GenerationResult, data: bytes) -> None:
+    """Store an image that came in the answer, now: its bytes exist nowhere else."""
+    try:
+        result_store_inline_image(result_id=row.pk, data=data)
+    except Exception:
+        # The generation is recorded whatever storing does; the sweep finds the row.
+        logger.exception("storing the inline image of result %s crashed", row.pk)
 
 
 def _effective_params(model: ImageModel, params: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +227,12 @@ def _result_row(
         params_used=params_used,
         created_at=now,
     )
-    if isinstance(item, UpstreamImage):
+    if isinstance(item, UpstreamInlineImage):
+        row.status = GenerationResult.Status.SUCCESS
+        row.storage_status = GenerationResult.StorageStatus.PENDING
+        if item.size:
+            row.params_used["outputSize"] = item.size
+    elif isinstance(item, UpstreamImage):
         row.status = GenerationResult.Status.SUCCESS
         row.external_url = item.url
         row.image_url = item.url

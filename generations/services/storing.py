@@ -14,7 +14,10 @@ choice of rows live here too: they decide when the steps run.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -162,6 +165,50 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
         return _record_failure(attempt, failure)
 
 
+def result_store_inline_image(*, result_id: int, data: bytes) -> StoreOutcome:
+    """Store an image that came in Ark's answer itself (``b64_json``), through the same
+    claim, checks, write and record as a fetched one.
+
+    There is no URL to fetch it from again, so this is its only chance: the caller
+    holds the bytes and calls this as soon as the row is committed.
+    """
+    attempt = _claim(result_id, will_retry=False)
+    if attempt is None:
+        return StoreOutcome.SKIPPED
+    try:
+        if len(data) > settings.IMAGE_FETCH_MAX_BYTES:
+            raise _NotStored(
+                S.FAILED,
+                f"image_too_large: {len(data)} bytes, over the "
+                f"{settings.IMAGE_FETCH_MAX_BYTES} accepted",
+            )
+        checked = _check(attempt, _inline_file(data))
+        try:
+            written = _write(attempt, checked)
+            return _record(attempt, checked, written)
+        finally:
+            Path(checked.fetched.path).unlink(missing_ok=True)
+    except _NotStored as failure:
+        lost = _NotStored(
+            S.FAILED, f"{failure.message} (it came in Ark's answer: no URL to fetch it again)"
+        )
+        return _record_failure(attempt, lost)
+
+
+def _inline_file(data: bytes) -> FetchedFile:
+    """``data`` in a temporary file, as a fetch would have left it."""
+    handle, name = tempfile.mkstemp(prefix="fetch-inline-", suffix=".part", dir=_download_dir())
+    with os.fdopen(handle, "wb") as fh:
+        fh.write(data)
+    return FetchedFile(
+        path=Path(name),
+        byte_size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        declared_content_type="",
+        final_url="",
+    )
+
+
 def _claim(result_id: int, *, will_retry: bool) -> _Attempt | None:
     """Take the row for this attempt, or None when it is not ours to store."""
     claim = uuid.uuid4()
@@ -185,6 +232,12 @@ def _claim(result_id: int, *, will_retry: bool) -> _Attempt | None:
 def _fetch_and_check(attempt: _Attempt) -> _Checked:
     """The image in a temporary file, checked; raises _NotStored otherwise."""
     result = attempt.result
+    if not result.external_url:
+        # The image came in Ark's answer itself and was not kept then: nothing to fetch.
+        raise _NotStored(
+            S.FAILED,
+            result.storage_error or "image_lost: it came in Ark's answer and was never stored",
+        )
     expires_at = result.external_url_expires_at
     if expires_at and expires_at < timezone.now() - timedelta(minutes=1):
         # Ark's link is dead already: say so instead of asking for a certain 403.
@@ -203,6 +256,11 @@ def _fetch_and_check(attempt: _Attempt) -> _Checked:
         )
     except FetchError as exc:
         raise _fetch_failure(exc, will_retry=attempt.will_retry) from exc
+    return _check(attempt, fetched)
+
+
+def _check(attempt: _Attempt, fetched: FetchedFile) -> _Checked:
+    """The file checked as an image within our limits; it is removed when it is not one."""
     try:
         info, thumbnail = inspect_and_thumbnail(
             fetched.path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS

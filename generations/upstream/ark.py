@@ -13,16 +13,21 @@ an allowed host) before it is kept.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import email.utils
 import http.client
 import json
 import logging
+import random
 import re
 import socket
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -49,7 +54,44 @@ HTTP_ERROR = "UpstreamHTTPError"
 BAD_RESPONSE = "UpstreamBadResponse"
 UNSAFE_IMAGE_URL = "UnsafeImageUrl"
 
-RETRYABLE_STATUSES = frozenset({429, *range(500, 600)})
+# Whether asking again can help is decided on Ark's error code, not on the HTTP status:
+# Ark answers 429 for a rate limit, which resets within the minute, and also for a spent
+# quota or a spending cap, which waiting does not clear.
+RATE_LIMIT_CODES = frozenset(
+    {
+        "ModelAccountRpmRateLimitExceeded",
+        "ModelAccountTpmRateLimitExceeded",
+        "ModelAccountIpmRateLimitExceeded",
+        "APIAccountRpmRateLimitExceeded",
+        "AccountRateLimitExceeded",
+        "RequestBurstTooFast",
+        "InflightBatchsizeExceeded",
+        "ServerOverloaded",
+    }
+)
+RATE_LIMIT_PREFIX = "RateLimitExceeded."  # .EndpointRPMExceeded, .EndpointTPMExceeded
+# Never asked again: the answer would be the same, and some of them cost money to find out.
+FINAL_CODES = frozenset(
+    {
+        "QuotaExceeded",
+        "SetLimitExceeded",
+        "AccountOverdueError",
+        "AuthenticationError",
+        "AccessDenied",
+        "InvalidAccountStatus",
+        "ModelNotOpen",
+        "ContentSecurityDetectionError",
+    }
+)
+FINAL_PREFIXES = (
+    "MissingParameter",
+    "InvalidParameter",
+    "InvalidImageURL",
+    "InvalidEndpoint",  # InvalidEndpoint.ClosedEndpoint, InvalidEndpointOrModel.NotFound...
+    "OperationDenied",
+)
+# The longest computed pause between two tries; Ark's limits count per minute.
+MAX_BACKOFF_SECONDS = 30.0
 # Error messages end up in the database and the gallery: keep them readable.
 MAX_MESSAGE_LENGTH = 1000
 TOS_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -74,12 +116,37 @@ class UpstreamImage:
 
 
 @dataclass(frozen=True)
+class UpstreamInlineImage:
+    """An image that came in the answer itself (``b64_json``): no URL, nothing to expire."""
+
+    data: bytes = field(repr=False)
+    size: str
+
+
+@dataclass(frozen=True)
 class UpstreamError:
     code: str
     message: str
 
 
-UpstreamItem = UpstreamImage | UpstreamError
+UpstreamItem = UpstreamImage | UpstreamInlineImage | UpstreamError
+
+
+@dataclass(frozen=True)
+class UpstreamUsage:
+    """What Ark counted for a call (and bills): the images it made, and their tokens."""
+
+    generated_images: int | None
+    output_tokens: int | None
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    items: list[UpstreamItem]
+    usage: UpstreamUsage | None = None
+
+
+OnItem = Callable[[UpstreamItem], None]
 
 
 def external_url_expiry(url: str) -> datetime | None:
@@ -129,6 +196,39 @@ def _error_from_body(body: Any) -> UpstreamError | None:
     return UpstreamError(code=_short(code), message=_short(message))
 
 
+def is_retryable(*, status: int, code: str) -> bool:
+    """Whether an error answer may go away if the same request is sent again later.
+
+    Rate limits and an overloaded service do, and so may Ark's 5xx; quotas, spending
+    caps, account and key trouble, refused content, bad parameters and unknown models
+    do not. A 429 with a code we do not know is taken for a rate limit: Ark bills no
+    refused request, so the retry costs only time.
+    """
+    if code in FINAL_CODES or code.startswith(FINAL_PREFIXES) or "SensitiveContent" in code:
+        return False
+    if code.endswith("RiskDetection"):
+        return False
+    if code in RATE_LIMIT_CODES or code.startswith(RATE_LIMIT_PREFIX):
+        return True
+    return status == 429 or status >= 500
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """What a ``Retry-After`` header asks for, in seconds: a number or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"[0-9]{1,6}(\.[0-9]+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
 def answer_limit(body: dict[str, Any]) -> int:
     """How many bytes the answer to ``body`` may take: url answers are small."""
     return MAX_B64_ANSWER_BYTES if body.get("response_format") == "b64_json" else MAX_ANSWER_BYTES
@@ -163,8 +263,13 @@ class CallDeadline:
         self._lock = threading.Lock()
         self._connection: HTTPConnection | None = None
         self._expired = False
-        self._timer = threading.Timer(max(0.0, seconds), self._expire)
-        self._timer.daemon = True
+        self._timer = self._new_timer(seconds)
+
+    def _new_timer(self, seconds: float) -> threading.Timer:
+        # The timer fires for itself only: one renewed meanwhile has no say any more.
+        timer = threading.Timer(max(0.0, seconds), lambda: self._expire(timer))
+        timer.daemon = True
+        return timer
 
     def __enter__(self) -> CallDeadline:
         _current.deadline = self
@@ -185,6 +290,17 @@ class CallDeadline:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    def renew(self, seconds: float) -> None:
+        """Move the deadline to ``seconds`` from now (a stream's next event has that long)."""
+        with self._lock:
+            if self._expired:
+                return
+            self._timer.cancel()
+            self.seconds = seconds
+            self.deadline = time.monotonic() + seconds
+            self._timer = self._new_timer(seconds)
+            self._timer.start()
+
     @property
     def passed(self) -> bool:
         return self._expired or time.monotonic() >= self.deadline
@@ -195,8 +311,10 @@ class CallDeadline:
             if self._expired:
                 _cut(connection)
 
-    def _expire(self) -> None:
+    def _expire(self, timer: threading.Timer) -> None:
         with self._lock:
+            if timer is not self._timer:
+                return
             self._expired = True
             if self._connection is not None:
                 _cut(self._connection)
@@ -284,6 +402,13 @@ def read_answer(response: requests.Response, *, deadline: CallDeadline, max_byte
     Raises AnswerTooLarge, UnreadableAnswer, TimeoutError once the deadline passed, or
     what the connection raised (an OSError, urllib3's and http.client's errors).
     """
+    return b"".join(answer_pieces(response, deadline=deadline, max_bytes=max_bytes))
+
+
+def answer_pieces(
+    response: requests.Response, *, deadline: CallDeadline, max_bytes: int
+) -> Iterator[bytes]:
+    """The body of ``response`` piece by piece as it arrives, decoded; see read_answer."""
     declared = response.headers.get("Content-Length", "").strip()
     if _CONTENT_LENGTH_RE.fullmatch(declared) and int(declared) > max_bytes:
         raise AnswerTooLarge(f"it declares {int(declared)} bytes")
@@ -294,24 +419,24 @@ def read_answer(response: requests.Response, *, deadline: CallDeadline, max_byte
         inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib, told by its header
     else:
         raise UnreadableAnswer(f"it is encoded as {encoding[:40]!r}, which was not asked for")
-    body = bytearray()
+    received = 0
     while True:
         if deadline.passed:
             raise TimeoutError("the deadline passed")
         # read1: at most one socket read, so that the deadline is looked at between them.
         piece = response.raw.read1(READ_CHUNK_BYTES, decode_content=False)
         if not piece:
-            break
+            return
         if inflater is not None:
             # Never more than what is left of the limit, however well the piece compresses.
             try:
-                piece = inflater.decompress(piece, max_bytes - len(body) + 1)
+                piece = inflater.decompress(piece, max_bytes - received + 1)
             except zlib.error as exc:
                 raise UnreadableAnswer(f"its {encoding} encoding is broken: {exc}") from None
-        body += piece
-        if len(body) > max_bytes:
+        received += len(piece)
+        if received > max_bytes:
             raise AnswerTooLarge("it goes on past that")
-    return bytes(body)
+        yield piece
 
 
 def _megabytes(limit: int) -> str:
@@ -329,19 +454,28 @@ class ArkClient:
         connect_timeout: float,
         read_timeout: float,
         max_retries: int,
-        retry_backoff: float = 0.5,
+        retry_backoff: float = 2.0,
+        retry_budget: float = 120.0,
         total_timeout: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        # The whole call, retries included: by default one connect and one read.
+        # One try, however slowly its answer trickles in: by default one connect and one read.
         self.total_timeout = (
             connect_timeout + read_timeout if total_timeout is None else total_timeout
         )
         self.max_retries = max(0, max_retries)
+        # Seconds before the first retry, doubled for each next one (up to 30 s).
         self.retry_backoff = retry_backoff
+        # No retry starts later than this many seconds after the first try did.
+        self.retry_budget = retry_budget
+        # Injectable, so that waiting can be watched without being waited for.
+        self._sleep = sleep
+        self._clock = clock
         # requests.Session is not thread-safe: each thread keeps its own pooled one.
         self._local = threading.local()
 
@@ -371,12 +505,15 @@ class ArkClient:
         params: dict[str, Any],
         image: str | list[str] | None,
         capabilities: set[str],
+        stream: bool = False,
     ) -> dict[str, Any]:
         """The JSON Ark receives: only the options this model takes."""
         body: dict[str, Any] = {
             "model": model_id,
             "prompt": prompt,
-            "response_format": "url",
+            "response_format": (
+                "b64_json" if params.get("response_format") == "b64_json" else "url"
+            ),
             "watermark": _as_bool(params.get("watermark", True)),
         }
         if size:
@@ -393,6 +530,8 @@ class ArkClient:
                 raise ValueError(f"max_images is at most {MAX_IMAGES_PER_CALL}")
             body["sequential_image_generation"] = "auto"
             body["sequential_image_generation_options"] = {"max_images": int(max_images)}
+        if stream:
+            body["stream"] = True
         return body
 
     def generate(
@@ -406,6 +545,35 @@ class ArkClient:
         capabilities: set[str],
     ) -> list[UpstreamItem]:
         """One item per image asked for; never raises for upstream or network trouble."""
+        return self.generate_answer(
+            model_id=model_id,
+            prompt=prompt,
+            size=size,
+            params=params,
+            image=image,
+            capabilities=capabilities,
+        ).items
+
+    def generate_answer(
+        self,
+        *,
+        model_id: str,
+        prompt: str,
+        size: str | None,
+        params: dict[str, Any],
+        image: str | list[str] | None,
+        capabilities: set[str],
+        stream: bool = False,
+        on_item: OnItem | None = None,
+    ) -> UpstreamAnswer:
+        """The items and Ark's usage; never raises for upstream or network trouble.
+
+        With ``stream``, Ark sends each image as an event the moment it is made, and the
+        read timeout runs between events rather than over the whole call, so a group
+        that takes minutes is never cut off. ``on_item`` is handed every item as soon as
+        it is known (each event as it arrives; all at once for an answer that is not
+        streamed), in order, on the calling thread.
+        """
         try:
             body = self.request_body(
                 model_id=model_id,
@@ -414,50 +582,98 @@ class ArkClient:
                 params=params,
                 image=image,
                 capabilities=capabilities,
+                stream=stream,
             )
         except (TypeError, ValueError) as exc:
-            return [UpstreamError(code="InvalidParameter", message=_short(f"bad params: {exc}"))]
-        return self._post_with_retries(body)
+            error = UpstreamError(code="InvalidParameter", message=_short(f"bad params: {exc}"))
+            outcome = _Outcome([error])
+        else:
+            outcome = self._post_with_retries(body, on_item=on_item)
+        if on_item is not None:
+            for item in outcome.items[outcome.delivered :]:
+                on_item(item)
+        return UpstreamAnswer(items=outcome.items, usage=outcome.usage)
 
-    def _post_with_retries(self, body: dict[str, Any]) -> list[UpstreamItem]:
+    def _post_with_retries(self, body: dict[str, Any], *, on_item: OnItem | None) -> _Outcome:
         headers = {
             "Authorization": f"Bearer {self._api_key}",
             "Content-Type": "application/json",
-            "Accept": "application/json",
+            "Accept": "text/event-stream" if body.get("stream") else "application/json",
             # Decoded here under the answer's byte limit (see read_answer).
             "Accept-Encoding": "gzip, deflate",
         }
+        started = self._clock()
         attempt = 0
-        with CallDeadline(self.total_timeout) as deadline:
-            while True:
-                outcome, retryable = self._post_once(body, headers, deadline)
-                if not retryable or attempt >= self.max_retries:
-                    return outcome
-                # Short, growing pauses: a generation request is waiting on us.
-                delay = self.retry_backoff * (2**attempt)
-                if delay >= deadline.remaining():
-                    return outcome  # no time left to try again
-                attempt += 1
-                logger.info(
-                    "Ark call failed (%s), retry %d of %d in %.1fs",
-                    outcome[0].code if outcome and isinstance(outcome[0], UpstreamError) else "?",
-                    attempt,
-                    self.max_retries,
-                    delay,
-                )
-                time.sleep(delay)
+        while True:
+            with CallDeadline(self.total_timeout) as deadline:
+                outcome = self._post_once(body, headers, deadline, on_item=on_item)
+            if not outcome.retry or attempt >= self.max_retries:
+                return outcome
+            delay = self._retry_delay(attempt, outcome.retry_after)
+            spent = self._clock() - started
+            if spent + delay > self.retry_budget:
+                return self._out_of_budget(outcome, delay=delay)
+            attempt += 1
+            logger.info(
+                "Ark call failed (%s), retry %d of %d in %.1fs",
+                _first_code(outcome.items),
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            self._sleep(delay)
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        """Ark's ``Retry-After`` when it sent one, else a doubling pause, spread out a little."""
+        if retry_after is not None:
+            return retry_after
+        pause = min(MAX_BACKOFF_SECONDS, self.retry_backoff * (2**attempt))
+        return pause * random.uniform(0.8, 1.2)
+
+    def _out_of_budget(self, outcome: _Outcome, *, delay: float) -> _Outcome:
+        if outcome.retry_after is None:
+            return outcome
+        # Say why it was not tried again when Ark asked for a wait we could not give.
+        items: list[UpstreamItem] = [
+            UpstreamError(
+                item.code,
+                _short(
+                    f"{item.message} (Ark asked to try again in {delay:g} s, "
+                    f"past the {self.retry_budget:g} s we wait for retries)"
+                ),
+            )
+            if isinstance(item, UpstreamError)
+            else item
+            for item in outcome.items
+        ]
+        return _Outcome(items)
 
     def _timed_out(self) -> UpstreamError:
         # The request reached Ark and may be generating (and billed): never retried.
         return UpstreamError(
             TIMEOUT,
             f"the call to Ark timed out: no complete answer within {self.total_timeout:g} s "
-            "(it may still be generating, and billed)",
+            "after the request was sent. Ark may still be generating it, and may bill it: "
+            "it was not sent again",
+        )
+
+    def _read_timed_out(self, exc: Exception) -> UpstreamError:
+        return UpstreamError(
+            TIMEOUT,
+            _short(
+                f"Ark did not answer in time after the request was sent ({exc}). It may still "
+                "be generating it, and may bill it: it was not sent again"
+            ),
         )
 
     def _post_once(
-        self, body: dict[str, Any], headers: dict[str, str], deadline: CallDeadline
-    ) -> tuple[list[UpstreamItem], bool]:
+        self,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        deadline: CallDeadline,
+        *,
+        on_item: OnItem | None = None,
+    ) -> _Outcome:
         """The outcome of one HTTP call, and whether trying again may help."""
         remaining = max(0.001, deadline.remaining())
         try:
@@ -472,35 +688,49 @@ class ArkClient:
                 stream=True,
             )
         except requests.exceptions.ConnectTimeout as exc:
-            return [UpstreamError(TIMEOUT, _short(f"connecting to Ark timed out: {exc}"))], True
+            # Never connected, so nothing was sent: safe to try again.
+            message = _short(f"connecting to Ark timed out: {exc}")
+            return _Outcome([UpstreamError(TIMEOUT, message)], retry=True)
         except requests.exceptions.Timeout as exc:
-            # The request reached Ark and may be generating (and billed): not retried.
-            return [UpstreamError(TIMEOUT, _short(f"Ark did not answer in time: {exc}"))], False
+            return _Outcome([self._read_timed_out(exc)])
         except requests.exceptions.RequestException as exc:
             if deadline.passed:
-                return [self._timed_out()], False
-            if isinstance(exc, requests.exceptions.ConnectionError):
-                return [UpstreamError(CONNECTION_ERROR, _short(f"cannot reach Ark: {exc}"))], True
-            return [UpstreamError(CONNECTION_ERROR, _short(f"Ark call failed: {exc}"))], False
+                return _Outcome([self._timed_out()])
+            if _failed_before_sending(exc):
+                message = _short(f"cannot reach Ark: {exc}")
+                return _Outcome([UpstreamError(CONNECTION_ERROR, message)], retry=True)
+            message = _short(
+                f"the call to Ark failed after the request may have been sent ({exc}). "
+                "Ark may bill it: it was not sent again"
+            )
+            return _Outcome([UpstreamError(CONNECTION_ERROR, message)])
 
         status = response.status_code
         limit = answer_limit(body)
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if status < 300 and content_type == "text/event-stream":
+            try:
+                return self._read_stream(
+                    response, deadline=deadline, body=body, limit=limit, on_item=on_item
+                )
+            finally:
+                response.close()
         try:
             raw = read_answer(response, deadline=deadline, max_bytes=limit)
         except AnswerTooLarge as exc:
             message = f"Ark's answer is larger than the {_megabytes(limit)} we read: {exc}"
-            return [UpstreamError(BAD_RESPONSE, message)], False
+            return _Outcome([UpstreamError(BAD_RESPONSE, message)])
         except UnreadableAnswer as exc:
             message = _short(f"Ark's answer is unreadable: {exc}")
-            return [UpstreamError(BAD_RESPONSE, message)], False
+            return _Outcome([UpstreamError(BAD_RESPONSE, message)])
         except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
             if deadline.passed:
-                return [self._timed_out()], False
+                return _Outcome([self._timed_out()])
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-                return [UpstreamError(TIMEOUT, _short(f"Ark did not answer in time: {exc}"))], False
+                return _Outcome([self._read_timed_out(exc)])
             # Sent and partly answered: it may be billed, so not sent again.
             message = _short(f"Ark's answer was cut short (HTTP {status}): {exc}")
-            return [UpstreamError(CONNECTION_ERROR, message)], False
+            return _Outcome([UpstreamError(CONNECTION_ERROR, message)])
         finally:
             response.close()
 
@@ -513,8 +743,69 @@ class ArkClient:
             error = _error_from_body(payload) or UpstreamError(
                 HTTP_ERROR, _short(f"Ark answered HTTP {status}: {text}")
             )
-            return [error], status in RETRYABLE_STATUSES
-        return self._items_from_payload(payload, asked=images_asked(body)), False
+            retry = is_retryable(status=status, code=error.code)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            return _Outcome([error], retry=retry, retry_after=retry_after if retry else None)
+        return _Outcome(
+            self._items_from_payload(payload, asked=images_asked(body)),
+            usage=_usage(payload.get("usage") if isinstance(payload, dict) else None),
+        )
+
+    def _read_stream(
+        self,
+        response: requests.Response,
+        *,
+        deadline: CallDeadline,
+        body: dict[str, Any],
+        limit: int,
+        on_item: OnItem | None,
+    ) -> _Outcome:
+        """Read Ark's events, handing each image on as it arrives; never retried.
+
+        The deadline is renewed after every event: the read timeout runs between events.
+        Whatever ends the stream early, the images that arrived are kept, and one error
+        item says what happened to the rest.
+        """
+        stream = _EventStream(asked=images_asked(body), on_item=on_item)
+        # The first event may take a whole image's time, as a plain answer does.
+        try:
+            for event in sse_events(answer_pieces(response, deadline=deadline, max_bytes=limit)):
+                deadline.renew(self.read_timeout)
+                if not stream.take(event):
+                    break
+        except AnswerTooLarge as exc:
+            message = f"Ark's stream is longer than the {_megabytes(limit)} we read: {exc}"
+            stream.end(UpstreamError(BAD_RESPONSE, message))
+        except UnreadableAnswer as exc:
+            stream.end(UpstreamError(BAD_RESPONSE, _short(f"Ark's stream is unreadable: {exc}")))
+        except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            stream.end(self._stream_cut(stream, deadline=deadline, exc=exc))
+        else:
+            if not stream.finished:
+                stream.end(self._stream_cut(stream, deadline=deadline, exc=None))
+        return _Outcome(stream.items, usage=stream.usage, delivered=len(stream.items))
+
+    def _stream_cut(
+        self, stream: _EventStream, *, deadline: CallDeadline, exc: Exception | None
+    ) -> UpstreamError:
+        """Why a stream ended before Ark said it was complete."""
+        rest = "Later images of the group may still be made, and billed, without reaching us"
+        if deadline.passed or isinstance(exc, TimeoutError | urllib3.exceptions.TimeoutError):
+            return UpstreamError(
+                TIMEOUT,
+                f"Ark sent no event for {self.read_timeout:g} s: the stream was given up "
+                f"after {stream.images} image(s). {rest}",
+            )
+        if exc is not None:
+            return UpstreamError(
+                CONNECTION_ERROR,
+                _short(f"Ark's stream broke off after {stream.images} image(s) ({exc}). {rest}"),
+            )
+        return UpstreamError(
+            BAD_RESPONSE,
+            f"Ark's stream ended after {stream.images} image(s) without saying it was "
+            f"complete. {rest}",
+        )
 
     @staticmethod
     def _items_from_payload(payload: Any, *, asked: int) -> list[UpstreamItem]:
@@ -542,9 +833,172 @@ class ArkClient:
                 items.append(item_error)
             elif isinstance(entry, dict) and isinstance(entry.get("url"), str) and entry["url"]:
                 items.append(_image_item(entry))
+            elif isinstance(entry, dict) and isinstance(entry.get("b64_json"), str):
+                items.append(_inline_image_item(entry))
             else:
                 items.append(UpstreamError(BAD_RESPONSE, "an image item without a URL"))
         return items
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one try gave: its items, whether another try may help, and when to make it."""
+
+    items: list[UpstreamItem]
+    retry: bool = False
+    retry_after: float | None = None
+    usage: UpstreamUsage | None = None
+    # How many of the items were handed on already, as they arrived.
+    delivered: int = 0
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        return None
+    return value
+
+
+def _usage(usage: Any) -> UpstreamUsage | None:
+    """Ark's ``usage``, or None when it sent none (or something else)."""
+    if not isinstance(usage, dict):
+        return None
+    counted = UpstreamUsage(
+        generated_images=_count(usage.get("generated_images")),
+        output_tokens=_count(usage.get("output_tokens")),
+    )
+    if counted.generated_images is None and counted.output_tokens is None:
+        return None
+    return counted
+
+
+# -- Ark's streamed answer ---------------------------------------------------------------
+
+EVENT_SUCCEEDED = "image_generation.partial_succeeded"
+EVENT_FAILED = "image_generation.partial_failed"
+EVENT_COMPLETED = "image_generation.completed"
+# More events than this in one answer is not Ark: 15 images, the end, and some previews.
+MAX_STREAM_EVENTS = 64
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    event: str
+    data: str
+
+
+def sse_events(pieces: Iterator[bytes]) -> Iterator[ServerSentEvent]:
+    """Server-sent events from a body arriving in pieces: ``event:`` and ``data:`` lines,
+    an event ending at a blank line; comments and other fields are skipped. Lines end in
+    LF or CRLF."""
+    buffer = b""
+    event, data = "", list[str]()
+    for piece in pieces:
+        buffer += piece
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            line = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+            if not line:
+                if data:
+                    yield ServerSentEvent(event=event, data="\n".join(data))
+                event, data = "", []
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+    if buffer.strip():
+        name, _, value = buffer.decode("utf-8", errors="replace").partition(":")
+        if name == "data":
+            data.append(value.removeprefix(" ").rstrip("\r"))
+    if data:
+        yield ServerSentEvent(event=event, data="\n".join(data))
+
+
+class _EventStream:
+    """The items of one streamed answer, as its events arrive."""
+
+    def __init__(self, *, asked: int, on_item: OnItem | None) -> None:
+        self.asked = asked
+        self.on_item = on_item
+        self.items: list[UpstreamItem] = []
+        self.usage: UpstreamUsage | None = None
+        self.finished = False
+        self.events = 0
+
+    @property
+    def images(self) -> int:
+        return sum(1 for item in self.items if not isinstance(item, UpstreamError))
+
+    def _add(self, item: UpstreamItem) -> None:
+        self.items.append(item)
+        if self.on_item is not None:
+            self.on_item(item)
+
+    def end(self, error: UpstreamError) -> None:
+        self._add(error)
+        self.finished = True
+
+    def take(self, event: ServerSentEvent) -> bool:
+        """Take one event in; False once the stream has nothing more to say."""
+        self.events += 1
+        if event.data.strip() == "[DONE]":
+            self.finished = True
+            return False
+        if self.events > MAX_STREAM_EVENTS:
+            self.end(UpstreamError(BAD_RESPONSE, f"Ark sent over {MAX_STREAM_EVENTS} events"))
+            return False
+        try:
+            payload: Any = json.loads(event.data)
+        except (ValueError, RecursionError):
+            payload = None
+        if not isinstance(payload, dict):
+            self._add(UpstreamError(BAD_RESPONSE, "Ark sent an event that is not JSON"))
+            return True
+        kind = str(payload.get("type") or event.event)
+        if kind == EVENT_COMPLETED:
+            self.usage = _usage(payload.get("usage"))
+            self.finished = True
+            return True  # [DONE] may follow; nothing else should
+        if kind in (EVENT_SUCCEEDED, EVENT_FAILED):
+            if len(self.items) >= self.asked:
+                logger.warning("Ark streamed more images than the %d asked for", self.asked)
+                return True
+            error = _error_from_body(payload)
+            if kind == EVENT_FAILED or error is not None:
+                self._add(error or UpstreamError(BAD_RESPONSE, "a failed image without an error"))
+            elif isinstance(payload.get("url"), str) and payload["url"]:
+                self._add(_image_item(payload))
+            elif isinstance(payload.get("b64_json"), str):
+                self._add(_inline_image_item(payload))
+            else:
+                self._add(UpstreamError(BAD_RESPONSE, "an image event without a URL"))
+            return True
+        error = _error_from_body(payload)
+        if error is not None:  # the whole request failed: Ark's "error" event
+            self.end(error)
+            return False
+        return True  # a preview (partial_image) or something new: not an image we keep
+
+
+def _first_code(items: list[UpstreamItem]) -> str:
+    return items[0].code if items and isinstance(items[0], UpstreamError) else "?"
+
+
+def _failed_before_sending(exc: requests.exceptions.RequestException) -> bool:
+    """Whether the request never left: no connection could be made (refused, unreachable,
+    a name that does not resolve). Anything later may have reached Ark, and be billed."""
+    if not isinstance(exc, requests.exceptions.ConnectionError) or isinstance(
+        exc, requests.exceptions.SSLError
+    ):
+        return False
+    reason: Any = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 def _image_item(entry: dict[str, Any]) -> UpstreamItem:
@@ -562,10 +1016,23 @@ def _image_item(entry: dict[str, Any]) -> UpstreamItem:
     )
 
 
-_clients: dict[tuple[str, str, float, float, int, float], ArkClient] = {}
+def _inline_image_item(entry: dict[str, Any]) -> UpstreamItem:
+    """The bytes of an image answered as ``b64_json``, or why they are not an image's."""
+    try:
+        data = base64.b64decode(entry["b64_json"], validate=True)
+    except (binascii.Error, ValueError):
+        return UpstreamError(BAD_RESPONSE, "an image item whose b64_json is not base64")
+    if not data:
+        return UpstreamError(BAD_RESPONSE, "an image item whose b64_json is empty")
+    return UpstreamInlineImage(data=data, size=_short(str(entry.get("size") or ""))[:40])
+
+
+_clients: dict[tuple[str, str, float, float, int, float, float, float], ArkClient] = {}
 _clients_lock = threading.Lock()
 
 
+# Ark streams Seedream 4.0, 4.5 and 5.0 lite; not 3.0, SeedEdit 3.0 or 5.0 pro. BytePlus
+# spells the same ids without "doubao-".
 def client_for(model: ImageModel) -> ArkClient:
     """The client that serves ``model``: Ark with our key, or the demo upstream.
 
@@ -587,6 +1054,8 @@ def client_for(model: ImageModel) -> ArkClient:
         float(settings.ARK_READ_TIMEOUT),
         int(settings.ARK_MAX_RETRIES),
         float(settings.ARK_TOTAL_TIMEOUT),
+        float(settings.ARK_RETRY_BACKOFF_SECONDS),
+        float(settings.ARK_RETRY_BUDGET_SECONDS),
     )
     with _clients_lock:
         client = _clients.get(key)
@@ -598,6 +1067,8 @@ def client_for(model: ImageModel) -> ArkClient:
                 read_timeout=key[3],
                 max_retries=key[4],
                 total_timeout=key[5],
+                retry_backoff=key[6],
+                retry_budget=key[7],
             )
             _clients[key] = client
         return client

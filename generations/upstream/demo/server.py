@@ -14,10 +14,35 @@ Generation (the POST):
 =========================  ===========================================================
 ``[demo:slow=S]``          sleep S seconds (float, up to 60) before answering
 ``[demo:status=CODE]``     answer HTTP CODE (400-599) with an Ark error body; 429 is
-                           ``RateLimitExceeded.EndpointRPM``, 500 ``InternalServiceError``
-``[demo:flaky=N]``         the first N calls (up to 100) with this exact prompt answer 500,
-                           then OK
-``[demo:error=CODE]``      400 with Ark error code CODE (``InputTextSensitiveContentDetected``)
+                           ``RateLimitExceeded.EndpointRPMExceeded``, 500
+                           ``InternalServiceError``
+``[demo:error=CODE]``      Ark's error CODE with the HTTP status Ark gives it (429 for
+                           ``QuotaExceeded`` and the rate limits, 403 ``AccessDenied``...;
+                           400 for a code Ark does not list)
+``[demo:flaky=N]``         the first N calls (up to 100) with this exact prompt answer the
+                           error ``status`` or ``error`` names (500 when neither), then OK
+``[demo:retry_after=S]``   error answers carry ``Retry-After: S`` (whole seconds, up to 120).
+                           Ark's documentation shows no Retry-After: a client must not need it
+``[demo:latency=S]``       each image takes S seconds (float, up to 60) to make: a streamed
+                           group sends one event every S seconds, an answer that is not
+                           streamed comes after all of them
+``[demo:images=N]``        the model decides to make N images (up to 15): ``max_images`` is
+                           a ceiling, as on Ark, and without this switch the demo fills it
+``[demo:cut_stream=N]``    a streamed answer breaks off after N image events, mid-stream
+``[demo:stall_stream=N]``  a streamed answer goes silent after N image events, the
+                           connection held open (until the client leaves, at most 60 s)
+=========================  ===========================================================
+
+Streaming (``"stream": true``) answers ``text/event-stream`` as Ark does: one
+``image_generation.partial_succeeded`` event per image (``url`` or ``b64_json``, ``size``,
+``image_index``), ``image_generation.partial_failed`` for an image that failed (with
+``[demo:item_error]``), then ``image_generation.completed`` with ``usage``, then
+``data: [DONE]``. A group (``sequential_image_generation: "auto"``) makes at most
+``max_images`` (default 15) images, and at most 15 minus the number of reference images.
+
+Other generation switches:
+
+=========================  ===========================================================
 ``[demo:item_error]``      HTTP 200, but the first data item is ``{"error": {"code":
                            "OutputImageSensitiveContentDetected", ...}}`` (the others, with
                            sequential generation, are images)
@@ -125,12 +150,24 @@ MAX_BIG_MB = 256
 MAX_PHOTO_MB = 8
 PHOTO_SIDE = 2048
 BOMB_SIDE = 30_000
+MAX_RETRY_AFTER = 120
+# Ark's ceiling for one group: reference images and the images made, together.
+MAX_GROUP = 15
+MAX_REFERENCES = 14
+EVENT_SUCCEEDED = "image_generation.partial_succeeded"
+EVENT_FAILED = "image_generation.partial_failed"
+EVENT_COMPLETED = "image_generation.completed"
 # The most each numeric switch takes.
 SWITCH_LIMITS: dict[str, float] = {
     "slow": 60,
     "slow_image": 60,
     "flaky": 100,
     "flaky_image": 100,
+    "retry_after": MAX_RETRY_AFTER,
+    "latency": 60,
+    "images": MAX_GROUP,
+    "cut_stream": MAX_GROUP,
+    "stall_stream": MAX_GROUP,
     "redirect": 10,
     "oversized": 1024,
     "oversized_chunked": 1024,
@@ -138,6 +175,7 @@ SWITCH_LIMITS: dict[str, float] = {
     "photo": MAX_PHOTO_MB,
 }
 SWITCH_UNITS = {"slow": " seconds", "slow_image": " seconds", "big": " MB", "photo": " MB"}
+SWITCH_UNITS.update(retry_after=" seconds", latency=" seconds")
 SWITCH_UNITS.update(oversized=" MB", oversized_chunked=" MB")
 # Cached renders, most recently used first out of the budget last: a big image of each
 # size asked for would otherwise stay for ever. One of the largest always fits.
@@ -209,6 +247,11 @@ GENERATION_SWITCHES: dict[str, str | None] = {
     "status": "int",
     "flaky": "int",
     "error": "code",
+    "retry_after": "int",
+    "latency": "float",
+    "images": "int",
+    "cut_stream": "int",
+    "stall_stream": "int",
     "item_error": None,
     "png": None,
     "webp": None,
@@ -238,26 +281,98 @@ STATUS_ERRORS = {
     403: ("AccessDenied", "Forbidden", "You do not have access to this resource."),
     404: ("InvalidEndpointOrModel.NotFound", "NotFound", "The model does not exist."),
     429: (
-        "RateLimitExceeded.EndpointRPM",
+        "RateLimitExceeded.EndpointRPMExceeded",
         "TooManyRequests",
-        "The request rate exceeded the endpoint's RPM limit. Please retry later.",
+        "The Requests Per Minute (RPM) limit of the associated endpoint for your account "
+        "has been exceeded.",
     ),
     500: ("InternalServiceError", "InternalServerError", "The service encountered an error."),
     502: ("BadGateway", "BadGateway", "The service is temporarily unreachable."),
     503: ("ServiceUnavailable", "ServiceUnavailable", "The service is overloaded."),
     504: ("GatewayTimeout", "GatewayTimeout", "The service did not answer in time."),
 }
-ERROR_MESSAGES = {
+# Ark's own codes (its error code reference and image generation API): the HTTP status
+# each comes with, and a message in the spirit of Ark's. A 429 is not always a rate
+# limit: a spent quota or spending cap comes as 429 too, and waiting does not clear it.
+ARK_ERRORS: dict[str, tuple[int, str]] = {
+    "MissingParameter": (
+        400,
+        "The request failed because it is missing one or multiple required parameters.",
+    ),
+    "InvalidParameter": (400, "One or more parameters specified in the request are not valid."),
+    "SensitiveContentDetected": (
+        400,
+        "The request failed because the input text may contain sensitive information.",
+    ),
     "InputTextSensitiveContentDetected": (
-        "The request failed because the input text may contain sensitive information."
+        400,
+        "The request failed because the input text may contain sensitive information.",
     ),
     "InputImageSensitiveContentDetected": (
-        "The request failed because the input image may contain sensitive information."
+        400,
+        "The request failed because the input image may contain sensitive information.",
     ),
     "OutputImageSensitiveContentDetected": (
-        "The request failed because the output image may contain sensitive information."
+        400,
+        "The request failed because the output image may contain sensitive information.",
     ),
+    "AuthenticationError": (401, "The API key or AK/SK in the request is missing or invalid."),
+    "AccountOverdueError": (
+        403,
+        "The request failed because your account has an overdue balance.",
+    ),
+    "AccessDenied": (
+        403,
+        "The request failed because you do not have access to the requested resource.",
+    ),
+    "InvalidEndpointOrModel.NotFound": (
+        404,
+        "The model or endpoint does not exist or you do not have access to it.",
+    ),
+    "ModelNotOpen": (404, "Your account has not activated the model."),
+    "RateLimitExceeded.EndpointRPMExceeded": (429, STATUS_ERRORS[429][2]),
+    "RateLimitExceeded.EndpointTPMExceeded": (
+        429,
+        "The Tokens Per Minute (TPM) limit of the associated endpoint for your account "
+        "has been exceeded.",
+    ),
+    "ModelAccountRpmRateLimitExceeded": (
+        429,
+        "The Requests Per Minute (RPM) limit of the model for your account has been exceeded.",
+    ),
+    "ModelAccountTpmRateLimitExceeded": (
+        429,
+        "The Tokens Per Minute (TPM) limit of the model for your account has been exceeded.",
+    ),
+    "ModelAccountIpmRateLimitExceeded": (
+        429,
+        "The Images Per Minute (IPM) limit of the model for your account has been exceeded.",
+    ),
+    "APIAccountRpmRateLimitExceeded": (
+        429,
+        "The Requests Per Minute (RPM) limit of the API for your account has been exceeded.",
+    ),
+    "AccountRateLimitExceeded": (429, "The rate limit of your account has been exceeded."),
+    "RequestBurstTooFast": (
+        429,
+        "Your requests increased too fast. Please ramp up your traffic gradually.",
+    ),
+    "ServerOverloaded": (
+        429,
+        "The service is currently unable to handle additional requests due to server overload.",
+    ),
+    "QuotaExceeded": (
+        429,
+        "The request failed because you have exceeded the usage quota of the model.",
+    ),
+    "SetLimitExceeded": (
+        429,
+        "The request failed because you have reached the inference limit you set for the model.",
+    ),
+    "InternalServiceError": (500, "The service encountered an unexpected internal error."),
 }
+# Kept for the item errors of a 200 answer.
+ERROR_MESSAGES = {code: message for code, (_, message) in ARK_ERRORS.items()}
 
 HTML_PAGE = (
     b"<!doctype html><html><head><title>Sign in</title></head><body>"
@@ -466,6 +581,16 @@ def render_image(
     else:
         image.save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def _usage(data: list[dict[str, Any]], pixels: int) -> dict[str, int]:
+    """Ark's usage: the images made (failed ones are free) and their tokens."""
+    tokens = pixels // 256  # Ark bills about one output token per 16x16 pixels
+    return {
+        "generated_images": sum(1 for item in data if "error" not in item),
+        "output_tokens": tokens,
+        "total_tokens": tokens,
+    }
 
 
 class _LruCache:
@@ -734,6 +859,10 @@ class DemoUpstream:
             thread.join(timeout=5)
         self._threads = []
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or Ctrl-C (KeyboardInterrupt reaches the caller)."""
         self.start()
@@ -918,7 +1047,14 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json", headers)
 
-    def _ark_error(self, status: int, code: str, message: str, param: str = "") -> None:
+    def _ark_error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         error_type = STATUS_ERRORS.get(status, ("", "Error", ""))[1]
         request_id = secrets.token_hex(16)
         self._send_json(
@@ -931,6 +1067,7 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
                     "type": error_type,
                 }
             },
+            {"X-Request-Id": request_id, **(headers or {})},
         )
 
     def _tos_error(self, status: int, code: str, message: str) -> None:
@@ -1023,11 +1160,15 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
 
     def _generate(self, body: dict[str, Any]) -> None:
         prompt = body.get("prompt")
+        if prompt is None:  # the SDK sends null for what it was not given
+            code = "MissingParameter"
+            self._ark_error(400, code, ARK_ERRORS[code][1], param="prompt")
+            return
         if not isinstance(prompt, str) or not prompt.strip():
             self._ark_error(
                 400,
                 "InvalidParameter",
-                "The parameter `prompt` specified in the request is not valid: it is required.",
+                "The parameter `prompt` specified in the request is not valid: it is empty.",
                 param="prompt",
             )
             return
@@ -1050,65 +1191,165 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
         try:
             text, switches = parse_switches(prompt)
             width, height = parse_size(body.get("size"))
-            count = self._image_count(body)
+            count = self._image_count(body, switches)
         except SwitchError as exc:
             self._ark_error(400, "InvalidParameter", str(exc))
             return
 
         if "slow" in switches:
             time.sleep(float(switches["slow"]))
-        if "flaky" in switches and self.demo.count(f"flaky:{prompt}") <= int(switches["flaky"]):
-            code, _, message = STATUS_ERRORS[500]
-            self._ark_error(500, code, message)
-            return
-        if "status" in switches:
-            status = int(switches["status"])
-            code, _, message = STATUS_ERRORS.get(status, (f"DemoStatus{status}", "", "Demo."))
-            self._ark_error(status, code, message)
-            return
-        if "error" in switches:
-            code = switches["error"]
-            self._ark_error(400, code, ERROR_MESSAGES.get(code, f"Demo error {code}."))
+        error = self._switched_error(switches)
+        if "flaky" in switches:
+            if self.demo.count(f"flaky:{prompt}") > int(switches["flaky"]):
+                error = None  # the upstream has recovered
+            elif error is None:
+                code, _, message = STATUS_ERRORS[500]
+                error = (500, code, message)
+        if error is not None:
+            status, code, message = error
+            headers = {}
+            if "retry_after" in switches:
+                headers["Retry-After"] = str(int(switches["retry_after"]))
+            self._ark_error(status, code, message, headers=headers)
             return
 
+        if body.get("stream") is True:
+            self._stream(body, text=text, switches=switches, count=count, size=(width, height))
+            return
         data: list[dict[str, Any]] = []
         pixels = 0
         for index in range(count):
-            if index == 0 and "item_error" in switches:
-                code = "OutputImageSensitiveContentDetected"
-                data.append({"error": {"code": code, "message": ERROR_MESSAGES[code]}})
-                continue
-            item, item_pixels = self._make_image(
-                body, text=text, switches=switches, index=index, width=width, height=height
+            item, item_pixels = self._next_image(
+                body, text=text, switches=switches, index=index, size=(width, height)
             )
             data.append(item)
             pixels += item_pixels
-        tokens = pixels // 256  # Ark bills about one output token per 16x16 pixels
         self._send_json(
             200,
             {
                 "model": body["model"],
                 "created": int(time.time()),
                 "data": data,
-                "usage": {
-                    "generated_images": sum(1 for item in data if "error" not in item),
-                    "output_tokens": tokens,
-                    "total_tokens": tokens,
-                },
+                "usage": _usage(data, pixels),
             },
         )
 
+    def _next_image(
+        self,
+        body: dict[str, Any],
+        *,
+        text: str,
+        switches: dict[str, str],
+        index: int,
+        size: tuple[int, int],
+    ) -> tuple[dict[str, Any], int]:
+        """The next image of the answer (or its error item), after its latency."""
+        if "latency" in switches:
+            time.sleep(float(switches["latency"]))
+        if index == 0 and "item_error" in switches:
+            code = "OutputImageSensitiveContentDetected"
+            return {"error": {"code": code, "message": ERROR_MESSAGES[code]}}, 0
+        width, height = size
+        return self._make_image(
+            body, text=text, switches=switches, index=index, width=width, height=height
+        )
+
+    def _stream(
+        self,
+        body: dict[str, Any],
+        *,
+        text: str,
+        switches: dict[str, str],
+        count: int,
+        size: tuple[int, int],
+    ) -> None:
+        """Answer as server-sent events, each image the moment it is made."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Request-Id", secrets.token_hex(16))
+        self.end_headers()
+        data: list[dict[str, Any]] = []
+        pixels = 0
+        cut_after = int(switches.get("cut_stream", MAX_GROUP + 1))
+        stall_after = int(switches.get("stall_stream", MAX_GROUP + 1))
+        for index in range(count):
+            if index >= cut_after:
+                self.close_connection = True  # mid-stream, without the last chunk
+                return
+            if index >= stall_after:
+                self._stall()
+                return
+            item, item_pixels = self._next_image(
+                body, text=text, switches=switches, index=index, size=size
+            )
+            data.append(item)
+            pixels += item_pixels
+            kind = EVENT_FAILED if "error" in item else EVENT_SUCCEEDED
+            self._send_event(kind, {"image_index": index, **item}, model=body["model"])
+        self._send_event(EVENT_COMPLETED, {"usage": _usage(data, pixels)}, model=body["model"])
+        self._send_chunk(b"data: [DONE]\n\n")
+        self._send_chunk(b"")
+
+    def _stall(self) -> None:
+        """Send nothing more, holding the connection until the client leaves (or 60 s)."""
+        self.close_connection = True
+        self.connection.settimeout(0.2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.demo.stopped:
+            try:
+                if not self.connection.recv(1024):
+                    return  # the client has gone
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def _send_event(self, kind: str, fields: dict[str, Any], *, model: str) -> None:
+        payload = {"type": kind, "model": model, "created": int(time.time()), **fields}
+        self._send_chunk(f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode())
+
+    def _send_chunk(self, data: bytes) -> None:
+        """One piece of a chunked body; an empty one ends it."""
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
     @staticmethod
-    def _image_count(body: dict[str, Any]) -> int:
-        if body.get("sequential_image_generation", "disabled") != "auto":
+    def _switched_error(switches: dict[str, str]) -> tuple[int, str, str] | None:
+        """The error answer that ``status`` or ``error`` asks for, if either does."""
+        if "status" in switches:
+            status = int(switches["status"])
+            code, _, message = STATUS_ERRORS.get(status, (f"DemoStatus{status}", "", "Demo."))
+            return status, code, message
+        if "error" in switches:
+            code = switches["error"]
+            status, message = ARK_ERRORS.get(code, (400, f"Demo error {code}."))
+            return status, code, message
+        return None
+
+    @staticmethod
+    def _image_count(body: dict[str, Any], switches: dict[str, str]) -> int:
+        """How many images the model makes: one, or for a group up to its ceiling."""
+        references = body.get("image")
+        given = len(references) if isinstance(references, list) else int(bool(references))
+        if given > MAX_REFERENCES:
+            raise SwitchError(f"image takes at most {MAX_REFERENCES} reference images")
+        if body.get("sequential_image_generation") != "auto":
             return 1
         options = body.get("sequential_image_generation_options") or {}
         if not isinstance(options, dict):
             raise SwitchError("sequential_image_generation_options must be an object")
-        max_images = options.get("max_images", 1)
-        if not isinstance(max_images, int) or not 1 <= max_images <= 15:
+        max_images = options.get("max_images")
+        if max_images is None:
+            max_images = MAX_GROUP  # Ark's default
+        if isinstance(max_images, bool) or not isinstance(max_images, int):
             raise SwitchError("max_images must be an integer from 1 to 15")
-        return max_images
+        if not 1 <= max_images <= MAX_GROUP:
+            raise SwitchError("max_images must be an integer from 1 to 15")
+        # References and the images made stay within 15; the model picks how many.
+        ceiling = min(max_images, MAX_GROUP - given)
+        return max(1, min(ceiling, int(switches.get("images", ceiling))))
 
     def _make_image(
         self,
@@ -1148,7 +1389,8 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
                 width=width,
                 height=height,
                 image_format=image_format,
-                watermark=bool(body.get("watermark", True)),
+                # Ark's default is on; the SDK sends null for "not given".
+                watermark=body.get("watermark") is not False,
             )
             content_type = f"image/{extension}"
             if "wrong_type" in switches:

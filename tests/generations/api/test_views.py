@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 from datetime import timedelta
@@ -406,11 +408,12 @@ def test_each_model_can_have_a_size_of_its_own(demo: Any, token_client: Client) 
     assert response.status_code == 200, response.content
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["SUCCESS"] * 3
-    assert [(r["model"], r["paramsUsed"]["size"]) for r in results] == [
+    # Streamed models' rows are recorded as their images arrive, in whatever order.
+    assert {(r["model"], r["paramsUsed"]["size"]) for r in results} == {
         (SEEDREAM_4, "1024x1024"),
         (SEEDREAM_45, "2K"),
         (SEEDREAM_3, "1248x832"),
-    ]
+    }
     assert sorted(upstream_sizes(demo)) == ["1024x1024", "1248x832", "2K"]
     assert Generation.objects.get().size == "1024x1024"
 
@@ -495,3 +498,73 @@ def test_an_endpoint_id_works_as_the_upstream_model_id(demo: Any, token_client: 
     assert [e["json"]["model"] for e in demo.request_log if e["method"] == "POST"] == [
         "ep-20250811010554-qn4cd"
     ]
+
+
+def test_b64_json_is_stored_from_the_answer_byte_for_byte(demo: Any, token_client: Client) -> None:
+    body = {"prompt": "a fox, inline", "modelIds": [SEEDREAM_4], "responseFormat": "b64_json"}
+    response = post(token_client, body)
+
+    assert response.status_code == 200, response.content
+    (result,) = response.json()["results"]
+    assert (result["status"], result["storageStatus"]) == ("SUCCESS", "stored")
+    assert result["externalImageUrl"] is None  # nothing to expire
+    # What Ark sent: the same request asked again of the (deterministic) demo upstream.
+    (sent,) = [e["json"] for e in demo.request_log if e["method"] == "POST"]
+    assert sent["response_format"] == "b64_json"
+    again = requests.post(
+        demo.api_base_url + "/images/generations",
+        json={**sent, "stream": False},  # the same image, in one answer
+        headers={"Authorization": "Bearer demo"},
+        timeout=10,
+    )
+    answered = base64.b64decode(again.json()["data"][0]["b64_json"])
+    served = token_client.get(f"/api/images/{result['id']}")
+    assert served.status_code == 200
+    assert b"".join(served.streaming_content) == answered
+    row = GenerationResult.objects.get(pk=result["id"])
+    assert row.sha256 == hashlib.sha256(answered).hexdigest()
+    assert row.external_url == ""
+    # No image URL was ever fetched: the bytes came in the answer.
+    assert not [e for e in demo.request_log if e["method"] == "GET"]
+
+
+def test_b64_json_that_is_not_an_image_fails_to_store_and_says_it_is_lost(
+    demo: Any, token_client: Client
+) -> None:
+    body = {
+        "prompt": "a page, not a picture [demo:html]",
+        "modelIds": [SEEDREAM_4],
+        "responseFormat": "b64_json",
+    }
+    (result,) = post(token_client, body).json()["results"]
+
+    assert (result["status"], result["storageStatus"]) == ("SUCCESS", "failed")
+    assert "no URL to fetch it again" in result["storageError"]
+    assert GenerationResult.objects.get(pk=result["id"]).is_lost
+
+
+def test_response_format_is_url_or_b64_json(token_client: Client) -> None:
+    body = {"prompt": "a fox", "modelIds": [SEEDREAM_4], "responseFormat": "png"}
+    response = post(token_client, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "responseFormat"
+
+
+def test_a_generation_shows_what_ark_counted(demo: Any, token_client: Client) -> None:
+    body = {"prompt": "two foxes", "modelIds": [SEEDREAM_4], "size": "1280x720"}
+    created = post(token_client, {**body, "params": {"max_images": 2}}).json()
+
+    assert created["usage"] == {"generatedImages": 2, "outputTokens": 2 * 1280 * 720 // 256}
+    polled = token_client.get(f"/api/generations/{created['generationId']}").json()
+    assert polled["usage"] == created["usage"]
+
+
+def test_a_generation_ark_counted_nothing_for_shows_no_usage(
+    demo: Any, token_client: Client
+) -> None:
+    body = {"prompt": "a fox [demo:error=QuotaExceeded]", "modelIds": [SEEDREAM_4]}
+    created = post(token_client, body).json()
+
+    assert created["usage"] is None
+    assert created["results"][0]["error"]["code"] == "QuotaExceeded"

@@ -18,8 +18,13 @@ from generations.upstream.ark import (
     ArkClient,
     UpstreamError,
     UpstreamImage,
+    UpstreamInlineImage,
+    UpstreamUsage,
     client_for,
     external_url_expiry,
+    is_retryable,
+    retry_after_seconds,
+    sse_events,
 )
 from generations.upstream.demo.server import DemoUpstream
 
@@ -123,6 +128,22 @@ def test_sequential_generation_gives_one_item_per_image(
     assert len(bodies) == 3, "each image of a sequence is its own picture"
 
 
+def test_b64_json_answers_come_back_as_the_image_bytes(
+    ark_client: ArkClient, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    items = generate(
+        ark_client,
+        unique_prompt(),
+        size="1280x720",
+        params={"response_format": "b64_json", "max_images": 2},
+    )
+
+    assert [type(item) for item in items] == [UpstreamInlineImage, UpstreamInlineImage]
+    assert all(Image.open(io.BytesIO(item.data)).size == (1280, 720) for item in items)
+    assert items[0].size == "1280x720"
+    assert posts(demo_upstream)[0]["json"]["response_format"] == "b64_json"
+
+
 def test_clients_can_be_shared_between_threads(ark_client: ArkClient, unique_prompt: Any) -> None:
     outcomes: list[list[Any]] = []
 
@@ -202,7 +223,7 @@ def test_rate_limits_are_retried_a_bounded_number_of_times(
     client = make_ark_client(max_retries=2)
     error = only_error(generate(client, unique_prompt("[demo:status=429]")))
 
-    assert error.code == "RateLimitExceeded.EndpointRPM"
+    assert error.code == "RateLimitExceeded.EndpointRPMExceeded"
     assert len(posts(demo_upstream)) == 3  # the call and two retries
 
 
@@ -430,3 +451,313 @@ def test_with_an_ark_key_ark_models_use_ark_and_demo_models_the_demo(
     # The real key never goes to the demo upstream.
     assert posts(demo_upstream)[0]["headers"]["Authorization"] == "Bearer demo"
     assert "ark-secret-key" not in repr(client_for(SEEDREAM_4))
+
+
+# -- retries by Ark's error code ----------------------------------------------------------------
+
+
+class WatchedTime:
+    """A clock and a sleep for the client: pauses are recorded and pass at once."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.pauses: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.offset += seconds
+
+    def clock(self) -> float:
+        return time.monotonic() + self.offset
+
+
+@pytest.fixture
+def watched_time() -> WatchedTime:
+    return WatchedTime()
+
+
+@pytest.fixture
+def patient_client(make_ark_client: Any, watched_time: WatchedTime) -> ArkClient:
+    """A client with Ark's defaults for retrying, whose pauses pass at once."""
+    return make_ark_client(
+        max_retries=5,
+        retry_backoff=2.0,
+        retry_budget=120.0,
+        sleep=watched_time.sleep,
+        clock=watched_time.clock,
+    )
+
+
+def test_a_spent_quota_is_asked_for_once(
+    patient_client: ArkClient,
+    demo_upstream: DemoUpstream,
+    watched_time: WatchedTime,
+    unique_prompt: Any,
+) -> None:
+    error = only_error(generate(patient_client, unique_prompt("[demo:error=QuotaExceeded]")))
+
+    assert error.code == "QuotaExceeded"
+    assert "quota" in error.message
+    assert len(posts(demo_upstream)) == 1
+    assert watched_time.pauses == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "SetLimitExceeded",
+        "AccountOverdueError",
+        "AuthenticationError",
+        "AccessDenied",
+        "InputTextSensitiveContentDetected",
+        "InputImageSensitiveContentDetected",
+        "SensitiveContentDetected",
+        "InvalidParameter",
+        "MissingParameter",
+        "InvalidEndpointOrModel.NotFound",
+        "ModelNotOpen",
+    ],
+)
+def test_what_waiting_cannot_cure_is_not_asked_again(
+    patient_client: ArkClient, demo_upstream: DemoUpstream, unique_prompt: Any, code: str
+) -> None:
+    error = only_error(generate(patient_client, unique_prompt(f"[demo:error={code}]")))
+
+    assert error.code == code
+    assert len(posts(demo_upstream)) == 1
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "RateLimitExceeded.EndpointRPMExceeded",
+        "RateLimitExceeded.EndpointTPMExceeded",
+        "ModelAccountRpmRateLimitExceeded",
+        "ModelAccountTpmRateLimitExceeded",
+        "ModelAccountIpmRateLimitExceeded",
+        "APIAccountRpmRateLimitExceeded",
+        "ServerOverloaded",
+        "InternalServiceError",
+    ],
+)
+def test_rate_limits_and_overload_are_asked_again_after_seconds(
+    patient_client: ArkClient,
+    demo_upstream: DemoUpstream,
+    watched_time: WatchedTime,
+    unique_prompt: Any,
+    code: str,
+) -> None:
+    prompt = unique_prompt(f"[demo:flaky=2] [demo:error={code}]")
+    items = generate(patient_client, prompt)
+
+    assert isinstance(items[0], UpstreamImage)
+    assert len(posts(demo_upstream)) == 3
+    # Pauses in seconds, growing: a limit counted per minute is not over in half a second.
+    first, second = watched_time.pauses
+    assert 1.6 <= first <= 2.4
+    assert 3.2 <= second <= 4.8
+
+
+def test_a_rate_limit_is_asked_again_after_the_retry_after_it_sent(
+    make_ark_client: Any, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    client = make_ark_client(max_retries=5, retry_backoff=0.01)
+    prompt = unique_prompt("[demo:flaky=1] [demo:status=429] [demo:retry_after=1]")
+    items = generate(client, prompt)
+
+    assert isinstance(items[0], UpstreamImage)
+    first, second = posts(demo_upstream)
+    assert second["time"] - first["time"] >= 1.0
+
+
+def test_a_retry_after_past_the_budget_is_not_waited_for(
+    patient_client: ArkClient,
+    demo_upstream: DemoUpstream,
+    watched_time: WatchedTime,
+    unique_prompt: Any,
+) -> None:
+    prompt = unique_prompt("[demo:status=429] [demo:retry_after=120] [demo:flaky=1]")
+    error = only_error(generate(patient_client, prompt))
+
+    assert error.code == "RateLimitExceeded.EndpointRPMExceeded"
+    assert "try again in 120 s" in error.message
+    assert len(posts(demo_upstream)) == 1
+    assert watched_time.pauses == []
+
+
+def test_retries_end_within_the_budget(
+    make_ark_client: Any,
+    demo_upstream: DemoUpstream,
+    watched_time: WatchedTime,
+    unique_prompt: Any,
+) -> None:
+    client = make_ark_client(
+        max_retries=50,
+        retry_backoff=2.0,
+        retry_budget=60.0,
+        sleep=watched_time.sleep,
+        clock=watched_time.clock,
+    )
+    error = only_error(generate(client, unique_prompt("[demo:error=ServerOverloaded]")))
+
+    assert error.code == "ServerOverloaded"
+    assert sum(watched_time.pauses) <= 60.0
+    assert max(watched_time.pauses) <= 30.0 * 1.2  # the pause stops doubling at 30 s
+    assert len(posts(demo_upstream)) == len(watched_time.pauses) + 1 >= 4
+
+
+def test_a_connection_never_made_is_tried_again(
+    watched_time: WatchedTime, unique_prompt: Any
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    client = ArkClient(
+        base_url=f"http://127.0.0.1:{closed_port}/api/v3",
+        api_key="demo",
+        connect_timeout=1,
+        read_timeout=1,
+        max_retries=2,
+        sleep=watched_time.sleep,
+        clock=watched_time.clock,
+    )
+
+    error = only_error(generate(client, unique_prompt()))
+
+    assert error.code == "UpstreamConnectionError"
+    assert len(watched_time.pauses) == 2
+
+
+def test_a_read_timeout_after_sending_says_it_may_be_billed(
+    make_ark_client: Any, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    client = make_ark_client(read_timeout=0.3, max_retries=5)
+    error = only_error(generate(client, unique_prompt("[demo:slow=1]")))
+
+    assert error.code == "UpstreamTimeout"
+    assert "may bill it" in error.message
+    assert "not sent again" in error.message
+    assert len(posts(demo_upstream)) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retried"),
+    [
+        (429, "QuotaExceeded", False),
+        (429, "SetLimitExceeded", False),
+        (429, "RateLimitExceeded.EndpointRPMExceeded", True),
+        (429, "ModelAccountIpmRateLimitExceeded", True),
+        (429, "SomethingNew", True),
+        (400, "OutputImageSensitiveContentDetected.DeepFake", False),
+        (400, "InputImageSensitiveContentDetected.PrivacyInformation", False),
+        (400, "InvalidParameter.Size", False),
+        (400, "InvalidEndpoint.ClosedEndpoint", False),
+        (403, "OperationDenied.ServiceOverdue", False),
+        (400, "PromptRiskDetection", False),
+        (500, "InternalServiceError", True),
+        (502, "UpstreamHTTPError", True),
+        (404, "NotFound", False),
+    ],
+)
+def test_retrying_is_decided_on_arks_code(status: int, code: str, retried: bool) -> None:
+    assert is_retryable(status=status, code=code) is retried
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        (" 1.5 ", 1.5),
+        ("Wed, 21 Oct 2026 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2026 07:27:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_seconds_or_a_date(header: str | None, seconds: float | None) -> None:
+    now = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
+
+    assert retry_after_seconds(header, now=now) == seconds
+
+
+# -- streaming -------------------------------------------------------------------------------
+
+
+def test_a_streamed_group_hands_each_image_on_in_order_with_the_usage(
+    ark_client: ArkClient, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    handed: list[Any] = []
+    answer = ark_client.generate_answer(
+        model_id=SEEDREAM_4.upstream_model_id,
+        prompt=unique_prompt("[demo:item_error]"),
+        size="1280x720",
+        params={"max_images": 3},
+        image=None,
+        capabilities=SEEDREAM_4.capabilities,
+        stream=True,
+        on_item=handed.append,
+    )
+
+    assert handed == answer.items
+    assert [type(item) for item in handed] == [UpstreamError, UpstreamImage, UpstreamImage]
+    assert handed[0].code == "OutputImageSensitiveContentDetected"
+    assert answer.usage == UpstreamUsage(generated_images=2, output_tokens=2 * 1280 * 720 // 256)
+    sent = posts(demo_upstream)[0]
+    assert sent["json"]["stream"] is True
+    assert sent["headers"]["Accept"] == "text/event-stream"
+
+
+def test_an_error_before_the_stream_starts_is_retried_like_any_other(
+    make_ark_client: Any, demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    client = make_ark_client(max_retries=2, retry_backoff=0.01)
+    handed: list[Any] = []
+    answer = client.generate_answer(
+        model_id=SEEDREAM_4.upstream_model_id,
+        prompt=unique_prompt("[demo:flaky=1] [demo:error=ServerOverloaded]"),
+        size="1280x720",
+        params={},
+        image=None,
+        capabilities=SEEDREAM_4.capabilities,
+        stream=True,
+        on_item=handed.append,
+    )
+
+    assert [type(item) for item in handed] == [UpstreamImage]  # the refusal is not handed on
+    assert handed == answer.items
+    assert len(posts(demo_upstream)) == 2
+
+
+def events_of(*pieces: bytes) -> list[tuple[str, str]]:
+    return [(e.event, e.data) for e in sse_events(iter(pieces))]
+
+
+def test_server_sent_events_are_read_whatever_the_pieces() -> None:
+    body = (
+        b": a comment\r\n"
+        b"event: image_generation.partial_succeeded\r\n"
+        b'data: {"image_index": 0,\r\n'
+        b'data:  "size": "2048\xc3\x972048"}\r\n'
+        b"\r\n"
+        b"id: 7\n"
+        b"data: [DONE]\n\n"
+    )
+    whole = events_of(body)
+    byte_by_byte = events_of(*(body[i : i + 1] for i in range(len(body))))
+
+    assert (
+        whole
+        == byte_by_byte
+        == [
+            (
+                "image_generation.partial_succeeded",
+                '{"image_index": 0,\n "size": "2048\u00d72048"}',
+            ),
+            ("", "[DONE]"),
+        ]
+    )
+
+
+def test_a_last_event_without_its_blank_line_is_still_read() -> None:
+    assert events_of(b'event: x\ndata: {"a": 1}') == [("x", '{"a": 1}')]

@@ -133,7 +133,7 @@ def test_refuses_a_request_without_a_bearer_key(demo_upstream: DemoUpstream) -> 
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"model": "doubao-seedream-4-0-250828"}, 400, "InvalidParameter"),
+        ({"model": "doubao-seedream-4-0-250828"}, 400, "MissingParameter"),
         ({"model": "doubao-seedream-4-0-250828", "prompt": "   "}, 400, "InvalidParameter"),
         ({"model": "dall-e-3", "prompt": "a cat"}, 404, "InvalidEndpointOrModel.NotFound"),
         ({"model": "demo-x", "prompt": "a cat", "size": "huge"}, 400, "InvalidParameter"),
@@ -237,6 +237,66 @@ def test_the_demo_keeps_the_rules_genvault_keeps_in_the_same_shape() -> None:
     assert seeded.count() == 5
     for model in seeded:
         assert SizeRules.from_dict(MODEL_SIZE_RULES[model.upstream_model_id]) == model.size_rules
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_type"),
+    [
+        ("QuotaExceeded", 429, "TooManyRequests"),
+        ("SetLimitExceeded", 429, "TooManyRequests"),
+        ("ModelAccountIpmRateLimitExceeded", 429, "TooManyRequests"),
+        ("ServerOverloaded", 429, "TooManyRequests"),
+        ("AccountOverdueError", 403, "Forbidden"),
+        ("AccessDenied", 403, "Forbidden"),
+        ("ModelNotOpen", 404, "NotFound"),
+        ("InputTextSensitiveContentDetected", 400, "BadRequest"),
+        ("SomethingArkNeverSaid", 400, "BadRequest"),
+    ],
+)
+def test_arks_codes_come_with_arks_statuses(
+    demo_upstream: DemoUpstream, code: str, status: int, error_type: str
+) -> None:
+    body = {"model": "demo-x", "prompt": f"a cat [demo:error={code}]"}
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == (code, error_type)
+    assert "Retry-After" not in response.headers  # Ark documents none
+
+
+def test_a_rate_limit_may_say_when_to_come_back(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    prompt = unique_prompt("[demo:status=429] [demo:retry_after=7]")
+    response = generate_body(demo_upstream, {"model": "demo-x", "prompt": prompt})
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "RateLimitExceeded.EndpointRPMExceeded"
+    assert response.headers["Retry-After"] == "7"
+
+
+def test_flaky_answers_the_error_asked_for_then_recovers(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    body = {
+        "model": "demo-x",
+        "prompt": unique_prompt("[demo:flaky=2] [demo:error=ModelAccountIpmRateLimitExceeded]"),
+        "size": "64x64",
+    }
+    answers = [generate_body(demo_upstream, body) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [429, 429, 200]
+    assert answers[0].json()["error"]["code"] == "ModelAccountIpmRateLimitExceeded"
+
+
+def test_a_prompt_of_null_is_missing(demo_upstream: DemoUpstream) -> None:
+    """The official SDK sends null for every argument it was not given."""
+    response = generate_body(demo_upstream, {"model": "demo-x", "prompt": None})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "MissingParameter"
+    assert response.json()["error"]["param"] == "prompt"
 
 
 def test_b64_json_answers_carry_the_bytes(demo_upstream: DemoUpstream) -> None:
@@ -576,3 +636,270 @@ def test_item_errors_and_images_together_through_the_client(
 
     assert isinstance(items[0], UpstreamError)
     assert isinstance(items[1], UpstreamImage)
+
+
+# -- streaming and groups -----------------------------------------------------------------------
+
+
+def stream_events(response: requests.Response) -> list[tuple[str, Any]]:
+    """(event name, decoded data) of a server-sent event stream, in order."""
+    events: list[tuple[str, Any]] = []
+    for block in response.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            data = fields["data"]
+            events.append((fields.get("event", ""), data if data == "[DONE]" else json.loads(data)))
+    return events
+
+
+def group_body(prompt: str, max_images: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "doubao-seedream-4-5-251128",
+        "prompt": prompt,
+        "size": "2560x1440",
+        "sequential_image_generation": "auto",
+        "sequential_image_generation_options": {"max_images": max_images},
+        **extra,
+    }
+
+
+def test_a_streamed_group_is_arks_events_one_image_each_then_usage(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    response = generate_body(demo_upstream, group_body(unique_prompt(), 3, stream=True))
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    events = stream_events(response)
+    names = [name for name, _ in events]
+    assert names == [
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.completed",
+        "",
+    ]
+    images = [data for _, data in events[:3]]
+    assert [image["image_index"] for image in images] == [0, 1, 2]
+    assert all(image["type"] == "image_generation.partial_succeeded" for image in images)
+    assert all(image["model"] == "doubao-seedream-4-5-251128" for image in images)
+    assert all(requests.get(image["url"], timeout=5).status_code == 200 for image in images)
+    completed = events[3][1]
+    assert completed["usage"] == {
+        "generated_images": 3,
+        "output_tokens": 3 * 2560 * 1440 // 256,
+        "total_tokens": 3 * 2560 * 1440 // 256,
+    }
+    assert events[4][1] == "[DONE]"
+
+
+def test_a_failed_image_in_a_stream_is_a_partial_failed_event(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    body = group_body(unique_prompt("[demo:item_error]"), 2, stream=True)
+    events = stream_events(generate_body(demo_upstream, body))
+
+    failed = events[0][1]
+    assert failed["type"] == "image_generation.partial_failed"
+    assert failed["image_index"] == 0
+    assert failed["error"]["code"] == "OutputImageSensitiveContentDetected"
+    assert events[1][1]["type"] == "image_generation.partial_succeeded"
+    assert events[2][1]["usage"]["generated_images"] == 1
+
+
+def test_a_streamed_b64_json_event_carries_the_image(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    import base64
+
+    body = group_body(unique_prompt(), 1, stream=True, response_format="b64_json")
+    image = stream_events(generate_body(demo_upstream, body))[0][1]
+
+    assert "url" not in image
+    assert Image.open(io.BytesIO(base64.b64decode(image["b64_json"]))).size == (2560, 1440)
+
+
+def test_latency_spaces_the_events_of_a_stream(
+    demo_upstream: DemoUpstream, unique_prompt: Any
+) -> None:
+    body = group_body(unique_prompt("[demo:latency=0.3]"), 3, stream=True)
+    arrivals = []
+    started = time.monotonic()
+    with requests.post(
+        demo_upstream.api_base_url + "/images/generations",
+        json=body,
+        headers={"Authorization": "Bearer demo"},
+        stream=True,
+        timeout=10,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith(b"event: image_generation.partial_succeeded"):
+                arrivals.append(time.monotonic() - started)
+
+    assert len(arrivals) == 3
+    assert arrivals[2] - arrivals[0] >= 0.6  # each image takes its own time
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_images", "references", "made"),
+    [
+        ("a group", 4, 0, 4),
+        ("a group [demo:images=2]", 10, 0, 2),  # the model decides; max_images is a ceiling
+        ("a group [demo:images=9]", 3, 0, 3),
+        ("a group", 15, 1, 14),  # references and images made stay within 15
+        ("a group", 5, 13, 2),
+    ],
+)
+def test_max_images_is_a_ceiling(
+    demo_upstream: DemoUpstream,
+    unique_prompt: Any,
+    prompt: str,
+    max_images: int,
+    references: int,
+    made: int,
+) -> None:
+    extra: dict[str, Any] = {}
+    if references:
+        extra["image"] = [f"https://example.com/{n}.png" for n in range(references)]
+    response = generate_body(demo_upstream, group_body(unique_prompt(prompt), max_images, **extra))
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == made
+    assert response.json()["usage"]["generated_images"] == made
+
+
+def test_a_group_without_max_images_may_make_fifteen(demo_upstream: DemoUpstream) -> None:
+    body = group_body("a big group", 1)
+    body["sequential_image_generation_options"] = None  # as the SDK sends it when not given
+
+    assert len(generate_body(demo_upstream, body).json()["data"]) == 15
+
+
+def test_more_than_14_references_are_refused(demo_upstream: DemoUpstream) -> None:
+    body = group_body("a group", 1, image=[f"https://example.com/{n}.png" for n in range(15)])
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidParameter"
+
+
+# -- a client we did not write: Volcengine's own SDK ------------------------------------------
+
+
+@pytest.fixture
+def sdk(demo_upstream: DemoUpstream) -> Any:
+    """Volcengine's runtime SDK pointed at the demo upstream, without silent retries."""
+    from volcenginesdkarkruntime import Ark
+
+    return Ark(base_url=demo_upstream.api_base_url, api_key="demo", max_retries=0, timeout=30)
+
+
+def sdk_group(max_images: int) -> Any:
+    from volcenginesdkarkruntime.types.images.images import SequentialImageGenerationOptions
+
+    return SequentialImageGenerationOptions(max_images=max_images)
+
+
+def test_the_sdk_reads_a_plain_answer(sdk: Any, unique_prompt: Any) -> None:
+    answer = sdk.images.generate(
+        model="doubao-seedream-4-0-250828",
+        prompt=unique_prompt(),
+        size="1440x960",
+        response_format="url",
+        watermark=False,
+    )
+
+    (image,) = answer.data
+    assert image.size == "1440x960"
+    assert Image.open(io.BytesIO(requests.get(image.url, timeout=5).content)).size == (1440, 960)
+    assert answer.usage.generated_images == 1
+    assert answer.model == "doubao-seedream-4-0-250828"
+    assert answer.model_extra["created"] > 0  # the SDK keeps Ark's "created" as an extra
+
+
+def test_the_sdk_reads_a_b64_json_answer(sdk: Any, unique_prompt: Any) -> None:
+    import base64
+
+    answer = sdk.images.generate(
+        model="doubao-seedream-4-0-250828",
+        prompt=unique_prompt(),
+        size="1280x720",
+        response_format="b64_json",
+    )
+
+    (image,) = answer.data
+    assert Image.open(io.BytesIO(base64.b64decode(image.b64_json))).size == (1280, 720)
+
+
+def test_the_sdk_reads_a_group(sdk: Any, unique_prompt: Any) -> None:
+    answer = sdk.images.generate(
+        model="doubao-seedream-4-5-251128",
+        prompt=unique_prompt("three foxes"),
+        size="2560x1440",
+        sequential_image_generation="auto",
+        sequential_image_generation_options=sdk_group(3),
+    )
+
+    assert len({image.url for image in answer.data}) == 3
+    assert answer.usage.generated_images == 3
+
+
+def test_the_sdk_reads_a_streamed_group(sdk: Any, unique_prompt: Any) -> None:
+    events = list(
+        sdk.images.generate(
+            model="doubao-seedream-4-5-251128",
+            prompt=unique_prompt("three foxes, streamed"),
+            size="2560x1440",
+            sequential_image_generation="auto",
+            sequential_image_generation_options=sdk_group(3),
+            stream=True,
+        )
+    )
+
+    assert [event.type for event in events] == [
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.partial_succeeded",
+        "image_generation.completed",
+    ]
+    assert [event.image_index for event in events[:3]] == [0, 1, 2]
+    assert all(requests.get(event.url, timeout=5).status_code == 200 for event in events[:3])
+    # The SDK types every event as a generating one, so `completed`'s usage stays a dict.
+    usage = events[3].usage
+    assert (usage["generated_images"] if isinstance(usage, dict) else usage.generated_images) == 3
+
+
+@pytest.mark.parametrize(
+    ("prompt", "exception", "status", "code"),
+    [
+        ("[demo:error=QuotaExceeded]", "ArkRateLimitError", 429, "QuotaExceeded"),
+        ("[demo:status=429]", "ArkRateLimitError", 429, "RateLimitExceeded.EndpointRPMExceeded"),
+        ("[demo:error=AccessDenied]", "ArkPermissionDeniedError", 403, "AccessDenied"),
+        (
+            "[demo:error=InputTextSensitiveContentDetected]",
+            "ArkBadRequestError",
+            400,
+            "InputTextSensitiveContentDetected",
+        ),
+        ("[demo:status=500]", "ArkInternalServerError", 500, "InternalServiceError"),
+    ],
+)
+def test_the_sdk_reads_arks_errors(
+    sdk: Any, unique_prompt: Any, prompt: str, exception: str, status: int, code: str
+) -> None:
+    from volcenginesdkarkruntime import _exceptions
+
+    with pytest.raises(getattr(_exceptions, exception)) as raised:
+        sdk.images.generate(model="doubao-seedream-4-0-250828", prompt=unique_prompt(prompt))
+
+    assert raised.value.status_code == status
+    assert raised.value.code == code
+
+
+def test_the_sdks_nulls_mean_not_given(sdk: Any, demo_upstream: DemoUpstream) -> None:
+    """The SDK sends null for every argument it was not given: Ark's defaults apply."""
+    answer = sdk.images.generate(model="doubao-seedream-4-0-250828", prompt="a fox")
+
+    (sent,) = [e["json"] for e in demo_upstream.request_log if e["method"] == "POST"]
+    assert sent["size"] is None and sent["watermark"] is None and sent["image"] is None
+    assert answer.data[0].size == "2048x2048"  # Seedream 4.0's default
