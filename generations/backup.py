@@ -1,7 +1,7 @@
 """Backups: export every row (and, in a ZIP, every stored image) and import them again.
 
-The export is the JSON of SPEC section 5 (`version`, `exportedAt`, `prompts`,
-`models`, `generations` with their `results` nested), with every field needed to
+The export is the JSON every version has written and read (`version`, `exportedAt`,
+`prompts`, `models`, `generations` with their `results` nested), with every field needed to
 restore each row under its id. The ZIP adds `manifest.json` (key -> SHA-256 and
 size) and the objects under `images/<key>`; it is written as a stream (the HTTP
 export and the command share `iter_export_zip`), never built in memory.
@@ -43,7 +43,7 @@ from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
 
 from .checks import UnsafeUrl, checked_external_url, is_safe_external_url, parse_id
-from .fetch import FetchError, inspect_and_thumbnail
+from .imaging import ImageRefused, inspect_and_thumbnail
 from .models import Generation, GenerationResult, ImageModel, Prompt
 
 logger = logging.getLogger(__name__)
@@ -792,7 +792,7 @@ def _import_objects(
                 info, thumbnail = inspect_and_thumbnail(
                     image_path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS
                 )
-            except FetchError as exc:
+            except ImageRefused as exc:
                 raise BundleRefused(
                     f"refused: result {result_id}: {key} is not an image we store ({exc})"
                 ) from None

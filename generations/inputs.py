@@ -209,7 +209,8 @@ def check_public_url(url: str, *, field: str) -> None:
     """Refuse URLs that name our own network: loopback, private or odd addresses.
 
     Only the literal form is checked here (the upstream fetches the reference, not
-    us); the fetch of SPEC section 7 resolves and checks every address itself.
+    us); `generations.fetch`, which stores the results, resolves and checks every
+    address itself.
     """
     if not re.fullmatch(r"[\x21-\x7e]+", url):
         # urlsplit silently drops tabs and newlines: what we check must be what is sent.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from generations.fetch import render_thumbnail
+from generations.imaging import render_thumbnail
 from generations.models import GenerationResult
 from generations.signals import announce_results_changed
 from storage_backends import images as image_storage

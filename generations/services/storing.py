@@ -27,14 +27,8 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from generations.fetch import (
-    FetchedFile,
-    FetchError,
-    ImageExpired,
-    ImageInfo,
-    fetch_to_file,
-    inspect_and_thumbnail,
-)
+from generations.fetch import FetchedFile, FetchError, ImageExpired, fetch_to_file
+from generations.imaging import ImageInfo, ImageRefused, inspect_and_thumbnail
 from generations.models import GenerationResult
 from generations.signals import announce_results_changed
 from storage_backends import images as image_storage
@@ -209,13 +203,13 @@ def _fetch_and_check(attempt: _Attempt) -> _Checked:
         )
     except BaseException as exc:
         Path(fetched.path).unlink(missing_ok=True)
-        if isinstance(exc, FetchError):
+        if isinstance(exc, ImageRefused):
             raise _fetch_failure(exc, will_retry=attempt.will_retry) from exc
         raise
     return _Checked(fetched=fetched, info=info, thumbnail=thumbnail)
 
 
-def _fetch_failure(exc: FetchError, *, will_retry: bool) -> _NotStored:
+def _fetch_failure(exc: FetchError | ImageRefused, *, will_retry: bool) -> _NotStored:
     message = f"{exc.code}: {exc}"
     if isinstance(exc, ImageExpired):
         return _NotStored(S.EXPIRED, message)

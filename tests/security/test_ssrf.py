@@ -1,4 +1,4 @@
-"""The SSRF matrix of SPEC section 7, against the fetch itself and through `/api/generate`.
+"""Every way to point a fetch at our own network, against the fetch and through `/api/generate`.
 
 Each URL would really reach the demo upstream (it also listens on 127.0.0.2 and ::1)
 if it were fetched, so a refusal is the only thing between it and a connection. The
