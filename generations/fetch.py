@@ -98,8 +98,6 @@ class FetchedFile:
     path: Path
     byte_size: int
     sha256: str
-    declared_content_type: str
-    final_url: str
 
 
 @dataclass(frozen=True)
@@ -153,7 +151,6 @@ def fetch_to_file(
                     dest_dir=dest_dir,
                     max_bytes=max_bytes,
                     deadline=deadline,
-                    final_url=target.url,
                 )
             finally:
                 response.release_conn()
@@ -356,7 +353,6 @@ def _stream_to_file(
     dest_dir: Path | None,
     max_bytes: int,
     deadline: float,
-    final_url: str,
 ) -> FetchedFile:
     declared_length = _content_length(response)
     if declared_length is not None and declared_length > max_bytes:
@@ -405,13 +401,7 @@ def _stream_to_file(
             temporary.close()
             path.unlink(missing_ok=True)
             raise
-    return FetchedFile(
-        path=path,
-        byte_size=byte_size,
-        sha256=digest.hexdigest(),
-        declared_content_type=response.headers.get("Content-Type", ""),
-        final_url=final_url,
-    )
+    return FetchedFile(path=path, byte_size=byte_size, sha256=digest.hexdigest())
 
 
 def _content_length(response: urllib3.BaseHTTPResponse) -> int | None:

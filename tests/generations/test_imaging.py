@@ -55,6 +55,12 @@ def test_inspect_image_reports_sniffed_type_and_size(tmp_path, data, content_typ
     )
 
 
+def test_the_type_comes_from_the_bytes_not_the_name(tmp_path):
+    info = inspect_image(_write(tmp_path, "photo.jpg", PNG), max_pixels=10_000_000)
+
+    assert (info.content_type, info.extension) == ("image/png", "png")
+
+
 @pytest.mark.parametrize("data", [HTML, SVG], ids=["html", "svg"])
 def test_html_and_svg_are_not_images(tmp_path, data):
     with pytest.raises(NotAnImage) as caught:
