@@ -13,12 +13,13 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from generations import imaging
 from generations.imaging import (
     ImageTooManyPixels,
     NotAnImage,
+    check_image,
     inspect_and_thumbnail,
     inspect_image,
     render_thumbnail,
@@ -185,6 +186,113 @@ def test_large_jpeg_is_inspected_and_thumbnailed_at_reduced_scale(tmp_path):
     )
 
     assert growth < 30  # a full-scale decode alone is 69 MiB
+
+
+# --- the safe stage's checks: cheap, and no pixel decoded ------------------------------------
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding pixels fails the test: every format's decode ends in ImageFile.load."""
+
+    def decode(self: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
+
+
+PROGRESSIVE_JPEG = noise_image_bytes("JPEG", (320, 180), quality=90, progressive=True)
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "size"),
+    [
+        (JPEG, "image/jpeg", (640, 360)),
+        (PROGRESSIVE_JPEG, "image/jpeg", (320, 180)),
+        (PNG, "image/png", (300, 200)),
+        (WEBP, "image/webp", (320, 240)),
+    ],
+    ids=["jpeg", "progressive-jpeg", "png", "webp"],
+)
+def test_check_image_knows_type_and_size_without_decoding_a_pixel(
+    tmp_path, no_decoding, data, content_type, size
+):
+    info = check_image(_write(tmp_path, "x.bin", data), max_pixels=10_000_000)
+
+    assert (info.content_type, (info.width, info.height)) == (content_type, size)
+
+
+def test_the_no_decoding_guard_catches_a_decode(tmp_path, no_decoding):
+    # What would make the test above pass vacuously: the guard must see a real decode.
+    with pytest.raises(AssertionError, match="pixels were decoded"):
+        inspect_image(_write(tmp_path, "x.jpg", JPEG), max_pixels=10_000_000)
+
+
+@pytest.mark.parametrize(
+    ("data", "cut"),
+    [
+        (JPEG, len(JPEG) // 2),
+        (JPEG, len(JPEG) - 1),
+        (PROGRESSIVE_JPEG, len(PROGRESSIVE_JPEG) - 2),
+        (PNG, len(PNG) // 2),
+        (PNG, len(PNG) - 12),  # exactly without its IEND chunk
+        (WEBP, len(WEBP) // 2),
+        (WEBP, len(WEBP) - 1),
+    ],
+    ids=[
+        "jpeg-half",
+        "jpeg-1",
+        "progressive-jpeg-eoi",
+        "png-half",
+        "png-iend",
+        "webp-half",
+        "webp-1",
+    ],
+)
+def test_check_image_refuses_a_file_cut_short(tmp_path, no_decoding, data, cut):
+    with pytest.raises(NotAnImage) as caught:
+        check_image(_write(tmp_path, "cut.bin", data[:cut]), max_pixels=10_000_000)
+
+    assert caught.value.code == "not_an_image"
+
+
+def test_a_webp_with_bytes_after_its_riff_length_is_refused(tmp_path, no_decoding):
+    with pytest.raises(NotAnImage):
+        check_image(_write(tmp_path, "x.webp", WEBP + b"\0\0"), max_pixels=10_000_000)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [GIF, HTML, SVG, b"just some text\n", b"", _corrupt_png_crc(PNG)],
+    ids=["gif", "html", "svg", "text", "empty", "bad-crc-png"],
+)
+def test_check_image_refuses_what_is_not_a_jpeg_png_or_webp(tmp_path, no_decoding, data):
+    with pytest.raises(NotAnImage):
+        check_image(_write(tmp_path, "x.bin", data), max_pixels=10_000_000)
+
+
+def test_check_image_refuses_too_many_pixels_from_the_header(tmp_path, no_decoding):
+    with pytest.raises(ImageTooManyPixels):
+        check_image(_write(tmp_path, "bomb.png", _png_claiming(30000, 30000)), max_pixels=10**8)
+
+
+def _png_with_garbled_pixels(data: bytes) -> bytes:
+    """The PNG with its first IDAT's compressed pixels overwritten, CRC made to match."""
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4 : idat])[0]
+    body = bytearray(data[idat + 4 : idat + 4 + length])
+    body[2 : 2 + 64] = b"\xff" * 64  # past the zlib header: deflate data no decoder takes
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
+    return data[: idat + 4] + bytes(body) + crc + data[idat + 8 + length :]
+
+
+def test_what_check_image_cannot_see_the_full_decode_refuses(tmp_path):
+    # Every chunk whole and CRC-checked, but its pixels do not inflate: only decoding shows it.
+    path = _write(tmp_path, "garbled.png", _png_with_garbled_pixels(PNG))
+
+    assert check_image(path, max_pixels=10_000_000).content_type == "image/png"
+    with pytest.raises(NotAnImage):
+        inspect_and_thumbnail(path, max_pixels=10_000_000)
 
 
 # --- thumbnails -------------------------------------------------------------------------------
