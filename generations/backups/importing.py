@@ -25,7 +25,7 @@ from django.utils import timezone
 from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
 
-from ..fetch import FetchError, inspect_and_thumbnail
+from ..imaging import ImageRefused, inspect_and_thumbnail
 from ..models import Generation, GenerationResult, ImageModel, Prompt
 from ..signals import announce_results_changed
 from .bundle import (
@@ -229,7 +229,7 @@ def _import_objects(
                 info, thumbnail = inspect_and_thumbnail(
                     image_path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS
                 )
-            except FetchError as exc:
+            except ImageRefused as exc:
                 raise BundleRefused(
                     f"refused: result {result_id}: {key} is not an image we store ({exc})"
                 ) from None

@@ -19,7 +19,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
-from generations.fetch import render_thumbnail
+from generations.imaging import render_thumbnail
 from generations.models import GenerationResult
 from generations.services.batches import chunked, run_bounded
 from generations.signals import announce_results_changed

@@ -30,14 +30,8 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from generations.fetch import (
-    FetchedFile,
-    FetchError,
-    ImageExpired,
-    ImageInfo,
-    fetch_to_file,
-    inspect_and_thumbnail,
-)
+from generations.fetch import FetchedFile, FetchError, ImageExpired, fetch_to_file
+from generations.imaging import ImageInfo, ImageRefused, inspect_and_thumbnail
 from generations.models import GenerationResult
 from generations.signals import announce_results_changed
 from storage_backends import images as image_storage
@@ -204,8 +198,6 @@ def _inline_file(data: bytes) -> FetchedFile:
         path=Path(name),
         byte_size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        declared_content_type="",
-        final_url="",
     )
 
 
@@ -267,13 +259,13 @@ def _check(attempt: _Attempt, fetched: FetchedFile) -> _Checked:
         )
     except BaseException as exc:
         Path(fetched.path).unlink(missing_ok=True)
-        if isinstance(exc, FetchError):
+        if isinstance(exc, ImageRefused):
             raise _fetch_failure(exc, will_retry=attempt.will_retry) from exc
         raise
     return _Checked(fetched=fetched, info=info, thumbnail=thumbnail)
 
 
-def _fetch_failure(exc: FetchError, *, will_retry: bool) -> _NotStored:
+def _fetch_failure(exc: FetchError | ImageRefused, *, will_retry: bool) -> _NotStored:
     message = f"{exc.code}: {exc}"
     if isinstance(exc, ImageExpired):
         return _NotStored(S.EXPIRED, message)
