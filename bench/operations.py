@@ -17,9 +17,10 @@ and its baseline on the same files, repetition by repetition, in alternating ord
   --transfers C` of the storage folder, both to moto's S3 server in a process of its
   own on loopback (rclone configured by environment variables alone).
 
-With `--profile FILE`, a mode instead runs its command once, untimed, at concurrency 1
-under pyinstrument (it samples one thread), writes the profile to FILE and reports
-where the time went, by the function of ours it was spent under.
+With `--profile FILE`, a mode instead runs its command's work once, untimed, under
+pyinstrument, writes the profile to FILE and reports where the time went, by the
+function of ours it was spent under. pyinstrument samples one thread, so the threaded
+commands' per-image work is run one image after another in the main thread.
 
 Usage: python -m bench.operations prepare --count N
        python -m bench.operations verify --reps R --concurrency C
@@ -246,14 +247,16 @@ def _time_by_owner(root: Any) -> list[tuple[str, float]]:
 
     def walk(frame: Any, owner: str, inside: str) -> None:
         path = frame.file_path or ""
+        name = f"{frame.class_name}.{frame.function}" if frame.class_name else frame.function
         if path.startswith(_OUR_CODE):
-            owner, inside = frame.function, ""
+            owner, inside = name, ""
         elif not inside and owner != "other":
-            inside = frame.function
+            inside = name
         label = f"{owner} ({inside})" if inside else owner
-        shares[label] += frame.total_self_time
+        shares[label] += frame.total_self_time  # counts its synthetic children's time too
         for child in frame.children:
-            walk(child, owner, inside)
+            if not child.is_synthetic:
+                walk(child, owner, inside)
 
     walk(root, "other", "")
     total = root.time
@@ -277,8 +280,8 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
         path.write_text("".join(f"{sha}  {key}\n" for key, sha in files[part :: args.concurrency]))
         lists.append(str(path))
 
-    def product(concurrency: int = args.concurrency) -> None:
-        call_command("verify_images", concurrency=concurrency, verbosity=0)
+    def product() -> None:
+        call_command("verify_images", concurrency=args.concurrency, verbosity=0)
 
     def baseline() -> None:
         command = ["xargs", "-P", str(args.concurrency), "-n", "1", "sha256sum", "-c", "--quiet"]
@@ -298,8 +301,19 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"verify before timing: {checked.summary()}")
     baseline()
     if args.profile:
-        return _profiled(lambda: product(concurrency=1), Path(args.profile))
+        return _profiled(_verify_in_this_thread, Path(args.profile))
     return _side_by_side(reps=args.reps, count=len(files), product=product, baseline=baseline)
+
+
+def _verify_in_this_thread() -> None:
+    """What each of verify_images' threads does for a row, for every row, in this thread
+    (the one pyinstrument samples)."""
+    from generations.services.maintenance import _check_row, stored_rows
+
+    for row in stored_rows():
+        check = _check_row(row)
+        if check.broken or check.thumbnail_missing:
+            raise RuntimeError(f"verify: {check}")
 
 
 # --- export_backup --images against zip -0 -r ----------------------------------------
@@ -445,6 +459,8 @@ def migrate(args: argparse.Namespace) -> dict[str, Any]:
     from django.core.management import call_command
 
     from generations.models import GenerationResult
+    from generations.services.batches import ids_newest_first
+    from generations.services.maintenance import result_migrate_storage, results_to_migrate
 
     endpoint = os.environ["STORAGE_S3_ENDPOINT"]
     client = _s3_client(endpoint)
@@ -466,10 +482,17 @@ def migrate(args: argparse.Namespace) -> dict[str, Any]:
         remote + "FORCE_PATH_STYLE": "true",
     }
 
-    def product(concurrency: int = args.concurrency) -> None:
+    def product() -> None:
         call_command(
-            "migrate_storage", to="s3", keep_source=True, concurrency=concurrency, verbosity=0
+            "migrate_storage", to="s3", keep_source=True, concurrency=args.concurrency, verbosity=0
         )
+
+    def product_in_this_thread() -> None:
+        """What each of migrate_storage's threads does for a row, for every row, in this
+        thread (the one pyinstrument samples)."""
+        for result_id in ids_newest_first(results_to_migrate(target="s3")):
+            if not result_migrate_storage(result_id=result_id, target="s3", keep_source=True):
+                raise RuntimeError(f"result {result_id} was not moved")
 
     def baseline() -> None:
         _run(
@@ -499,7 +522,7 @@ def migrate(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"moved {moved} rows of {count}; objects per bucket {copied}")
     if args.profile:
         back_to_local()
-        out = _profiled(lambda: product(concurrency=1), Path(args.profile))
+        out = _profiled(product_in_this_thread, Path(args.profile))
     else:
         out = _side_by_side(
             reps=args.reps,

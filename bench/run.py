@@ -71,7 +71,7 @@ class Sizes:
     operations_reps: int
 
 
-QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 15, 2.0, 3, 80, 300, 3)
+QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 15, 2.0, 3, 80, 200, 3)
 FULL = Sizes("full", 500, 5, 200, 5, 100, 100_000, 21, 4.0, 5, 120, 2000, 5)
 
 
@@ -407,7 +407,7 @@ def _operation_row(
             "operations", [mode, *child_args, "--profile", str(target)], env, timeout=1800
         )
         where = ", ".join(f"{label} {share:.0%}" for label, share in profiled["where"])
-        note += f"; profile at concurrency 1 ({target.name}): {where}"
+        note += f"; profile, one image at a time ({target.name}): {where}"
         samples["profile"] = profiled
     return row_at_least(
         name,
