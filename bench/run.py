@@ -48,7 +48,7 @@ from bench.common import (
 from bench.memory import IMAGES as MEMORY_IMAGES
 
 RESULTS = REPO / "bench" / "results"
-MEASUREMENTS = ("storing", "memory", "pixels", "gallery", "serving", "generate")
+MEASUREMENTS = ("storing", "memory", "pixels", "gallery", "serving", "generate", "operations")
 MiB = 1024 * 1024
 
 
@@ -67,10 +67,12 @@ class Sizes:
     serving_seconds: float
     serving_reps: int
     generate_calls: int
+    operations_images: int
+    operations_reps: int
 
 
-QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 15, 2.0, 3, 80)
-FULL = Sizes("full", 500, 5, 200, 5, 100, 100_000, 21, 4.0, 5, 120)
+QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 15, 2.0, 3, 80, 200, 3)
+FULL = Sizes("full", 500, 5, 200, 5, 100, 100_000, 21, 4.0, 5, 120, 2000, 5)
 
 
 def ratio(measured: float, baseline: float) -> float | None:
@@ -379,6 +381,145 @@ def measure_generate(
     ]
 
 
+OPERATIONS_CONCURRENCY = 4  # the commands' default, and rclone's default --transfers
+
+
+def _operation_row(
+    name: str,
+    *,
+    mode: str,
+    child_args: list[str],
+    env: dict[str, str],
+    floor: float,
+    baseline_label: str,
+    note: str,
+    args: argparse.Namespace,
+) -> Row:
+    """Run one operation against its baseline; where the goal is missed (or with
+    --profile), profile the command once more and say where its time went."""
+    out = run_child("operations", [mode, *child_args], env, timeout=1800)
+    m = out["medians"]
+    r = ratio(m["product"], m["baseline"])
+    samples: dict[str, Any] = {"samples": out["samples"]}
+    if args.profile or not at_least(r, floor):
+        target = RESULTS / f"operations-{mode}-profile.txt"
+        profiled = run_child(
+            "operations", [mode, *child_args, "--profile", str(target)], env, timeout=1800
+        )
+        where = ", ".join(f"{label} {share:.0%}" for label, share in profiled["where"])
+        note += f"; profile, one image at a time ({target.name}): {where}"
+        samples["profile"] = profiled
+    return row_at_least(
+        name,
+        measured=f"{m['product']:.1f} img/s",
+        baseline=f"{m['baseline']:.1f} img/s {baseline_label}",
+        ratio=r,
+        floor=floor,
+        note=note,
+        samples=samples,
+    )
+
+
+def measure_operations(
+    root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace
+) -> list[Row]:
+    """The operator's commands over stored images, each against the raw tool for its job."""
+    c = str(OPERATIONS_CONCURRENCY)
+    reps = ["--reps", str(sizes.operations_reps)]
+    env = BenchEnv(root, "operations", demo_url=demo_url)
+    env.migrate()
+    made = run_child(
+        "operations", ["prepare", "--count", str(sizes.operations_images)], env.env, timeout=900
+    )
+    what = (
+        f"{made['count']:,} stored 2048x2048 JPEGs of {made['bytes_each'] / MiB:.2f} MiB "
+        f"and their {made['thumbnail_bytes'] / 1024:.0f} KB thumbnails"
+    )
+    rows = [
+        _operation_row(
+            "7. verify_images vs sha256sum -c",
+            mode="verify",
+            child_args=[*reps, "--concurrency", c],
+            env=env.env,
+            floor=0.8,
+            baseline_label="sha256sum",
+            note=(
+                f"{what}; verify_images --concurrency {c} against `xargs -P {c} sha256sum -c` "
+                f"over {c} checksum lists of the same files (page cache warm for both)"
+            ),
+            args=args,
+        )
+    ]
+    missing = [tool for tool in ("zip", "unzip") if shutil.which(tool) is None]
+    bundle = env.dir / "bundle.zip"
+    if missing:
+        reason = f"{' and '.join(missing)} not installed (apt-get install zip unzip)"
+        rows.append(Row("7b. export_backup --images", "n/a", "n/a", None, ">= 0.8", None, reason))
+        rows.append(Row("7c. import_backup", "n/a", "n/a", None, ">= 0.7", None, reason))
+    else:
+        rows.append(
+            _operation_row(
+                "7b. export_backup --images vs zip -0 -r",
+                mode="export",
+                child_args=[*reps, "--bundle", str(bundle)],
+                env=env.env,
+                floor=0.8,
+                baseline_label="zip -0",
+                note=f"{what}; one file each, written to the same disk",
+                args=args,
+            )
+        )
+        fresh = BenchEnv(root, "operations-import", demo_url=demo_url)
+        fresh.migrate()
+        empty_db = fresh.var / "empty.sqlite3"
+        shutil.copyfile(fresh.var / "db.sqlite3", empty_db)
+        rows.append(
+            _operation_row(
+                "7c. import_backup vs unzip",
+                mode="import",
+                child_args=[*reps, "--bundle", str(bundle), "--empty-db", str(empty_db)],
+                env=fresh.env,
+                floor=0.7,
+                baseline_label="unzip",
+                note=(
+                    "the bundle of 7b into a freshly migrated database and an empty storage "
+                    "folder each repetition; unzip into an empty folder"
+                ),
+                args=args,
+            )
+        )
+    if shutil.which("rclone") is None:
+        rows.append(
+            Row(
+                "7d. migrate_storage --to s3",
+                "n/a",
+                "n/a",
+                None,
+                ">= 0.8",
+                None,
+                "rclone not installed (apt-get install rclone)",
+            )
+        )
+    else:
+        rows.append(
+            _operation_row(
+                "7d. migrate_storage --to s3 vs rclone copy",
+                mode="migrate",
+                child_args=[*reps, "--concurrency", c],
+                env=env.env,
+                floor=0.8,
+                baseline_label="rclone",
+                note=(
+                    f"{what}, to moto's S3 server (its own process, loopback); "
+                    f"--keep-source --concurrency {c} against rclone copy --transfers {c} "
+                    "(rclone's defaults otherwise), each into an emptied bucket"
+                ),
+                args=args,
+            )
+        )
+    return rows
+
+
 def profile_storing(root: Path, demo_url: str) -> Path:
     env = BenchEnv(root, "profile", demo_url=demo_url)
     env.migrate()
@@ -394,6 +535,7 @@ RUNNERS: dict[str, Callable[[Path, str, Sizes, argparse.Namespace], list[Row]]] 
     "gallery": measure_gallery,
     "serving": measure_serving,
     "generate": measure_generate,
+    "operations": measure_operations,
 }
 
 
