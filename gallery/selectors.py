@@ -10,12 +10,15 @@ gallery's own state-changing views so that a person sees the effect of what they
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count
+from django.db.models import Count, F, Q, Subquery
+from django.db.models.functions import Abs
+from django.utils import timezone
 
-from generations.models import GenerationResult, GenerationResultQuerySet
+from generations.models import GenerationResult, GenerationResultQuerySet, Tag
 
 S = GenerationResult.StorageStatus
 
@@ -27,9 +30,27 @@ HEADER_COUNTS_CACHE_KEY = "gallery:header-counts:v2"
 HEADER_COUNTS_CACHE_SECONDS = 15
 
 
+# How far a stored image's shape may be from the aspect asked and still match it: 1%
+# takes 2560x1440 and 1365x768 as 16:9, and keeps 4:3 apart from 3:2.
+ASPECT_TOLERANCE_PERCENT = 1
+# How many tag names the index offers as suggestions when one is typed.
+MAX_TAG_SUGGESTIONS = 500
+
+
 def results_for_gallery(*, filters: dict[str, Any]) -> GenerationResultQuerySet:
-    """Results newest first, with what a card shows joined in, narrowed by the filters."""
-    results = GenerationResult.objects.select_related("generation", "model").order_by("-id")
+    """Results newest first, with what a card shows joined in, narrowed by the filters.
+
+    However the filters combine, the rows come `ORDER BY id DESC`, so that `gallery_page`
+    cuts them by keyset. The storage status, result status, model, star and tag filters
+    each have an index that starts at a cursor; the prompt text has a trigram index on
+    PostgreSQL. The others (dates, size, aspect, seed, reference) are checked on the
+    rows as the page reads them newest first, until it has its fill.
+    """
+    results = (
+        GenerationResult.objects.select_related("generation", "model")
+        .prefetch_related("tags")
+        .order_by("-id")
+    )
     if filters.get("at_risk"):
         results = results.at_risk()
     storage_status = filters.get("storage_status") or ""
@@ -42,8 +63,63 @@ def results_for_gallery(*, filters: dict[str, Any]) -> GenerationResultQuerySet:
     if filters.get("model") is not None:
         results = results.filter(model_id=filters["model"])
     if filters.get("q"):
+        # On PostgreSQL, Django writes this UPPER("prompt_text"::text) LIKE UPPER(...):
+        # the trigram index of migration 0006 is on that very expression.
         results = results.filter(generation__prompt_text__icontains=filters["q"])
+    if filters.get("favorite"):
+        results = results.filter(favorite=True)
+    if filters.get("tag"):
+        # The tag's id as a subquery the database runs once, so that the links are
+        # read from their (tag, result) index in result order, from the cursor on: a
+        # join on the tag's name would make the database sort all of the tag's results.
+        tag_id = Tag.objects.named(filters["tag"]).values("pk")[:1]
+        results = results.filter(tag_links__tag_id=Subquery(tag_id))
+    if isinstance(filters.get("since"), date):
+        results = results.filter(created_at__gte=_day_start(filters["since"]))
+    if isinstance(filters.get("until"), date) and filters["until"] < date.max:
+        results = results.filter(created_at__lt=_day_start(filters["until"] + timedelta(days=1)))
+    if filters.get("size"):
+        width, height = filters["size"]
+        results = results.filter(width=width, height=height)
+    if filters.get("aspect"):
+        results = _with_aspect(results, *filters["aspect"])
+    if filters.get("seed") is not None:
+        results = results.filter(params_used__seed=filters["seed"])
+    reference = filters.get("reference")
+    if reference in ("with", "without"):
+        # A reference is a stored result or a URL the generation was given. A generation
+        # whose reference result was deleted since keeps no record of having had one.
+        has_reference = Q(generation__reference_result__isnull=False) | ~Q(
+            generation__reference_image_url=""
+        )
+        results = results.filter(has_reference if reference == "with" else ~has_reference)
     return results
+
+
+def _day_start(day: date) -> datetime:
+    """Midnight starting `day` in the site's time zone, the one the gallery shows."""
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _with_aspect(
+    results: GenerationResultQuerySet, across: int, down: int
+) -> GenerationResultQuerySet:
+    """Results whose stored image is `across`:`down`, within ASPECT_TOLERANCE_PERCENT.
+
+    The simplest honest reading of "aspect": the stored image's own width and height
+    (a result not stored has none, and matches no aspect), compared by cross products
+    in whole numbers, |width x down - height x across| <= 1% of height x across, so that
+    no float rounds a 16:9 of 1365x768 away.
+    """
+    return results.alias(
+        aspect_gap=Abs(F("width") * down - F("height") * across) * 100,
+        aspect_span=F("height") * across * ASPECT_TOLERANCE_PERCENT,
+    ).filter(width__gt=0, height__gt=0, aspect_gap__lte=F("aspect_span"))
+
+
+def tag_suggestions() -> list[str]:
+    """Tag names the index offers when one is typed (the filter, adding tags), by name."""
+    return list(Tag.objects.order_by("key").values_list("name", flat=True)[:MAX_TAG_SUGGESTIONS])
 
 
 @dataclass(frozen=True)
@@ -152,6 +228,7 @@ def matching_total(*, filters: dict[str, Any], counts: dict[str, int]) -> int | 
 def result_for_detail(*, result_id: int) -> GenerationResult | None:
     return (
         GenerationResult.objects.select_related("generation", "generation__prompt", "model")
+        .prefetch_related("tags")
         .filter(pk=result_id)
         .first()
     )

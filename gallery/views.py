@@ -99,7 +99,7 @@ def _selected_ids(request: HttpRequest) -> list[int]:
 def index(request: HttpRequest) -> HttpResponse:
     models = list(ImageModel.objects.order_by("name"))
     filter_form = ResultFilterForm(request.GET or None, models=models)
-    filters = filter_form.cleaned_data if filter_form.is_valid() else {}
+    filters = filter_form.filters()
     cursor_form = PageCursorForm(request.GET)
     cursor = cursor_form.cleaned_data if cursor_form.is_valid() else {}
     page = selectors.gallery_page(
