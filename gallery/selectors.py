@@ -14,7 +14,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count, F, Q, Subquery
+from django.db.models import Count, F, Q
 from django.db.models.functions import Abs
 from django.utils import timezone
 
@@ -35,22 +35,23 @@ HEADER_COUNTS_CACHE_SECONDS = 15
 ASPECT_TOLERANCE_PERCENT = 1
 # How many tag names the index offers as suggestions when one is typed.
 MAX_TAG_SUGGESTIONS = 500
+# What `results_for_gallery` names the id its pages are cut on.
+PAGE_KEY = "page_key"
 
 
 def results_for_gallery(*, filters: dict[str, Any]) -> GenerationResultQuerySet:
     """Results newest first, with what a card shows joined in, narrowed by the filters.
 
-    However the filters combine, the rows come `ORDER BY id DESC`, so that `gallery_page`
-    cuts them by keyset. The storage status, result status, model, star and tag filters
-    each have an index that starts at a cursor; the prompt text has a trigram index on
-    PostgreSQL. The others (dates, size, aspect, seed, reference) are checked on the
-    rows as the page reads them newest first, until it has its fill.
+    However the filters combine, the rows come newest first by their PAGE_KEY, the id
+    `gallery_page` cuts them on. The storage status, result status, model, star and tag
+    filters each have an index that starts at a cursor; the prompt text has a trigram
+    index on PostgreSQL. The others (dates, size, aspect, seed, reference) are checked
+    on the rows as the page reads them newest first, until it has its fill.
     """
-    results = (
-        GenerationResult.objects.select_related("generation", "model")
-        .prefetch_related("tags")
-        .order_by("-id")
+    results = GenerationResult.objects.select_related("generation", "model").prefetch_related(
+        "tags"
     )
+    page_key = F("id")
     if filters.get("at_risk"):
         results = results.at_risk()
     storage_status = filters.get("storage_status") or ""
@@ -69,11 +70,17 @@ def results_for_gallery(*, filters: dict[str, Any]) -> GenerationResultQuerySet:
     if filters.get("favorite"):
         results = results.filter(favorite=True)
     if filters.get("tag"):
-        # The tag's id as a subquery the database runs once, so that the links are
-        # read from their (tag, result) index in result order, from the cursor on: a
-        # join on the tag's name would make the database sort all of the tag's results.
-        tag_id = Tag.objects.named(filters["tag"]).values("pk")[:1]
-        results = results.filter(tag_links__tag_id=Subquery(tag_id))
+        # The tag's id is looked up first (one query by its unique key) and the page
+        # cut on the result id as the links hold it: the database then knows how common
+        # the tag is, and reads a rare tag's links from their (tag, result) index, from
+        # the cursor on, in order. (A join on the tag's name, or a cursor on the results'
+        # own id, would have it read or sort every link of the tag newer than the cursor,
+        # each page; the id as a subquery leaves it guessing how common the tag is.)
+        tag_id = Tag.objects.named(filters["tag"]).values_list("pk", flat=True).first()
+        if tag_id is None:
+            return results.none()
+        results = results.filter(tag_links__tag_id=tag_id)
+        page_key = F("tag_links__result_id")
     if isinstance(filters.get("since"), date):
         results = results.filter(created_at__gte=_day_start(filters["since"]))
     if isinstance(filters.get("until"), date) and filters["until"] < date.max:
@@ -93,7 +100,7 @@ def results_for_gallery(*, filters: dict[str, Any]) -> GenerationResultQuerySet:
             generation__reference_image_url=""
         )
         results = results.filter(has_reference if reference == "with" else ~has_reference)
-    return results
+    return results.alias(**{PAGE_KEY: page_key}).order_by(f"-{PAGE_KEY}")
 
 
 def _day_start(day: date) -> datetime:
@@ -143,9 +150,11 @@ def gallery_page(
 
     The extra row only tells whether there is more beyond the page; a page deep in
     100,000 results costs what the first one does, since the index starts at the cursor.
+    The id compared is the PAGE_KEY of `results_for_gallery` when `results` has one.
     """
+    key = PAGE_KEY if PAGE_KEY in results.query.annotations else "id"
     if after is not None:
-        rows = list(results.filter(id__gt=after).order_by("id")[: per_page + 1])
+        rows = list(results.filter(**{f"{key}__gt": after}).order_by(key)[: per_page + 1])
         more_newer = len(rows) > per_page
         page = rows[:per_page][::-1]
         # The page we came from (holding `after`) is older than this one.
@@ -153,7 +162,7 @@ def gallery_page(
         has_newer = more_newer
     else:
         if before is not None:
-            results = results.filter(id__lt=before)
+            results = results.filter(**{f"{key}__lt": before})
         rows = list(results[: per_page + 1])
         page = rows[:per_page]
         has_older = len(rows) > per_page
