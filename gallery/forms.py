@@ -23,7 +23,14 @@ from generations.inputs import (
     parse_reference,
     parse_size,
 )
-from generations.models import TAG_NAME_MAX_CHARS, GenerationResult, ImageModel, Prompt
+from generations.models import (
+    TAG_NAME_MAX_CHARS,
+    GenerationResult,
+    ImageModel,
+    InvalidTagName,
+    Prompt,
+)
+from generations.services.organize import MAX_TAGS_AT_ONCE, clean_tag_names
 
 RESULT_STATUS_CHOICES = [("", "Any result"), *GenerationResult.Status.choices]
 STORAGE_STATUS_CHOICES = [
@@ -114,8 +121,8 @@ class SeedField(forms.Field):
 
 
 class ResultFilterForm(forms.Form):
-    """GET filters of the index. A value that is not valid is shown with its error and
-    left out; the other filters still apply (see `filters`)."""
+    """GET filters of the index, in the order the page shows them. A value that is not
+    valid is shown with its error and left out; the other filters still apply."""
 
     q = forms.CharField(
         label="Prompt contains",
@@ -123,19 +130,17 @@ class ResultFilterForm(forms.Form):
         max_length=200,
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "Search prompts"}),
     )
+    tag = forms.CharField(
+        label="Tag",
+        required=False,
+        max_length=TAG_NAME_MAX_CHARS * 2,
+        widget=forms.TextInput(attrs={"placeholder": "any"}),
+    )
     storage_status = forms.ChoiceField(
         label="Storage", choices=STORAGE_STATUS_CHOICES, required=False
     )
     status = forms.ChoiceField(label="Result", choices=RESULT_STATUS_CHOICES, required=False)
     model = forms.TypedChoiceField(label="Model", coerce=int, required=False, empty_value=None)
-    at_risk = forms.BooleanField(label="At risk only", required=False)
-    favorite = forms.BooleanField(label="Starred only", required=False)
-    tag = forms.CharField(
-        label="Tag",
-        required=False,
-        max_length=TAG_NAME_MAX_CHARS * 2,
-        widget=forms.TextInput(attrs={"list": "tag-names", "placeholder": "any"}),
-    )
     since = forms.DateField(
         label="Since", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
@@ -154,6 +159,8 @@ class ResultFilterForm(forms.Form):
     )
     seed = SeedField(label="Seed", required=False, widget=forms.TextInput(attrs={"maxlength": 20}))
     reference = forms.ChoiceField(label="Reference", choices=REFERENCE_CHOICES, required=False)
+    favorite = forms.BooleanField(label="Starred only", required=False)
+    at_risk = forms.BooleanField(label="At risk only", required=False)
 
     def __init__(self, *args: Any, models: list[ImageModel], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -175,6 +182,24 @@ class ResultFilterForm(forms.Form):
             return {}
         self.is_valid()
         return {name: value for name, value in self.cleaned_data.items() if name not in self.errors}
+
+
+class TagNamesForm(forms.Form):
+    """Tags typed into one field, separated by commas: "night sky, harbour"."""
+
+    tags = forms.CharField(
+        label="Tags",
+        required=False,  # an empty field gets the rule's own words, as a blank one does
+        max_length=MAX_TAGS_AT_ONCE * (TAG_NAME_MAX_CHARS + 2),
+        strip=False,
+    )
+
+    def clean_tags(self) -> list[str]:
+        pieces = [piece for piece in self.cleaned_data["tags"].split(",") if piece.strip()]
+        try:
+            return clean_tag_names(pieces)
+        except InvalidTagName as exc:
+            raise forms.ValidationError(exc.message, code="invalid") from None
 
 
 class IdField(forms.Field):

@@ -33,8 +33,6 @@ HEADER_COUNTS_CACHE_SECONDS = 15
 # How far a stored image's shape may be from the aspect asked and still match it: 1%
 # takes 2560x1440 and 1365x768 as 16:9, and keeps 4:3 apart from 3:2.
 ASPECT_TOLERANCE_PERCENT = 1
-# How many tag names the index offers as suggestions when one is typed.
-MAX_TAG_SUGGESTIONS = 500
 # What `results_for_gallery` names the id its pages are cut on.
 PAGE_KEY = "page_key"
 
@@ -122,11 +120,6 @@ def _with_aspect(
         aspect_gap=Abs(F("width") * down - F("height") * across) * 100,
         aspect_span=F("height") * across * ASPECT_TOLERANCE_PERCENT,
     ).filter(width__gt=0, height__gt=0, aspect_gap__lte=F("aspect_span"))
-
-
-def tag_suggestions() -> list[str]:
-    """Tag names the index offers when one is typed (the filter, adding tags), by name."""
-    return list(Tag.objects.order_by("key").values_list("name", flat=True)[:MAX_TAG_SUGGESTIONS])
 
 
 @dataclass(frozen=True)
