@@ -1,7 +1,7 @@
 """The staff gallery: server-rendered pages over the generations domain.
 
 Views are thin: they parse input, call a selector or a service of
-`generations.services.storing`, and render. Every state change is a POST (CSRF-checked)
+`generations.services`, and render. Every state change is a POST (CSRF-checked)
 that answers with a Django message and a redirect; destructive ones ask first.
 """
 
@@ -24,10 +24,22 @@ from generations.checks import parse_id
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
 from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
 from generations.services.generate import generation_create
+from generations.services.organize import (
+    results_add_tags,
+    results_remove_tags,
+    results_set_favorite,
+)
 from generations.services.storing import results_restore
 
 from . import selectors
-from .forms import SIZE_CHOICES, GenerateForm, PageCursorForm, ResultFilterForm, model_size_field
+from .forms import (
+    SIZE_CHOICES,
+    GenerateForm,
+    PageCursorForm,
+    ResultFilterForm,
+    TagNamesForm,
+    model_size_field,
+)
 
 RESULTS_PER_PAGE = 24
 MAX_SAVED_PROMPTS = 200
@@ -91,6 +103,16 @@ def _selected_ids(request: HttpRequest) -> list[int]:
     return sorted((i for i in ids if i is not None), reverse=True)[:MAX_BULK_IDS]
 
 
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"“{name}”" for name in names)
+
+
+def _existing_result_id(result_id: int) -> int:
+    if not GenerationResult.objects.filter(pk=result_id).exists():
+        raise Http404("No such result.")
+    return result_id
+
+
 # --- Browsing ----------------------------------------------------------------------
 
 
@@ -99,7 +121,7 @@ def _selected_ids(request: HttpRequest) -> list[int]:
 def index(request: HttpRequest) -> HttpResponse:
     models = list(ImageModel.objects.order_by("name"))
     filter_form = ResultFilterForm(request.GET or None, models=models)
-    filters = filter_form.cleaned_data if filter_form.is_valid() else {}
+    filters = filter_form.filters()
     cursor_form = PageCursorForm(request.GET)
     cursor = cursor_form.cleaned_data if cursor_form.is_valid() else {}
     page = selectors.gallery_page(
@@ -192,6 +214,48 @@ def restore(request: HttpRequest, result_id: int) -> HttpResponse:
     return _back(request, detail_url)
 
 
+@require_POST
+@staff_required
+def favorite(request: HttpRequest, result_id: int) -> HttpResponse:
+    """Star (`favorite=1`) or unstar (`favorite=0`) one result."""
+    starred = request.POST.get("favorite") != "0"
+    if not results_set_favorite(result_ids=[result_id], favorite=starred):
+        raise Http404("No such result.")
+    if starred:
+        messages.success(request, f"Starred result {result_id}.")
+    else:
+        messages.success(request, f"Removed the star from result {result_id}.")
+    return _back(request, reverse("gallery:detail", args=[result_id]))
+
+
+@require_POST
+@staff_required
+def add_tags(request: HttpRequest, result_id: int) -> HttpResponse:
+    """Tag one result with the tags typed, comma-separated."""
+    _existing_result_id(result_id)
+    form = TagNamesForm(request.POST)
+    if form.is_valid():
+        tagging = results_add_tags(result_ids=[result_id], names=form.cleaned_data["tags"])
+        names = _quoted([tag.name for tag in tagging.tags])
+        messages.success(request, f"Tagged result {result_id} with {names}.")
+    else:
+        messages.error(request, f"No tag added to result {result_id}: {form.errors['tags'][0]}.")
+    return _back(request, reverse("gallery:detail", args=[result_id]))
+
+
+@require_POST
+@staff_required
+def remove_tag(request: HttpRequest, result_id: int) -> HttpResponse:
+    """Take one tag (`tag`, its name) off one result."""
+    _existing_result_id(result_id)
+    name = request.POST.get("tag", "")
+    if results_remove_tags(result_ids=[result_id], names=[name]):
+        messages.success(request, f"Removed the tag {_quoted([name])} from result {result_id}.")
+    else:
+        messages.info(request, f"Result {result_id} has no tag {_quoted([name])}.")
+    return _back(request, reverse("gallery:detail", args=[result_id]))
+
+
 @require_http_methods(["GET", "POST"])
 @staff_required
 def delete(request: HttpRequest, result_id: int) -> HttpResponse:
@@ -219,13 +283,22 @@ def delete(request: HttpRequest, result_id: int) -> HttpResponse:
 @require_POST
 @staff_required
 def bulk(request: HttpRequest) -> HttpResponse:
-    """Delete or re-store the results ticked on the index; delete asks first."""
+    """Act on the results ticked on the index: re-store, delete (asking first), star,
+    unstar, add the tags typed, or take them off."""
     index_url = reverse("gallery:index")
     ids = _selected_ids(request)
     action = request.POST.get("action")
     if not ids:
         messages.warning(request, "Select at least one result first.")
         return _back(request, index_url)
+    if action in ("favorite", "unfavorite"):
+        starred = action == "favorite"
+        matched = results_set_favorite(result_ids=ids, favorite=starred)
+        done = "Starred" if starred else "Removed the star from"
+        messages.success(request, f"{done} {_plural(matched, 'result')}.")
+        return _back(request, index_url)
+    if action in ("add_tags", "remove_tags"):
+        return _bulk_tags(request, ids, add=action == "add_tags", index_url=index_url)
     if action == "restore":
         restoring = results_restore(result_ids=ids)
         skipped = len(ids) - restoring.accepted
@@ -262,6 +335,25 @@ def bulk(request: HttpRequest) -> HttpResponse:
             },
         )
     messages.error(request, "Unknown action.")
+    return _back(request, index_url)
+
+
+def _bulk_tags(request: HttpRequest, ids: list[int], *, add: bool, index_url: str) -> HttpResponse:
+    form = TagNamesForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"No tag changed: {form.errors['tags'][0]}.")
+        return _back(request, index_url)
+    names = form.cleaned_data["tags"]
+    if add:
+        tagging = results_add_tags(result_ids=ids, names=names)
+        kept = _quoted([tag.name for tag in tagging.tags])
+        messages.success(request, f"Tagged {_plural(tagging.results, 'result')} with {kept}.")
+    elif results_remove_tags(result_ids=ids, names=names):
+        messages.success(
+            request, f"Removed {_quoted(names)} from the {_plural(len(ids), 'selected result')}."
+        )
+    else:
+        messages.info(request, f"None of the selected results carries {_quoted(names)}.")
     return _back(request, index_url)
 
 
@@ -369,7 +461,9 @@ def _shown_generation(request: HttpRequest) -> tuple[Generation | None, list[Gen
     generation = Generation.objects.filter(pk=generation_id).first()
     if generation is None:
         return None, []
-    results = list(generation.results.select_related("model").order_by("id"))
+    results = list(
+        generation.results.select_related("model").prefetch_related("tags").order_by("id")
+    )
     for result in results:
         result.generation = generation  # already loaded: no query per card
     return generation, results

@@ -1,4 +1,5 @@
-"""Django admin for every model of the domain, with a re-store action on results."""
+"""Django admin for every model of the domain, with a re-store action on results and
+rename and merge of tags."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -20,9 +21,13 @@ from .models import (
     GenerationResult,
     ImageModel,
     Prompt,
+    ResultTag,
+    Tag,
 )
 from .services.deleting import generations_delete, results_delete
+from .services.organize import tags_merge
 from .services.storing import results_restore
+from .signals import announce_results_changed
 from .sizes import RESOLUTIONS
 
 
@@ -137,6 +142,15 @@ class GenerationAdmin(admin.ModelAdmin):
         generations_delete(generations=queryset)
 
 
+class ResultTagInline(admin.TabularInline):
+    model = ResultTag
+    extra = 0
+    fields = ("tag", "created_at")
+    readonly_fields = ("created_at",)
+    autocomplete_fields = ("tag",)
+    verbose_name = "tag"
+
+
 @admin.register(GenerationResult)
 class GenerationResultAdmin(admin.ModelAdmin):
     list_display = (
@@ -145,10 +159,20 @@ class GenerationResultAdmin(admin.ModelAdmin):
         "upstream_model_id",
         "status",
         "storage_status",
+        "favorite",
+        "tag_list",
         "byte_size",
         "created_at",
     )
-    list_filter = ("status", "storage_status", "storage_backend", "model", "created_at")
+    list_filter = (
+        "status",
+        "storage_status",
+        "favorite",
+        "tags",
+        "storage_backend",
+        "model",
+        "created_at",
+    )
     search_fields = (
         "generation__prompt_text",
         "upstream_model_id",
@@ -172,7 +196,15 @@ class GenerationResultAdmin(admin.ModelAdmin):
         "storage_claim",
         "stored_at",
     )
+    inlines = [ResultTagInline]
     actions = ["restore_selected", "delete_with_objects"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GenerationResult]:
+        return super().get_queryset(request).prefetch_related("tags")
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: GenerationResult) -> str:
+        return ", ".join(obj.tag_names) or "—"
 
     @admin.display(description="image")
     def thumbnail(self, obj: GenerationResult) -> str:
@@ -210,6 +242,52 @@ class GenerationResultAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[GenerationResult]) -> None:
         results_delete(result_ids=queryset.values_list("pk", flat=True))
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    """Renaming is editing a tag's name; tags that mean one thing are merged by an action."""
+
+    list_display = ("name", "result_count", "created_at")
+    search_fields = ("name",)
+    fields = ("name", "created_at")
+    readonly_fields = ("created_at",)
+    actions = ["merge_into_first"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tag]:
+        return super().get_queryset(request).annotate(result_count=Count("result_links"))
+
+    @admin.display(description="results", ordering="result_count")
+    def result_count(self, obj: Tag) -> int:
+        return int(getattr(obj, "result_count", 0))
+
+    @admin.action(description="Merge selected tags into the first one listed")
+    def merge_into_first(self, request: HttpRequest, queryset: QuerySet[Tag]) -> None:
+        tags = list(queryset)  # in the order the list shows them
+        if len(tags) < 2:
+            self.message_user(request, "Select two tags or more to merge.", messages.WARNING)
+            return
+        into, *others = tags
+        gained = tags_merge(into=into, tags=others)
+        merged = ", ".join(f"“{tag.name}”" for tag in others)
+        self.message_user(
+            request,
+            f"Merged {merged} into “{into.name}”: {gained} more result(s) carry it now.",
+            messages.SUCCESS,
+        )
+
+    # A rename or a delete changes what every result of the tag shows.
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        announce_results_changed()
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        announce_results_changed()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tag]) -> None:
+        super().delete_queryset(request, queryset)
+        announce_results_changed()
 
 
 @admin.register(ApiToken)

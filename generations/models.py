@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -391,6 +392,11 @@ class GenerationResult(models.Model):
     stored_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    favorite = models.BooleanField(default=False, help_text="Starred: one star per installation.")
+    tags: models.ManyToManyField[Tag, ResultTag] = models.ManyToManyField(
+        "Tag", through="ResultTag", related_name="results", blank=True
+    )
+
     objects = GenerationResultQuerySet.as_manager()
 
     class Meta:
@@ -403,6 +409,8 @@ class GenerationResult(models.Model):
             models.Index(fields=["storage_status", "-id"], name="result_storage_newest"),
             models.Index(fields=["status", "-id"], name="result_status_newest"),
             models.Index(fields=["model", "-id"], name="result_model_newest"),
+            # Few results are starred: the favorites' pages walk an index of them alone.
+            models.Index(fields=["-id"], name="result_favorite_newest", condition=Q(favorite=True)),
         ]
 
     def __str__(self) -> str:
@@ -481,6 +489,123 @@ class GenerationResult(models.Model):
         """The state a card, the detail page and the gallery's live updates show: "lost"
         (see `is_lost`), else the storage status; empty for a result with no image."""
         return "lost" if self.is_lost else self.storage_status
+
+    @property
+    def tag_names(self) -> list[str]:
+        """The names of its tags, sorted as people read them. Reads `tags.all()`, so a
+        list of results prefetches `tags` to show them without a query per result."""
+        return [tag.name for tag in sorted(self.tags.all(), key=lambda tag: tag.key)]
+
+
+TAG_NAME_MAX_CHARS = 50
+# Whatever a casefold makes of 50 characters ("ß" becomes "ss", a few become three).
+_TAG_KEY_MAX_CHARS = 3 * TAG_NAME_MAX_CHARS
+
+
+class InvalidTagName(ValueError):
+    """A tag name we will not keep; the message says why, to the person who typed it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _collapse(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def clean_tag_name(raw: object) -> str:
+    """The name a tag is kept under: trimmed, each run of spaces made one space, in one
+    Unicode form (so the "é" typed on one keyboard is the "é" typed on another).
+
+    Refused, saying why: empty, longer than TAG_NAME_MAX_CHARS, a control character (a
+    tab or a newline is no part of a name anyone typed on purpose), or a comma (the
+    gallery separates the tags typed into one field with commas).
+    """
+    if not isinstance(raw, str):
+        raise InvalidTagName("a tag name must be text")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in raw):
+        raise InvalidTagName("a tag name cannot hold control characters")
+    name = _collapse(raw)
+    if not name:
+        raise InvalidTagName("a tag name cannot be empty")
+    if "," in name:
+        raise InvalidTagName(f"“{name}”: a tag name cannot hold a comma (commas separate tags)")
+    if len(name) > TAG_NAME_MAX_CHARS:
+        raise InvalidTagName(
+            f"“{name[:20]}…” is longer than {TAG_NAME_MAX_CHARS} characters "
+            f"({len(name)}): tags are short names"
+        )
+    return name
+
+
+def tag_key(name: str) -> str:
+    """What makes two names one tag: the same letters in any case ("Sky", "SKY", "sky")."""
+    return _collapse(name).casefold()
+
+
+class TagQuerySet(models.QuerySet["Tag"]):
+    def named(self, name: str) -> TagQuerySet:
+        """The tag called `name`, in any case or spacing (at most one)."""
+        return self.filter(key=tag_key(name))
+
+
+class Tag(models.Model):
+    """A free-form label on results, created by typing it; renamed or merged in the admin."""
+
+    name = models.CharField(max_length=TAG_NAME_MAX_CHARS)
+    key = models.CharField(
+        max_length=_TAG_KEY_MAX_CHARS,
+        unique=True,
+        editable=False,
+        help_text="The name in one case: two tags never differ by case alone.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TagQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.key = tag_key(self.name)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """The admin's rename: the typing rules, and no second tag under another case."""
+        try:
+            self.name = clean_tag_name(self.name)
+        except InvalidTagName as exc:
+            raise ValidationError({"name": exc.message}) from None
+        clash = Tag.objects.named(self.name).exclude(pk=self.pk).first()
+        if clash is not None:
+            raise ValidationError(
+                {"name": f"The tag “{clash.name}” exists already: merge the two instead."}
+            )
+
+
+class ResultTag(models.Model):
+    """One tag on one result, and since when."""
+
+    result = models.ForeignKey(GenerationResult, on_delete=models.CASCADE, related_name="tag_links")
+    # No index of its own: the unique (tag, result) below starts with it.
+    tag = models.ForeignKey(
+        Tag, on_delete=models.CASCADE, related_name="result_links", db_index=False
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # In this order so that a tag's results are one index range by result id:
+            # the tag filter's keyset pages read it from the cursor on.
+            models.UniqueConstraint(fields=["tag", "result"], name="result_tag_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tag} on result {self.result_id}"
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):

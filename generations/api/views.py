@@ -1,4 +1,5 @@
-"""The JSON API: generate, poll a generation, the stable image route, health."""
+"""The JSON API: generate, poll a generation, stars and tags on results, the stable image
+route, health."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from typing import Any
 
 from django.db import connection
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -15,8 +17,13 @@ from django.views.decorators.http import require_GET
 from generations.api.serve import image_response
 from generations.checks import is_safe_external_url
 from generations.inputs import InvalidInput, parse_generate
-from generations.models import Generation, GenerationResult
+from generations.models import Generation, GenerationResult, InvalidTagName, Tag
 from generations.services.generate import generation_create
+from generations.services.organize import (
+    results_add_tags,
+    results_remove_tags,
+    results_set_favorite,
+)
 from storage_backends.images import check_storage
 
 from .auth import ApiError, api_endpoint
@@ -62,11 +69,13 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
         "lost": result.is_lost,
         "paramsUsed": result.params_used_json(external_url=external_url),
         "error": error,
+        "favorite": result.favorite,
+        "tags": result.tag_names,  # prefetch `tags` for many results
     }
 
 
 def generation_json(request: HttpRequest, generation: Generation) -> dict[str, Any]:
-    results = generation.results.select_related("model").order_by("id")
+    results = generation.results.select_related("model").prefetch_related("tags").order_by("id")
     usage = None
     if generation.usage_generated_images is not None or generation.usage_output_tokens is not None:
         usage = {
@@ -122,6 +131,69 @@ def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
     if generation is None:
         raise ApiError(404, "not_found", f"no generation with id {generation_id}")
     return JsonResponse(generation_json(request, generation))
+
+
+def _result_json_or_404(request: HttpRequest, result_id: int) -> JsonResponse:
+    result = (
+        GenerationResult.objects.select_related("model")
+        .prefetch_related("tags")
+        .filter(pk=result_id)
+        .first()
+    )
+    if result is None:
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
+    return JsonResponse(result_json(request, result))
+
+
+def _check_result_exists(result_id: int) -> None:
+    if not GenerationResult.objects.filter(pk=result_id).exists():
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
+
+
+@api_endpoint(methods=("PUT", "DELETE"))
+def result_favorite(request: HttpRequest, result_id: int) -> HttpResponse:
+    """PUT stars the result, DELETE takes the star off; both answer the result."""
+    if not results_set_favorite(result_ids=[result_id], favorite=request.method == "PUT"):
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
+    return _result_json_or_404(request, result_id)
+
+
+@api_endpoint(methods=("POST",))
+def result_tags(request: HttpRequest, result_id: int) -> HttpResponse:
+    """`{"tags": [names]}` puts those tags on the result (creating new ones); answers it."""
+    _check_result_exists(result_id)
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object", "body")
+    unknown = sorted(set(body) - {"tags"})
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown field {unknown[0]!r}", unknown[0])
+    names = body.get("tags")
+    if not isinstance(names, list):
+        raise ApiError(400, "invalid", "tags must be a list of tag names", "tags")
+    try:
+        results_add_tags(result_ids=[result_id], names=names)
+    except InvalidTagName as exc:
+        raise ApiError(400, "invalid", exc.message, "tags") from None
+    return _result_json_or_404(request, result_id)
+
+
+@api_endpoint(methods=("DELETE",))
+def result_tag(request: HttpRequest, result_id: int, tag_name: str) -> HttpResponse:
+    """Take the named tag (any case) off the result; answers the result, with or without
+    the tag having been there."""
+    _check_result_exists(result_id)
+    results_remove_tags(result_ids=[result_id], names=[tag_name])
+    return _result_json_or_404(request, result_id)
+
+
+@api_endpoint(methods=("GET",))
+def tags(request: HttpRequest) -> HttpResponse:
+    """Every tag by name, with how many results carry it."""
+    counted = Tag.objects.annotate(n=Count("result_links")).order_by("key")
+    return JsonResponse(
+        {"tags": [{"name": name, "count": n} for name, n in counted.values_list("name", "n")]}
+    )
 
 
 # What the image route reads of a result: the hot path of the product, so no more.

@@ -16,7 +16,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.models import Generation, GenerationResult, ImageModel, Prompt, ResultTag, Tag
+from generations.services.organize import results_add_tags
 from generations.services.storing import results_restore
 from tests.factories import (
     GenerationFactory,
@@ -76,6 +77,11 @@ def post_actions(result: GenerationResult) -> list[tuple[str, dict[str, Any]]]:
         (reverse("gallery:delete", args=[result.pk]), {}),
         (reverse("gallery:bulk"), {"action": "delete", "ids": [result.pk], "confirmed": "yes"}),
         (reverse("gallery:bulk"), {"action": "restore", "ids": [result.pk]}),
+        (reverse("gallery:favorite", args=[result.pk]), {"favorite": "1"}),
+        (reverse("gallery:add_tags", args=[result.pk]), {"tags": "sky"}),
+        (reverse("gallery:remove_tag", args=[result.pk]), {"tag": "sky"}),
+        (reverse("gallery:bulk"), {"action": "favorite", "ids": [result.pk]}),
+        (reverse("gallery:bulk"), {"action": "add_tags", "ids": [result.pk], "tags": "sky"}),
         (reverse("gallery:restore_all"), {}),
         (reverse("gallery:clear_all"), {"confirmation": "DELETE"}),
         (reverse("gallery:generate"), {"prompt": "a cat", "models": [result.model_id]}),
@@ -84,9 +90,13 @@ def post_actions(result: GenerationResult) -> list[tuple[str, dict[str, Any]]]:
 
 def snapshot() -> list[tuple[Any, ...]]:
     rows = GenerationResult.objects.order_by("pk").values_list(
-        "pk", "storage_status", "storage_attempts", "storage_key"
+        "pk", "storage_status", "storage_attempts", "storage_key", "favorite"
     )
-    return [*rows, ("generations", Generation.objects.count(), Prompt.objects.count())]
+    return [
+        *rows,
+        ("generations", Generation.objects.count(), Prompt.objects.count()),
+        ("tags", Tag.objects.count(), ResultTag.objects.count()),
+    ]
 
 
 # --- Access ------------------------------------------------------------------------
@@ -892,3 +902,190 @@ def test_enabled_models_only(staff_client: Client) -> None:
     html = page_text(staff_client.get(reverse("gallery:generate")))
     assert "Shown model" in html and "Hidden model" not in html
     assert ImageModel.objects.filter(name="Hidden model").exists()
+
+
+# --- Stars and tags ------------------------------------------------------------------
+
+
+def tag_names(result: GenerationResult) -> list[str]:
+    return GenerationResult.objects.get(pk=result.pk).tag_names
+
+
+def test_the_star_toggles_from_a_card_and_back_to_the_page_it_came_from(
+    staff_client: Client,
+) -> None:
+    result = GenerationResultFactory()
+    index = page_text(staff_client.get(reverse("gallery:index")))
+    star_form = reverse("gallery:favorite", args=[result.pk])
+    assert f'action="{star_form}"' in index
+    assert 'name="favorite" value="1"' in index and 'aria-pressed="false"' in index
+
+    starred = staff_client.post(star_form, {"favorite": "1", "next": "/gallery/?q=fox"})
+    assert starred["Location"] == "/gallery/?q=fox"
+    assert GenerationResult.objects.get(pk=result.pk).favorite
+    page = page_text(staff_client.get("/gallery/?q=fox", follow=True))
+    assert f"Starred result {result.pk}." in page
+    assert 'name="favorite" value="0"' in page and 'aria-pressed="true"' in page
+
+    unstarred = staff_client.post(star_form, {"favorite": "0"}, follow=True)
+    assert unstarred.redirect_chain[0][0] == reverse("gallery:detail", args=[result.pk])
+    assert f"Removed the star from result {result.pk}." in page_text(unstarred)
+    assert not GenerationResult.objects.get(pk=result.pk).favorite
+
+
+def test_the_detail_page_stars_and_shows_tags_with_links_to_their_results(
+    staff_client: Client,
+) -> None:
+    result = GenerationResultFactory()
+    results_add_tags(result_ids=[result.pk], names=["night sky", "R&D"])
+    html = page_text(staff_client.get(reverse("gallery:detail", args=[result.pk])))
+    assert f'action="{reverse("gallery:favorite", args=[result.pk])}"' in html
+    assert f'href="{reverse("gallery:index")}?tag=night%20sky"' in html
+    assert f'href="{reverse("gallery:index")}?tag=R%26D"' in html
+    assert 'aria-label="Remove the tag night sky"' in html
+    assert f'action="{reverse("gallery:add_tags", args=[result.pk])}"' in html
+
+
+def test_tags_typed_comma_separated_are_added_and_one_is_removed(staff_client: Client) -> None:
+    result = GenerationResultFactory()
+    added = staff_client.post(
+        reverse("gallery:add_tags", args=[result.pk]),
+        {"tags": " night  sky, harbour,, Harbour ", "next": "/gallery/"},
+        follow=True,
+    )
+    assert added.redirect_chain[0][0] == "/gallery/"
+    assert f"Tagged result {result.pk} with “night sky”, “harbour”." in page_text(added)
+    assert tag_names(result) == ["harbour", "night sky"]
+    card = page_text(added)
+    assert f'href="{reverse("gallery:index")}?tag=harbour"' in card
+
+    removed = staff_client.post(
+        reverse("gallery:remove_tag", args=[result.pk]), {"tag": "Night Sky"}, follow=True
+    )
+    assert f"Removed the tag “Night Sky” from result {result.pk}." in page_text(removed)
+    assert tag_names(result) == ["harbour"]
+    again = staff_client.post(
+        reverse("gallery:remove_tag", args=[result.pk]), {"tag": "night sky"}, follow=True
+    )
+    assert f"Result {result.pk} has no tag “night sky”." in page_text(again)
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [
+        ("", "type at least one tag"),
+        (" , ", "type at least one tag"),
+        ("x" * 51, "is longer than 50 characters"),
+        ("night\x07sky", "cannot hold control characters"),
+    ],
+)
+def test_a_bad_tag_is_refused_with_the_reason_and_nothing_is_tagged(
+    staff_client: Client, typed: str, words: str
+) -> None:
+    result = GenerationResultFactory()
+    response = staff_client.post(
+        reverse("gallery:add_tags", args=[result.pk]), {"tags": typed}, follow=True
+    )
+    text = page_text(response)
+    assert f"No tag added to result {result.pk}:" in text and words in text
+    assert not Tag.objects.exists()
+
+
+def test_starring_or_tagging_a_missing_result_is_404(staff_client: Client) -> None:
+    for name, data in [
+        ("gallery:favorite", {"favorite": "1"}),
+        ("gallery:add_tags", {"tags": "sky"}),
+        ("gallery:remove_tag", {"tag": "sky"}),
+    ]:
+        assert staff_client.post(reverse(name, args=[999_999]), data).status_code == 404, name
+    assert not Tag.objects.exists()
+
+
+def test_bulk_stars_and_unstars_the_selection(staff_client: Client) -> None:
+    one, two, other = (GenerationResultFactory() for _ in range(3))
+    response = staff_client.post(
+        reverse("gallery:bulk"), {"action": "favorite", "ids": [one.pk, two.pk]}, follow=True
+    )
+    assert "Starred 2 results." in page_text(response)
+    assert set(GenerationResult.objects.filter(favorite=True)) == {one, two}
+    response = staff_client.post(
+        reverse("gallery:bulk"), {"action": "unfavorite", "ids": [one.pk]}, follow=True
+    )
+    assert "Removed the star from 1 result." in page_text(response)
+    assert set(GenerationResult.objects.filter(favorite=True)) == {two}
+    assert not GenerationResult.objects.get(pk=other.pk).favorite
+
+
+def test_bulk_adds_and_removes_tags_on_the_selection(staff_client: Client) -> None:
+    picked = [GenerationResultFactory() for _ in range(3)]
+    other = GenerationResultFactory()
+    ids = [r.pk for r in picked]
+    added = staff_client.post(
+        reverse("gallery:bulk"),
+        {"action": "add_tags", "ids": ids, "tags": "dusk, harbour", "next": "/gallery/?tag=dusk"},
+        follow=True,
+    )
+    assert added.redirect_chain[0][0] == "/gallery/?tag=dusk"
+    assert "Tagged 3 results with “dusk”, “harbour”." in page_text(added)
+    assert {r.pk for r in added.context["results"]} == set(ids)
+
+    removed = staff_client.post(
+        reverse("gallery:bulk"),
+        {"action": "remove_tags", "ids": ids[:2], "tags": "HARBOUR"},
+        follow=True,
+    )
+    assert "Removed “HARBOUR” from the 2 selected results." in page_text(removed)
+    assert [tag_names(r) for r in picked] == [["dusk"], ["dusk"], ["dusk", "harbour"]]
+    assert tag_names(other) == []
+
+    nothing = staff_client.post(
+        reverse("gallery:bulk"),
+        {"action": "remove_tags", "ids": [other.pk], "tags": "dusk"},
+        follow=True,
+    )
+    assert "None of the selected results carries “dusk”." in page_text(nothing)
+    refused = staff_client.post(
+        reverse("gallery:bulk"), {"action": "add_tags", "ids": ids, "tags": "  "}, follow=True
+    )
+    assert "No tag changed: type at least one tag." in page_text(refused)
+
+
+def test_the_filter_form_shows_every_filter_with_its_value_and_errors(
+    staff_client: Client,
+) -> None:
+    query = (
+        "q=fox&tag=dusk&since=2026-01-01&until=2026-02-01&size=2048x2048&aspect=16:9"
+        "&seed=42&reference=with&favorite=on"
+    )
+    html = page_text(staff_client.get(f"{reverse('gallery:index')}?{query}"))
+    for name, value in [
+        ("q", "fox"),
+        ("tag", "dusk"),
+        ("since", "2026-01-01"),
+        ("until", "2026-02-01"),
+        ("size", "2048x2048"),
+        ("aspect", "16:9"),
+        ("seed", "42"),
+    ]:
+        assert re.search(rf'name="{name}" value="{re.escape(value)}"', html), name
+    assert '<option value="with" selected>' in html
+    assert re.search(r'name="favorite" id="id_favorite" checked', html)
+    assert "No result matches these filters." in html
+
+    wrong = page_text(staff_client.get(f"{reverse('gallery:index')}?aspect=wide"))
+    assert "Enter it as width:height, e.g. 16:9." in wrong
+
+
+def test_cards_show_tags_without_a_query_per_card(staff_client: Client) -> None:
+    few = [GenerationResultFactory() for _ in range(2)]
+    results_add_tags(result_ids=[r.pk for r in few], names=["sky", "dusk"])
+    cache.clear()
+    with CaptureQueriesContext(connection) as small:
+        staff_client.get(reverse("gallery:index"))
+    more = [GenerationResultFactory() for _ in range(20)]
+    results_add_tags(result_ids=[r.pk for r in more], names=["sky", "moon", "harbour"])
+    cache.clear()
+    with CaptureQueriesContext(connection) as large:
+        html = page_text(staff_client.get(reverse("gallery:index")))
+    assert html.count('class="tag__name"') == 2 * 2 + 20 * 3
+    assert len(large) == len(small)

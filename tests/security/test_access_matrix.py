@@ -68,7 +68,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {result} and {generation} are filled in from the world
+    path: str  # {result} and {generation} are filled in from the world, {tag} with TAG
     kind: str
     ok: int
     data: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +77,7 @@ class Route:
         return f"{self.method} {self.path}"
 
 
+TAG = "night sky"
 GENERATE_BODY = {"prompt": "a fox", "modelIds": ["doubao-seedream-4-0-250828"], "size": "1280x720"}
 
 ROUTES = [
@@ -85,6 +86,11 @@ ROUTES = [
     Route("GET", "/accounts/login/", "public", 200),
     Route("POST", "/api/generate", "api", 200, GENERATE_BODY),
     Route("GET", "/api/generations/{generation}", "api", 200),
+    Route("PUT", "/api/results/{result}/favorite", "api", 200),
+    Route("DELETE", "/api/results/{result}/favorite", "api", 200),
+    Route("POST", "/api/results/{result}/tags", "api", 200, {"tags": [TAG]}),
+    Route("DELETE", "/api/results/{result}/tags/{tag}", "api", 200),
+    Route("GET", "/api/tags", "api", 200),
     Route("GET", "/api/images/{result}", "api", 200),
     Route("HEAD", "/api/images/{result}", "api", 200),
     Route("GET", "/api/images/{result}?download=1", "api", 200),
@@ -95,6 +101,17 @@ ROUTES = [
     Route("GET", "/gallery/{result}/", "gallery", 200),
     Route("GET", "/gallery/{result}/delete/", "gallery", 200),
     Route("POST", "/gallery/{result}/restore/", "gallery", 302),
+    Route("POST", "/gallery/{result}/favorite/", "gallery", 302, {"favorite": "1"}),
+    Route("POST", "/gallery/{result}/tags/", "gallery", 302, {"tags": TAG}),
+    Route("POST", "/gallery/{result}/tags/remove/", "gallery", 302, {"tag": TAG}),
+    Route("POST", "/gallery/bulk/", "gallery", 302, {"action": "favorite", "ids": "{result}"}),
+    Route(
+        "POST",
+        "/gallery/bulk/",
+        "gallery",
+        302,
+        {"action": "add_tags", "ids": "{result}", "tags": TAG},
+    ),
     Route("POST", "/gallery/bulk/", "gallery", 302, {"action": "restore", "ids": "{result}"}),
     Route("POST", "/gallery/bulk/", "gallery", 200, {"action": "delete", "ids": "{result}"}),
     Route("POST", "/gallery/restore-all/", "gallery", 302),
@@ -112,17 +129,22 @@ ROUTES = [
 ]
 
 
-def request(client: Any, route: Route, world: World) -> HttpResponseBase:
+def path_of(route: Route, world: World) -> str:
+    return route.path.format(result=world.result.pk, generation=world.generation.pk, tag=TAG)
+
+
+def request(client: Any, route: Route, world: World, **extra: Any) -> HttpResponseBase:
     ids = {"result": world.result.pk, "generation": world.generation.pk}
-    path = route.path.format(**ids)
+    path = path_of(route, world)
     data = {k: str(v).format(**ids) for k, v in route.data.items()}
     if route.method == "GET":
-        return client.get(path)
+        return client.get(path, **extra)
     if route.method == "HEAD":
-        return client.head(path)
+        return client.head(path, **extra)
     if route.kind == "api":
-        return client.post(path, data=json.dumps(route.data), content_type="application/json")
-    return client.post(path, data=data)
+        send = getattr(client, route.method.lower())
+        return send(path, data=json.dumps(route.data), content_type="application/json", **extra)
+    return client.post(path, data=data, **extra)
 
 
 def body_of(response: HttpResponseBase) -> bytes:
@@ -185,6 +207,7 @@ def test_the_table_covers_every_route_of_the_product() -> None:
         route.path.split("?")[0]
         .replace("{result}", "<int:result_id>")
         .replace("{generation}", "<int:generation_id>")
+        .replace("{tag}", "<path:tag_name>")
         .lstrip("/")
         for route in ROUTES
     }

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from generations.models import ApiToken, Generation, GenerationResult, Prompt
+from generations.models import ApiToken, Generation, GenerationResult, Prompt, ResultTag
 from tests.security.conftest import World, stored_result
-from tests.security.test_access_matrix import ROUTES, Route, request
+from tests.security.test_access_matrix import ROUTES, TAG, Route, request
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
-SESSION_POSTS = [r for r in ROUTES if r.method == "POST"]
+# Every request a session makes that may change something: each needs its CSRF token.
+SESSION_POSTS = [r for r in ROUTES if r.method in ("POST", "PUT", "DELETE")]
 
 
 def snapshot(storage_root: Path, broker: Any) -> dict[str, Any]:
@@ -33,9 +34,10 @@ def snapshot(storage_root: Path, broker: Any) -> dict[str, Any]:
         "generations": list(Generation.objects.values_list("pk", flat=True)),
         "results": list(
             GenerationResult.objects.values_list(
-                "pk", "storage_status", "storage_attempts", "storage_key", "image_url"
+                "pk", "storage_status", "storage_attempts", "storage_key", "image_url", "favorite"
             )
         ),
+        "tags": sorted(ResultTag.objects.values_list("result_id", "tag__name")),
         "tokens": list(ApiToken.objects.values_list("pk", "revoked_at")),
         "objects": sorted(str(p) for p in storage_root.rglob("*") if p.is_file()),
         "queued": queued,
@@ -64,12 +66,7 @@ def test_a_session_post_without_its_csrf_token_is_refused_and_changes_nothing(
     client.get("/gallery/")
     token = client.cookies["csrftoken"].value
     if route.kind == "api":
-        accepted = client.post(
-            route.path,
-            data=json.dumps(route.data),
-            content_type="application/json",
-            HTTP_X_CSRFTOKEN=token,
-        )
+        accepted = request(client, route, world, HTTP_X_CSRFTOKEN=token)
     else:
         ids = {"result": world.result.pk, "generation": world.generation.pk}
         data = {k: str(v).format(**ids) for k, v in route.data.items()}
@@ -115,7 +112,7 @@ def test_no_get_changes_anything(
     before = snapshot(image_storage_root, own_broker)
     for caller, make_client in world.callers.items():
         for path in sorted(paths):
-            url = path.format(result=pending.pk, generation=world.generation.pk)
+            url = path.format(result=pending.pk, generation=world.generation.pk, tag=TAG)
             response = make_client().get(url)
             assert response.status_code < 500, (caller, url, response.status_code)
             assert snapshot(image_storage_root, own_broker) == before, (caller, url)

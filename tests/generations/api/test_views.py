@@ -1,4 +1,5 @@
-"""The JSON API: who may call it, what bad input gets, and what a generation answers."""
+"""The JSON API: who may call it, what bad input gets, what a generation answers, and
+stars and tags on results."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from typing import Any
 
 import pytest
 import requests
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from generations.models import ApiToken, Generation, GenerationResult, ImageModel
+from generations.models import ApiToken, Generation, GenerationResult, ImageModel, Tag
+from generations.services.organize import results_add_tags
 from tests.factories import GenerationFactory, GenerationResultFactory
 
 pytestmark = pytest.mark.django_db
@@ -568,3 +572,199 @@ def test_a_generation_ark_counted_nothing_for_shows_no_usage(
 
     assert created["usage"] is None
     assert created["results"][0]["error"]["code"] == "QuotaExceeded"
+
+
+# --- stars and tags ----------------------------------------------------------------------
+
+
+def result_url(result: GenerationResult | int, tail: str) -> str:
+    pk = result if isinstance(result, int) else result.pk
+    return f"/api/results/{pk}/{tail}"
+
+
+def add_tags(client: Client, result: GenerationResult | int, body: Any) -> Any:
+    data = body if isinstance(body, str) else json.dumps(body)
+    return client.post(result_url(result, "tags"), data=data, content_type="application/json")
+
+
+def test_put_and_delete_favorite_star_and_unstar_and_answer_the_result(
+    token_client: Client,
+) -> None:
+    result = GenerationResultFactory()
+    before = token_client.get(f"/api/generations/{result.generation_id}").json()["results"][0]
+
+    starred = token_client.put(result_url(result, "favorite"))
+    assert starred.status_code == 200
+    body = starred.json()
+    assert body["favorite"] is True and body["id"] == result.pk
+    # Every key a result always had keeps its value; only the star changed.
+    assert {k: v for k, v in body.items() if k != "favorite"} == {
+        k: v for k, v in before.items() if k != "favorite"
+    }
+    assert GenerationResult.objects.get(pk=result.pk).favorite
+    assert token_client.put(result_url(result, "favorite")).json()["favorite"] is True
+
+    unstarred = token_client.delete(result_url(result, "favorite"))
+    assert unstarred.status_code == 200 and unstarred.json()["favorite"] is False
+    assert not GenerationResult.objects.get(pk=result.pk).favorite
+
+
+def test_posting_tags_adds_them_and_answers_the_result_with_its_tags_sorted(
+    token_client: Client,
+) -> None:
+    result = GenerationResultFactory()
+    Tag.objects.create(name="Harbour")
+    response = add_tags(token_client, result, {"tags": ["night  sky", "harbour", "Dusk"]})
+    assert response.status_code == 200
+    assert response.json()["tags"] == ["Dusk", "Harbour", "night sky"]
+    assert Tag.objects.count() == 3
+
+    again = add_tags(token_client, result, {"tags": ["DUSK", "moon"]})
+    assert again.json()["tags"] == ["Dusk", "Harbour", "moon", "night sky"]
+
+
+def test_deleting_a_tag_by_name_takes_it_off_in_any_case_even_with_a_slash(
+    token_client: Client,
+) -> None:
+    result = GenerationResultFactory()
+    add_tags(token_client, result, {"tags": ["night sky", "A/B test", "dusk"]})
+    response = token_client.delete(result_url(result, "tags/Night%20Sky"))
+    assert response.status_code == 200
+    assert response.json()["tags"] == ["A/B test", "dusk"]
+    response = token_client.delete(result_url(result, "tags/a%2Fb%20TEST"))
+    assert response.json()["tags"] == ["dusk"]
+    # Not there (any more): the result as it is.
+    again = token_client.delete(result_url(result, "tags/night%20sky"))
+    assert again.status_code == 200 and again.json()["tags"] == ["dusk"]
+
+
+def test_get_tags_lists_every_tag_by_name_with_its_count(token_client: Client) -> None:
+    one, two = GenerationResultFactory(), GenerationResultFactory()
+    results_add_tags(result_ids=[one.pk, two.pk], names=["sky"])
+    results_add_tags(result_ids=[one.pk], names=["Harbour"])
+    Tag.objects.create(name="unused")
+    response = token_client.get("/api/tags")
+    assert response.status_code == 200
+    assert response.json() == {
+        "tags": [
+            {"name": "Harbour", "count": 1},
+            {"name": "sky", "count": 2},
+            {"name": "unused", "count": 0},
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "tail", "body"),
+    [
+        ("put", "favorite", None),
+        ("delete", "favorite", None),
+        ("post", "tags", {"tags": ["sky"]}),
+        ("delete", "tags/sky", None),
+    ],
+)
+def test_a_missing_result_is_a_json_404(
+    token_client: Client, method: str, tail: str, body: Any
+) -> None:
+    kwargs: dict[str, Any] = {}
+    if body is not None:
+        kwargs = {"data": json.dumps(body), "content_type": "application/json"}
+    response = getattr(token_client, method)(result_url(999_999, tail), **kwargs)
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "no result with id 999999"}
+    }
+    assert not Tag.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"tags": ["x" * 51]}, "tags", "longer than 50 characters"),
+        ({"tags": [""]}, "tags", "cannot be empty"),
+        ({"tags": ["night\nsky"]}, "tags", "control characters"),
+        ({"tags": ["a,b"]}, "tags", "cannot hold a comma"),
+        ({"tags": [7]}, "tags", "must be text"),
+        ({"tags": []}, "tags", "at least one tag"),
+        ({"tags": "sky"}, "tags", "a list of tag names"),
+        ({}, "tags", "a list of tag names"),
+        ({"tags": ["sky"], "color": "red"}, "color", "unknown field"),
+        (["sky"], "body", "JSON object"),
+    ],
+)
+def test_bad_tags_get_400_naming_the_field_and_write_nothing(
+    token_client: Client, body: Any, field: str, words: str
+) -> None:
+    result = GenerationResultFactory()
+    response = add_tags(token_client, result, body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"] == field and words in error["message"], error
+    assert not Tag.objects.exists()
+
+
+def test_malformed_tags_json_gets_400(token_client: Client) -> None:
+    response = add_tags(token_client, GenerationResultFactory(), "{not json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_a_non_staff_token_gets_403_and_changes_nothing(django_user_model: Any) -> None:
+    user = django_user_model.objects.create_user(username="bot", password="bot-pass-123")
+    key = ApiToken.new_key()
+    ApiToken.objects.create(user=user, prefix=key[:10], key_hash=ApiToken.hash_key(key))
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    result = GenerationResultFactory()
+    for response in [
+        client.put(result_url(result, "favorite")),
+        client.delete(result_url(result, "favorite")),
+        add_tags(client, result, {"tags": ["sky"]}),
+        client.delete(result_url(result, "tags/sky")),
+        client.get("/api/tags"),
+    ]:
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "forbidden"
+    assert not GenerationResult.objects.get(pk=result.pk).favorite
+    assert not Tag.objects.exists()
+
+
+def test_a_staff_session_needs_the_csrf_token_to_star(staff_user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    result = GenerationResultFactory()
+    response = client.put(result_url(result, "favorite"))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+    assert not GenerationResult.objects.get(pk=result.pk).favorite
+
+
+def test_wrong_methods_get_405_naming_the_right_ones(token_client: Client) -> None:
+    result = GenerationResultFactory()
+    assert token_client.get(result_url(result, "favorite"))["Allow"] == "PUT, DELETE"
+    assert token_client.get(result_url(result, "tags"))["Allow"] == "POST"
+    assert token_client.post("/api/tags").status_code == 405
+
+
+def test_a_generation_s_results_carry_their_tags_without_a_query_per_result(
+    token_client: Client,
+) -> None:
+    generation = GenerationFactory()
+    results = [GenerationResultFactory(generation=generation) for _ in range(2)]
+    results_add_tags(result_ids=[r.pk for r in results], names=["sky", "dusk"])
+
+    def poll() -> tuple[dict[str, Any], int]:
+        with CaptureQueriesContext(connection) as queries:
+            body = token_client.get(f"/api/generations/{generation.pk}").json()
+        return body, len(queries)
+
+    poll()  # the token's first use of the minute records itself
+    few, few_queries = poll()
+    for _ in range(10):
+        more = GenerationResultFactory(generation=generation, favorite=True)
+        results_add_tags(result_ids=[more.pk], names=["moon"])
+    many, many_queries = poll()
+
+    assert [r["tags"] for r in few["results"]] == [["dusk", "sky"], ["dusk", "sky"]]
+    assert [r["tags"] for r in many["results"][2:]] == [["moon"]] * 10
+    assert [r["favorite"] for r in many["results"]] == [False] * 2 + [True] * 10
+    assert many_queries == few_queries
