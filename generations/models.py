@@ -372,7 +372,6 @@ class GenerationResult(models.Model):
     external_url = models.TextField(blank=True)
     external_url_expires_at = models.DateTimeField(null=True, blank=True)
     params_used = models.JSONField(default=dict, blank=True)
-    params_override = models.JSONField(default=dict, blank=True)
 
     storage_status = models.CharField(
         max_length=10, choices=StorageStatus.choices, blank=True, default="", db_index=True

@@ -60,7 +60,6 @@ RESULT_COLUMN_KEYS = {
     "error_code": "errorCode",
     "error_message": "errorMessage",
     "external_url_expires_at": "externalImageUrlExpiresAt",
-    "params_override": "paramsOverride",
     "storage_status": "storageStatus",
     "storage_backend": "storageBackend",
     "storage_key": "storageKey",

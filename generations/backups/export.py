@@ -98,6 +98,8 @@ def _result_json(result: GenerationResult, problems: list[str]) -> dict[str, Any
         "imageUrl": external if result.image_url == result.external_url else result.image_url,
         "externalImageUrl": external,
         "paramsUsed": result.params_used_json(external_url=external),
+        # Kept for readers of older bundles: no version of genvault ever filled it.
+        "paramsOverride": {},
     }
     for column, key in RESULT_COLUMN_KEYS.items():
         value = getattr(result, column)

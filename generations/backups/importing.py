@@ -439,7 +439,6 @@ def _import_results(
                 error_message=item.get("errorMessage") or "",
                 image_url=item.get("imageUrl") or "",
                 external_url_expires_at=parse_time(item.get("externalImageUrlExpiresAt")),
-                params_override=item.get("paramsOverride") or {},
                 storage_status=storage_status,
                 storage_backend=(backend if zip_import else item.get("storageBackend") or "")
                 if stored

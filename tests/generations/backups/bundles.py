@@ -59,7 +59,6 @@ def populate(*, results: int = 300) -> dict[int, bytes]:
             image_url=url,
             external_url_expires_at=now + timezone.timedelta(hours=20),
             params_used={"seed": i},
-            params_override={"guidance_scale": 3} if i % 5 == 0 else {},
             storage_status=S.PENDING,
             created_at=now,
         )
