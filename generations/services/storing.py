@@ -149,14 +149,18 @@ def result_store_image(*, result_id: int, will_retry: bool = False) -> StoreOutc
     if attempt is None:
         return StoreOutcome.SKIPPED
     try:
-        checked = _fetch_and_check(attempt)
-        try:
-            written = _write(attempt, checked)
-            return _record(attempt, checked, written)
-        finally:
-            Path(checked.fetched.path).unlink(missing_ok=True)
+        return _keep(attempt, _fetch_and_check(attempt))
     except _NotStored as failure:
         return _record_failure(attempt, failure)
+
+
+def _keep(attempt: _Attempt, checked: _Checked) -> StoreOutcome:
+    """Write a checked file and record it; its temporary copy goes either way."""
+    try:
+        written = _write(attempt, checked)
+        return _record(attempt, checked, written)
+    finally:
+        Path(checked.fetched.path).unlink(missing_ok=True)
 
 
 def result_store_inline_image(*, result_id: int, data: bytes) -> StoreOutcome:
@@ -176,12 +180,7 @@ def result_store_inline_image(*, result_id: int, data: bytes) -> StoreOutcome:
                 f"image_too_large: {len(data)} bytes, over the "
                 f"{settings.IMAGE_FETCH_MAX_BYTES} accepted",
             )
-        checked = _check(attempt, _inline_file(data))
-        try:
-            written = _write(attempt, checked)
-            return _record(attempt, checked, written)
-        finally:
-            Path(checked.fetched.path).unlink(missing_ok=True)
+        return _keep(attempt, _check(attempt, _inline_file(data)))
     except _NotStored as failure:
         lost = _NotStored(
             S.FAILED, f"{failure.message} (it came in Ark's answer: no URL to fetch it again)"
