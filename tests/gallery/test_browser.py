@@ -464,6 +464,82 @@ def test_browse_filter_paginate_open_delete_and_log_out(
     expect(page).to_have_url(f"{base}/accounts/login/?next=/gallery/")
 
 
+# --- Stars and tags ------------------------------------------------------------------
+
+
+def test_star_and_find_under_favorites_then_tag_three_at_once_and_filter_by_the_tag(
+    page: Any, live_server: Any, staff_user: Any
+) -> None:
+    base = live_server.url
+    model = ImageModelFactory(name="Seedream 4.0 (demo)")
+    fox, heron, boats, harbour, lantern = (
+        make_result(prompt=prompt, model=model)
+        for prompt in (
+            "a red fox in fresh snow",
+            "a grey heron at dawn",
+            "three paper boats on a pond",
+            "a quiet harbour town, watercolour",
+            "a lantern festival by the river",
+        )
+    )
+    log_in(page, base)
+
+    # Star one from its card: the page comes back with the star on.
+    card = page.locator(f'[data-result-id="{fox.pk}"]')
+    star = card.get_by_role("button", name="Star", exact=True)
+    expect(star).to_have_attribute("aria-pressed", "false")
+    star.click()
+    expect(page.get_by_text(f"Starred result {fox.pk}.")).to_be_visible()
+    expect(card.get_by_role("button", name="Star", exact=True)).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    # And one from its detail page.
+    page.goto(f"{base}/gallery/{heron.pk}/")
+    page.get_by_role("button", name="Star", exact=True).click()
+    expect(page.get_by_text(f"Starred result {heron.pk}.")).to_be_visible()
+    expect(page).to_have_url(f"{base}/gallery/{heron.pk}/")
+
+    # The favorites filter finds exactly those, and says so in the URL.
+    page.get_by_role("link", name="← Gallery").click()
+    page.get_by_label("Starred only").check()
+    page.get_by_role("button", name="Filter", exact=True).click()
+    expect(page).to_have_url(re.compile(r"[?&]favorite=on"))
+    assert shown_result_ids(page, 2) == {fox.pk, heron.pk}
+    expect(page.get_by_label("Starred only")).to_be_checked()
+    page.get_by_role("link", name="Reset").click()
+    shown_result_ids(page, 5)
+
+    # Tag three in one bulk action: Enter in the tags field adds them.
+    for result in (boats, harbour, lantern):
+        page.get_by_label(f"Select result {result.pk}", exact=True).check()
+    tags_field = page.get_by_label("Tags for the selected", exact=True)
+    tags_field.fill("waterside,  dusk ")
+    tags_field.press("Enter")
+    expect(page.get_by_text("Tagged 3 results with “waterside”, “dusk”.")).to_be_visible()
+    for result in (boats, harbour, lantern):
+        tags = page.get_by_role("list", name=f"Tags of result {result.pk}")
+        expect(tags.get_by_role("link")).to_have_text(["dusk", "waterside"])
+    expect(page.get_by_role("list", name=f"Tags of result {fox.pk}")).to_have_count(0)
+
+    # Filter by the tag, typed in another case: the three, and the tag in the URL.
+    page.get_by_label("Tag", exact=True).fill("WaterSide")
+    page.get_by_role("button", name="Filter", exact=True).click()
+    expect(page).to_have_url(re.compile(r"[?&]tag=WaterSide"))
+    assert shown_result_ids(page, 3) == {boats.pk, harbour.pk, lantern.pk}
+    page.get_by_role("link", name="Reset").click()
+
+    # A tag on a card links to its results; taking it off one leaves the other two.
+    page.locator(f'[data-result-id="{harbour.pk}"]').get_by_role("link", name="dusk").click()
+    expect(page).to_have_url(f"{base}/gallery/?tag=dusk")
+    assert shown_result_ids(page, 3) == {boats.pk, harbour.pk, lantern.pk}
+    page.locator(f'[data-result-id="{harbour.pk}"]').get_by_role(
+        "button", name="Remove the tag dusk"
+    ).click()
+    expect(page.get_by_text(f"Removed the tag “dusk” from result {harbour.pk}.")).to_be_visible()
+    expect(page).to_have_url(f"{base}/gallery/?tag=dusk")
+    assert shown_result_ids(page, 2) == {boats.pk, lantern.pk}
+
+
 # --- Continue, image-to-image, saved prompts, re-store one, selected, everything -----
 
 
