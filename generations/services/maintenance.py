@@ -150,6 +150,14 @@ def _is_orphan(*, backend: str, key: str) -> bool:
         return True
     if row["storage_status"] == S.STORING:
         return False  # a store attempt writes its objects before recording them
+    if (
+        parsed is not None
+        and parsed.is_thumbnail
+        and row["storage_status"] == S.STORED
+        and row["storage_backend"] == backend
+        and not row["thumbnail_key"]
+    ):
+        return False  # the derivatives stage writes a thumbnail before recording it
     return not (
         row["storage_status"] == S.STORED
         and row["storage_backend"] == backend

@@ -14,11 +14,7 @@ import json
 import struct
 import subprocess
 import sys
-import threading
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +25,7 @@ from PIL import Image
 from generations.models import GenerationResult
 from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import worker_environment
-from tests.factories import GenerationResultFactory
+from tests.image_host import ImageHost
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
@@ -130,55 +126,6 @@ def lossless_webp(width: int, height: int) -> bytes:
         out, "WEBP", lossless=True, quality=0
     )
     return out.getvalue()
-
-
-# --- the image host ---------------------------------------------------------------------------
-
-
-@dataclass
-class ImageHost:
-    base_url: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    served: list[str] = field(default_factory=list)
-
-    def result_for(self, name: str, data: bytes) -> GenerationResult:
-        """A generated result whose external URL is `data`, served by this host."""
-        self.files[f"/{name}"] = data
-        url = f"{self.base_url}/{name}"
-        result: GenerationResult = GenerationResultFactory(external_url=url, image_url=url)
-        return result
-
-
-@pytest.fixture
-def image_host(settings: Any) -> Iterator[ImageHost]:
-    host = ImageHost(base_url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            body = host.files.get(self.path)
-            host.served.append(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    host.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    settings.IMAGE_FETCH_ALLOWED_HOSTS = [host.base_url.split("://", 1)[1]]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield host
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def stored_files(root: Path) -> list[str]:
