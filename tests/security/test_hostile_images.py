@@ -23,6 +23,7 @@ from django.conf import settings as django_settings
 from PIL import Image
 
 from generations.models import GenerationResult
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import worker_environment
 from tests.image_host import ImageHost
@@ -192,6 +193,7 @@ def test_a_16_bit_rgba_png_just_under_the_limit_is_stored_and_one_row_more_is_re
     over = image_host.result_for("over.png", rgba16_png(width, height + 1))
 
     assert result_store_image(result_id=under.pk) is StoreOutcome.STORED
+    assert result_make_derivatives(result_id=under.pk) is DerivativesOutcome.MADE
     under.refresh_from_db()
     assert (under.content_type, under.width, under.height) == ("image/png", width, height)
     with Image.open(image_storage_root / under.thumbnail_key) as thumbnail:
@@ -236,6 +238,7 @@ from pathlib import Path
 import django
 django.setup()
 from generations.models import GenerationResult
+from generations.services.derivatives import result_make_derivatives
 from generations.services.storing import result_store_image
 
 def kib(field):
@@ -246,10 +249,14 @@ def kib(field):
 warm_id, image_id = int(sys.argv[1]), int(sys.argv[2])
 # Every import, Pillow plugin and connection in place: that is idle.
 assert result_store_image(result_id=warm_id).value == "stored"
+assert result_make_derivatives(result_id=warm_id).value == "made"
 gc.collect()
 Path("/proc/self/clear_refs").write_text("5")  # the high-water mark back to the current RSS
 idle = kib("VmRSS")
 outcome = result_store_image(result_id=image_id)
+# The whole of what a worker does for it: the full decode and thumbnail come after.
+if outcome.value == "stored":
+    assert result_make_derivatives(result_id=image_id).value == "made"
 peak = kib("VmHWM")
 result = GenerationResult.objects.get(pk=image_id)
 print(json.dumps({

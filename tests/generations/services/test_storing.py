@@ -18,6 +18,7 @@ from django.test import Client
 from PIL import ImageFile
 
 from generations.models import GenerationResult, ImageModel
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from generations.services.generate import generation_create
 from generations.services.storing import StoreOutcome, result_store_image
 from tests.generations.sample_images import JPEG, PNG, WEBP
@@ -62,6 +63,9 @@ def test_a_generated_image_is_stored_byte_for_byte(
     )
     assert "externalImageUrl" not in result.params_used  # the column is the record
     assert (image_storage_root / result.storage_key).read_bytes() == upstream_bytes
+    assert result.thumbnail_key == ""  # the derivatives stage makes it, off the safe path
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.MADE
+    result.refresh_from_db()
     assert (image_storage_root / result.thumbnail_key).read_bytes()[8:12] == b"WEBP"
 
     served = token_client.get(f"/api/images/{result.pk}")
@@ -75,6 +79,8 @@ def test_storing_twice_is_harmless(demo: Any, image_storage_root: Path) -> None:
     assert result_store_image(result_id=result.pk) is StoreOutcome.SKIPPED
     image_fetches = [e for e in demo.request_log if e["path"].startswith("/images/")]
     assert len(image_fetches) == 1
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.MADE
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.SKIPPED
     assert stored_files(image_storage_root) == [
         f"generations/{result.pk}.jpg",
         f"thumbnails/{result.pk}.webp",
