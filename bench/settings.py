@@ -12,6 +12,7 @@ from config.settings.local import STATICFILES_DIRS, env
 DEBUG = False
 WHITENOISE_AUTOREFRESH = False
 CELERY_TASK_DEFAULT_QUEUE = env.str("GENVAULT_BENCH_QUEUE", default="genvault-bench")
+DERIVATIVES_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-derivatives"
 _bench_static = env.str("GENVAULT_BENCH_STATIC_DIR", default="")
 if _bench_static:
     STATICFILES_DIRS = [*STATICFILES_DIRS, ("bench", _bench_static)]

@@ -2,6 +2,7 @@
 
 import os
 import sys
+from typing import Any
 
 from celery import Celery
 from django.core.exceptions import ImproperlyConfigured
@@ -19,3 +20,12 @@ except ImproperlyConfigured as exc:
 app = Celery("genvault")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def route_task(
+    name: str, args: Any, kwargs: Any, options: Any, **rest: Any
+) -> dict[str, str] | None:
+    """Derivatives go to their own queue; every other task to the default one, storing."""
+    if name == "generations.tasks.make_result_derivatives":
+        return {"queue": settings.DERIVATIVES_QUEUE}
+    return None

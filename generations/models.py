@@ -291,6 +291,10 @@ class GenerationResultQuerySet(models.QuerySet["GenerationResult"]):
             | Q(storage_status=S.STORING, storage_claimed_at__lt=lease_cutoff)
         )
 
+    def awaiting_derivatives(self) -> GenerationResultQuerySet:
+        """Stored, but not yet decoded whole and given a thumbnail (the derivatives)."""
+        return self.filter(storage_status=GenerationResult.StorageStatus.STORED, thumbnail_key="")
+
     def at_risk(self, *, within: timedelta = timedelta(hours=6)) -> GenerationResultQuerySet:
         """Not stored, and the external URL dies soon (or its expiry is unknown)."""
         S = GenerationResult.StorageStatus
@@ -410,6 +414,13 @@ class GenerationResult(models.Model):
             models.Index(fields=["model", "-id"], name="result_model_newest"),
             # Few results are starred: the favorites' pages walk an index of them alone.
             models.Index(fields=["-id"], name="result_favorite_newest", condition=Q(favorite=True)),
+            # The sweep's look for stored results whose thumbnail was never made: a few
+            # rows among millions, found without reading the others.
+            models.Index(
+                fields=["stored_at"],
+                condition=Q(storage_status="stored", thumbnail_key=""),
+                name="result_awaiting_derivatives",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -444,6 +455,12 @@ class GenerationResult(models.Model):
     @property
     def is_stored(self) -> bool:
         return self.storage_status == self.StorageStatus.STORED
+
+    @property
+    def has_thumbnail(self) -> bool:
+        """Stored and given its thumbnail. A stored image waits a moment without one,
+        until its derivatives are made: the gallery shows a placeholder meanwhile."""
+        return self.is_stored and bool(self.thumbnail_key)
 
     @property
     def external_url_expired(self) -> bool:

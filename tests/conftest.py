@@ -18,8 +18,9 @@ from django.test import Client
 if TYPE_CHECKING:
     from tests.faults.processes import RedisServer
 
-# The moto S3 server fixture (`moto_s3`), shared by every test folder.
-pytest_plugins = ["tests.s3_fixtures"]
+# Fixtures shared by every test folder: the moto S3 server (`moto_s3`), and an image
+# host of the test's own (`image_host`).
+pytest_plugins = ["tests.s3_fixtures", "tests.image_host"]
 
 REQUIRE_SERVICES = os.environ.get("GENVAULT_REQUIRE_SERVICES") == "1"
 REDIS_URL = os.environ.get("GENVAULT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -169,7 +170,7 @@ def worker_environment(settings: Any, **extra: str) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A real `celery -A config worker` child process consuming this session's queue."""
+    """A real `celery -A config worker` child process consuming this session's queues."""
 
     def __init__(
         self, settings: Any, log_path: Path, *, concurrency: int = 2, **extra_env: str
@@ -194,7 +195,8 @@ class WorkerProcess:
                 "--pool",
                 "prefork",
                 "--queues",
-                settings.CELERY_TASK_DEFAULT_QUEUE,
+                # As the Procfile's worker: both queues, storing first.
+                f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.DERIVATIVES_QUEUE}",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",

@@ -219,9 +219,24 @@ def with_demo_host(allowed_hosts: list[str], demo_url: str) -> list[str]:
 
 
 # --- Celery --------------------------------------------------------------------
+REDIS_TRANSPORT_OPTIONS: dict[str, object] = {
+    # A worker reads its queues in the order it names them: storing, then derivatives.
+    "queue_order_strategy": "priority",
+    # Longer than any retry countdown, so a late-acked task is not redelivered
+    # while it legitimately waits.
+    "visibility_timeout": 3600,
+    # Publishing gives up at the first refused connection instead of retrying for
+    # the connection timeout: a request must not wait on a broker that is down
+    # (its results stay pending and the sweep queues them later).
+    "max_retries": 0,
+    "socket_connect_timeout": 3,
+    "socket_timeout": 10,
+}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=env.str("REDIS_URL", default=""))
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport, reading the queues in order: storing, then derivatives.
+    CELERY_BROKER_TRANSPORT: str | None = "config.broker:Transport"
     _queue_dir = VAR_DIR / "celery" / "queue"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_queue_dir),
@@ -230,17 +245,8 @@ if not CELERY_BROKER_URL:
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than any retry countdown, so a late-acked task is not redelivered
-        # while it legitimately waits.
-        "visibility_timeout": 3600,
-        # Publishing gives up at the first refused connection instead of retrying for
-        # the connection timeout: a request must not wait on a broker that is down
-        # (its results stay pending and the sweep queues them later).
-        "max_retries": 0,
-        "socket_connect_timeout": 3,
-        "socket_timeout": 10,
-    }
+    CELERY_BROKER_TRANSPORT = None  # the URL's own
+    CELERY_BROKER_TRANSPORT_OPTIONS = dict(REDIS_TRANSPORT_OPTIONS)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
@@ -253,6 +259,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_PUBLISH_RETRY = False
+# Two queues, consumed in this order by a worker that takes both (`-Q storing,derivatives`):
+# storing makes an image safe in milliseconds; its derivatives (the full decode that
+# proves it whole, the thumbnail: `generations.tasks.make_result_derivatives`) cost ten
+# times more CPU and wait behind any storing.
+CELERY_TASK_DEFAULT_QUEUE = "storing"
+DERIVATIVES_QUEUE = "derivatives"
+CELERY_TASK_ROUTES = ["config.celery.route_task"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sweep-unstored-images": {

@@ -13,6 +13,7 @@ from .base import (
     DEMO_UPSTREAM_URL,
     IMAGE_FETCH_ALLOWED_HOSTS,
     INSTALLED_APPS,
+    REDIS_TRANSPORT_OPTIONS,
     env,
     with_demo_host,
 )
@@ -55,12 +56,16 @@ def _redis_reachable(url: str) -> bool:
 TEST_REDIS_URL = env.str("GENVAULT_TEST_REDIS_URL", default="redis://127.0.0.1:6379/0")
 if env.bool("GENVAULT_REQUIRE_SERVICES", default=False) or _redis_reachable(TEST_REDIS_URL):
     CELERY_BROKER_URL = TEST_REDIS_URL
+    CELERY_BROKER_TRANSPORT = None
+    CELERY_BROKER_TRANSPORT_OPTIONS = dict(REDIS_TRANSPORT_OPTIONS)
 else:
     CELERY_BROKER_URL = "filesystem://"
-# One queue per test session, so that stray tasks of other runs are never consumed.
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+# Queues of this test session, so that stray tasks of other runs are never consumed.
 CELERY_TASK_DEFAULT_QUEUE = env.str(
     "GENVAULT_TEST_QUEUE", default=f"genvault-test-{uuid.uuid4().hex[:8]}"
 )
+DERIVATIVES_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-derivatives"
 
 if CELERY_BROKER_URL == "filesystem://":
     _queue = _TEST_VAR / "celery" / "queue"

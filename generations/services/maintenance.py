@@ -161,6 +161,14 @@ def _orphans_among(backend: str, keys: list[str]) -> list[str]:
             orphans.append(key)
         elif row["storage_status"] == S.STORING:
             continue
+        elif (
+            found is not None
+            and found.is_thumbnail
+            and row["storage_status"] == S.STORED
+            and row["storage_backend"] == backend
+            and not row["thumbnail_key"]
+        ):
+            continue  # the derivatives stage writes a thumbnail before recording it
         elif not (
             row["storage_status"] == S.STORED
             and row["storage_backend"] == backend

@@ -1,14 +1,20 @@
-"""Storing: copy one result's image into storage we own, in four steps.
+"""Storing: make one result's image safe in storage we own, in four steps.
 
 1. **claim** the row with one conditional update, so two workers never store it twice;
 2. **fetch and check**: fetch the external URL safely to a temporary file (streamed and
-   hashed) and check it is a real image within our limits;
-3. **write** the object and its thumbnail at keys made from the id;
-4. **record** it, again conditionally on the claim.
+   hashed) and check, without decoding a pixel, that it is a whole image within our
+   limits;
+3. **write** the object at a key made from the id;
+4. **record** it `stored`, again conditionally on the claim, and queue its derivatives.
+
+This is the safe stage, a few milliseconds of CPU an image, so that a backlog near its
+deadline is stored at the rate the machine copies bytes. The full decode that proves
+the image whole and the thumbnail come after, on a queue of their own
+(`generations.services.derivatives`).
 
 Every failure keeps the external URL and records the error; nothing written is left
 behind by an attempt that did not record it. Queueing, re-storing and the sweep's
-choice of rows live here too: they decide when the steps run.
+choice of rows live here too: they decide when the stages run.
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from generations.fetch import FetchedFile, FetchError, ImageExpired, fetch_to_file
-from generations.imaging import ImageInfo, ImageRefused, inspect_and_thumbnail
+from generations.imaging import ImageInfo, ImageRefused, check_image
 from generations.models import GenerationResult
 from generations.signals import announce_results_changed
 from storage_backends import images as image_storage
@@ -57,13 +64,25 @@ def results_enqueue_storing(*, result_ids: Iterable[int]) -> int:
     """
     from generations.tasks import store_result_image  # tasks import services; keep the cycle lazy
 
+    return _enqueue_each(store_result_image, result_ids=result_ids, what="storing")
+
+
+def results_enqueue_derivatives(*, result_ids: Iterable[int]) -> int:
+    """Queue a derivatives task per stored result; a broker that is down only delays
+    its thumbnail: the sweep queues results still without one later."""
+    from generations.tasks import make_result_derivatives
+
+    return _enqueue_each(make_result_derivatives, result_ids=result_ids, what="derivatives")
+
+
+def _enqueue_each(task: Any, *, result_ids: Iterable[int], what: str) -> int:
     queued = 0
     for result_id in result_ids:
         try:
-            store_result_image.apply_async(args=[result_id], retry=False)
+            task.apply_async(args=[result_id], retry=False)
         except Exception as exc:
             # The broker is down: trying the rest would cost a connect timeout each.
-            logger.warning("could not queue storing of result %s: %s", result_id, exc)
+            logger.warning("could not queue %s of result %s: %s", what, result_id, exc)
             break
         queued += 1
     return queued
@@ -119,14 +138,12 @@ class _Attempt:
 class _Checked:
     fetched: FetchedFile
     info: ImageInfo
-    thumbnail: bytes
 
 
 @dataclass(frozen=True)
 class _Written:
     backend: str
     key: str
-    thumbnail_key: str
 
 
 class _NotStored(Exception):
@@ -190,7 +207,7 @@ def result_store_inline_image(*, result_id: int, data: bytes) -> StoreOutcome:
 
 def _inline_file(data: bytes) -> FetchedFile:
     """``data`` in a temporary file, as a fetch would have left it."""
-    handle, name = tempfile.mkstemp(prefix="fetch-inline-", suffix=".part", dir=_download_dir())
+    handle, name = tempfile.mkstemp(prefix="fetch-inline-", suffix=".part", dir=download_dir())
     with os.fdopen(handle, "wb") as fh:
         fh.write(data)
     return FetchedFile(
@@ -221,7 +238,7 @@ def _claim(result_id: int, *, will_retry: bool) -> _Attempt | None:
 
 
 def _fetch_and_check(attempt: _Attempt) -> _Checked:
-    """The image in a temporary file, checked; raises _NotStored otherwise."""
+    """The image in a temporary file, checked to be safe to keep; raises _NotStored otherwise."""
     result = attempt.result
     if not result.external_url:
         # The image came in Ark's answer itself and was not kept then: nothing to fetch.
@@ -239,7 +256,7 @@ def _fetch_and_check(attempt: _Attempt) -> _Checked:
     try:
         fetched = fetch_to_file(
             result.external_url,
-            dest_dir=_download_dir(),
+            dest_dir=download_dir(),
             max_bytes=settings.IMAGE_FETCH_MAX_BYTES,
             allowed_hosts=settings.IMAGE_FETCH_ALLOWED_HOSTS,
             connect_timeout=settings.IMAGE_FETCH_CONNECT_TIMEOUT,
@@ -253,15 +270,13 @@ def _fetch_and_check(attempt: _Attempt) -> _Checked:
 def _check(attempt: _Attempt, fetched: FetchedFile) -> _Checked:
     """The file checked as an image within our limits; it is removed when it is not one."""
     try:
-        info, thumbnail = inspect_and_thumbnail(
-            fetched.path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS
-        )
+        info = check_image(fetched.path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS)
     except BaseException as exc:
         Path(fetched.path).unlink(missing_ok=True)
         if isinstance(exc, ImageRefused):
             raise _fetch_failure(exc, will_retry=attempt.will_retry) from exc
         raise
-    return _Checked(fetched=fetched, info=info, thumbnail=thumbnail)
+    return _Checked(fetched=fetched, info=info)
 
 
 def _fetch_failure(exc: FetchError | ImageRefused, *, will_retry: bool) -> _NotStored:
@@ -274,20 +289,15 @@ def _fetch_failure(exc: FetchError | ImageRefused, *, will_retry: bool) -> _NotS
 
 
 def _write(attempt: _Attempt, checked: _Checked) -> _Written:
-    """Write the image and its thumbnail; on any failure, neither is left behind."""
+    """Write the image; on any failure, nothing is left behind."""
     backend = image_storage.active_backend()
-    result_id = attempt.result.pk
     written = _Written(
         backend=backend,
-        key=image_storage.image_key(result_id=result_id, extension=checked.info.extension),
-        thumbnail_key=image_storage.thumbnail_key(result_id=result_id),
+        key=image_storage.image_key(result_id=attempt.result.pk, extension=checked.info.extension),
     )
     try:
         image_storage.save_object_from_path(
             backend=backend, key=written.key, path=checked.fetched.path
-        )
-        image_storage.save_object_bytes(
-            backend=backend, key=written.thumbnail_key, data=checked.thumbnail
         )
     except StorageUnavailable as exc:
         _forget(written)
@@ -301,7 +311,8 @@ def _write(attempt: _Attempt, checked: _Checked) -> _Written:
 
 
 def _record(attempt: _Attempt, checked: _Checked, written: _Written) -> StoreOutcome:
-    """Say `stored`, if the claim is still ours; else leave the row to the newer attempt."""
+    """Say `stored`, if the claim is still ours, and queue the derivatives; else leave
+    the row to the newer attempt."""
     result = attempt.result
     try:
         recorded = GenerationResult.objects.filter(
@@ -310,7 +321,7 @@ def _record(attempt: _Attempt, checked: _Checked, written: _Written) -> StoreOut
             storage_status=S.STORED,
             storage_backend=written.backend,
             storage_key=written.key,
-            thumbnail_key=written.thumbnail_key,
+            thumbnail_key="",  # made by the derivatives stage
             content_type=checked.info.content_type,
             byte_size=checked.fetched.byte_size,
             sha256=checked.fetched.sha256,
@@ -334,11 +345,12 @@ def _record(attempt: _Attempt, checked: _Checked, written: _Written) -> StoreOut
         )
         return StoreOutcome.SKIPPED
     announce_results_changed()
+    transaction.on_commit(lambda: results_enqueue_derivatives(result_ids=[result.pk]))
     return StoreOutcome.STORED
 
 
 def _forget(written: _Written) -> None:
-    image_storage.delete_objects(backend=written.backend, keys=[written.key, written.thumbnail_key])
+    image_storage.delete_objects(backend=written.backend, keys=[written.key])
 
 
 def _record_failure(attempt: _Attempt, failure: _NotStored) -> StoreOutcome:
@@ -356,14 +368,16 @@ def _record_failure(attempt: _Attempt, failure: _NotStored) -> StoreOutcome:
 # --- Housekeeping --------------------------------------------------------------------
 
 
-def _download_dir() -> Path:
+def download_dir() -> Path:
+    """Where images are copied to be checked; the sweep cleans up after a killed worker."""
     path = Path(settings.IMAGE_FETCH_TEMP_DIR)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def downloads_abandoned_delete() -> int:
-    """Delete partial downloads older than the lease: their worker died mid-fetch.
+    """Delete partial downloads (`fetch-*.part`) older than the lease: their worker died
+    mid-fetch, or mid-decode of a stored image.
 
     A live attempt finishes or gives up within the task's time limit, which is
     shorter than the lease, so an older file has no one left to delete it.
@@ -398,3 +412,17 @@ def results_due_for_storing(*, limit: int = 500, settle_seconds: int = 60) -> li
         .deadline_first()
     )
     return list(queryset.values_list("pk", flat=True)[:limit])
+
+
+def results_due_for_derivatives(*, limit: int = 500) -> list[int]:
+    """Stored results still without a thumbnail long after they were stored: their
+    derivatives task was never queued (the broker was down) or its worker died.
+
+    A task finishes or gives up within the task time limit; waiting as long again
+    leaves a backlog being worked through alone, and a task queued twice finds the
+    thumbnail made and does nothing.
+    """
+    grace = max(settings.STORAGE_LEASE_SECONDS, settings.CELERY_TASK_TIME_LIMIT)
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    queryset = GenerationResult.objects.awaiting_derivatives().filter(stored_at__lt=cutoff)
+    return list(queryset.order_by("stored_at").values_list("pk", flat=True)[:limit])

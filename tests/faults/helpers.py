@@ -57,12 +57,25 @@ def wait_for_status(result_id: int, wanted: tuple[str, ...], *, timeout: float =
     return wait_for(reached, timeout=timeout)
 
 
+def wait_for_thumbnail(result_id: int, *, timeout: float = 30) -> None:
+    """Stored, and given its thumbnail by the derivatives stage that follows storing."""
+
+    def made() -> bool:
+        return not GenerationResult.objects.awaiting_derivatives().filter(pk=result_id).exists()
+
+    made.__name__ = f"result {result_id} to get its thumbnail"
+    wait_for_status(result_id, (S.STORED,), timeout=timeout)
+    wait_for(made, timeout=timeout)
+
+
 def wait_all_settled(result_ids: list[int], *, timeout: float = 60) -> None:
+    """Every result stored with its thumbnail, or failed, or expired."""
+
     def settled() -> bool:
-        statuses = GenerationResult.objects.filter(pk__in=result_ids).values_list(
-            "storage_status", flat=True
+        rows = GenerationResult.objects.filter(pk__in=result_ids).values_list(
+            "storage_status", "thumbnail_key"
         )
-        return all(s in SETTLED for s in statuses)
+        return all(s in SETTLED and (s != S.STORED or thumb) for s, thumb in rows)
 
     settled.__name__ = f"{len(result_ids)} results to settle"
     wait_for(settled, timeout=timeout, interval=0.3)

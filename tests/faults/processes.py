@@ -147,21 +147,19 @@ def _reset_connections(app: Any) -> None:
 @contextlib.contextmanager
 def celery_broker(url: str) -> Iterator[Any]:
     """Point this process's Celery app (what `apply_async` publishes to) at `url`."""
+    from django.conf import settings
+
     from config.celery import app
 
     saved = {
         "broker_url": app.conf.broker_url,
+        "broker_transport": app.conf.broker_transport,
         "broker_transport_options": app.conf.broker_transport_options,
     }
     app.conf.broker_url = url
-    # What production uses with Redis (config/settings/base.py); the test settings
-    # keep the filesystem transport's options when no Redis answered at start-up.
-    app.conf.broker_transport_options = {
-        "visibility_timeout": 3600,
-        "max_retries": 0,
-        "socket_connect_timeout": 3,
-        "socket_timeout": 10,
-    }
+    # What production uses with Redis, whatever transport the test settings chose.
+    app.conf.broker_transport = None
+    app.conf.broker_transport_options = dict(settings.REDIS_TRANSPORT_OPTIONS)
     _reset_connections(app)
     try:
         yield app

@@ -16,6 +16,7 @@ import pytest
 from django.db import DatabaseError, connection
 
 from generations.models import GenerationResult, ImageModel
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from generations.services.generate import generation_create
 from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import ensure_seedream_models
@@ -93,6 +94,8 @@ def test_a_refused_final_update_leaves_no_orphan_and_the_next_attempt_stores(
     assert result.storage_attempts == 2
     assert result.storage_key == f"generations/{result.pk}.jpg"  # the same key, again
     assert len(image_fetches(demo)) == 2
+    # No worker here: the derivatives stage runs in this process too.
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.MADE
     objects = local_objects(image_storage_root)
     assert sorted(objects) == [f"generations/{result.pk}.jpg", f"thumbnails/{result.pk}.webp"]
     assert_no_image_lost(objects=objects, upstream=lambda r: upstream_bytes(demo, r.external_url))

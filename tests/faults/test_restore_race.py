@@ -18,7 +18,13 @@ from django.test import Client
 from generations.models import GenerationResult
 from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import require_service
-from tests.faults.helpers import S, image_fetches, post_generate, wait_for_status
+from tests.faults.helpers import (
+    S,
+    image_fetches,
+    post_generate,
+    wait_for_status,
+    wait_for_thumbnail,
+)
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes
 
 pytestmark = [
@@ -98,6 +104,7 @@ def test_fifty_concurrent_restores_download_once_and_store_once(
     assert len(image_fetches(demo)) == 1
     assert GenerationResult.objects.get(pk=result_id).storage_attempts == 2
 
+    wait_for_thumbnail(result_id, timeout=30)  # the workers make it after storing
     objects = local_objects(image_storage_root)
     assert sorted(objects) == [f"generations/{result_id}.jpg", f"thumbnails/{result_id}.webp"]
     assert_no_image_lost(objects=objects, upstream=lambda r: upstream_bytes(demo, r.external_url))

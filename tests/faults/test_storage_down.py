@@ -18,7 +18,13 @@ from generations.models import GenerationResult
 from generations.services.storing import results_restore
 from storage_backends.conf import image_storages_from_env
 from tests.conftest import wait_for
-from tests.faults.helpers import S, image_fetches, post_generate, wait_for_status
+from tests.faults.helpers import (
+    S,
+    image_fetches,
+    post_generate,
+    wait_for_status,
+    wait_for_thumbnail,
+)
 from tests.faults.invariants import assert_no_image_lost, s3_objects, upstream_bytes
 
 pytestmark = [
@@ -83,7 +89,7 @@ def test_s3_down_during_storing_fails_with_the_error_then_restore_succeeds(
     moto_endpoint.start()
     assert s3_objects(client, BUCKET) == {}  # nothing half-written while it was down
     assert results_restore(result_ids=[result_id]).queued == 1
-    wait_for_status(result_id, (S.STORED,), timeout=30)
+    wait_for_thumbnail(result_id, timeout=30)
 
     objects = s3_objects(client, BUCKET)
     assert sorted(objects) == [f"generations/{result_id}.jpg", f"thumbnails/{result_id}.webp"]

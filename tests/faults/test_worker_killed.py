@@ -16,7 +16,14 @@ from django.test import Client
 from generations.models import GenerationResult
 from generations.tasks import sweep_unstored_images
 from tests.conftest import wait_for
-from tests.faults.helpers import S, age_rows, image_fetches, post_generate, wait_for_status
+from tests.faults.helpers import (
+    S,
+    age_rows,
+    image_fetches,
+    post_generate,
+    wait_for_status,
+    wait_for_thumbnail,
+)
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -51,7 +58,7 @@ def test_a_worker_killed_mid_download_is_finished_by_another_after_the_lease(
     )
     age_rows([result_id])
     assert sweep_unstored_images() == 1
-    wait_for_status(result_id, (S.STORED,), timeout=30)
+    wait_for_thumbnail(result_id, timeout=30)
 
     row.refresh_from_db()
     assert row.storage_attempts == 2

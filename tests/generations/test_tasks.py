@@ -103,3 +103,49 @@ def test_the_sweep_requeues_results_left_pending(
     )
     assert sweep_unstored_images() == 1
     wait_for(lambda: GenerationResult.objects.get(pk=row.pk).storage_status == S.STORED, timeout=30)
+
+
+def test_the_worker_makes_the_thumbnail_after_storing(
+    celery_worker: Any, demo: Any, token_client: Client, image_storage_root: Any
+) -> None:
+    """One worker takes both queues: the image is stored, then given its thumbnail."""
+    from PIL import Image
+
+    result_id = post_generate(token_client, "a fox with a thumbnail")["results"][0]["id"]
+
+    def thumbnailed() -> GenerationResult | None:
+        row = GenerationResult.objects.get(pk=result_id)
+        return row if row.has_thumbnail else None
+
+    row = wait_for(thumbnailed, timeout=30)
+    assert row.storage_status == S.STORED
+    with Image.open(image_storage_root / row.thumbnail_key) as thumbnail:
+        assert (thumbnail.format, max(thumbnail.size)) == ("WEBP", 512)
+    served = token_client.get(f"/api/images/{row.pk}/thumbnail")
+    assert served.status_code == 200
+
+
+def test_the_sweep_makes_the_thumbnail_a_dead_derivatives_task_did_not(
+    celery_worker: Any, settings: Any, image_storage_root: Any
+) -> None:
+    """Stored, but its derivatives task died with its worker: nothing else will queue it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import GenerationResultFactory, mark_stored
+
+    row = mark_stored(GenerationResultFactory(), thumbnail=False)
+    grace = max(settings.STORAGE_LEASE_SECONDS, settings.CELERY_TASK_TIME_LIMIT)
+    GenerationResult.objects.filter(pk=row.pk).update(
+        stored_at=timezone.now() - timedelta(seconds=grace + 60)
+    )
+    assert not row.has_thumbnail
+
+    sweep_unstored_images()
+
+    made = wait_for(lambda: GenerationResult.objects.get(pk=row.pk).has_thumbnail, timeout=30)
+    assert made
+    row.refresh_from_db()
+    assert row.storage_status == S.STORED
+    assert (image_storage_root / row.thumbnail_key).read_bytes()[8:12] == b"WEBP"

@@ -14,11 +14,7 @@ import json
 import struct
 import subprocess
 import sys
-import threading
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +23,10 @@ from django.conf import settings as django_settings
 from PIL import Image
 
 from generations.models import GenerationResult
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from generations.services.storing import StoreOutcome, result_store_image
 from tests.conftest import worker_environment
-from tests.factories import GenerationResultFactory
+from tests.image_host import ImageHost
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
@@ -132,55 +129,6 @@ def lossless_webp(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-# --- the image host ---------------------------------------------------------------------------
-
-
-@dataclass
-class ImageHost:
-    base_url: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    served: list[str] = field(default_factory=list)
-
-    def result_for(self, name: str, data: bytes) -> GenerationResult:
-        """A generated result whose external URL is `data`, served by this host."""
-        self.files[f"/{name}"] = data
-        url = f"{self.base_url}/{name}"
-        result: GenerationResult = GenerationResultFactory(external_url=url, image_url=url)
-        return result
-
-
-@pytest.fixture
-def image_host(settings: Any) -> Iterator[ImageHost]:
-    host = ImageHost(base_url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            body = host.files.get(self.path)
-            host.served.append(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    host.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    settings.IMAGE_FETCH_ALLOWED_HOSTS = [host.base_url.split("://", 1)[1]]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield host
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def stored_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
@@ -245,6 +193,7 @@ def test_a_16_bit_rgba_png_just_under_the_limit_is_stored_and_one_row_more_is_re
     over = image_host.result_for("over.png", rgba16_png(width, height + 1))
 
     assert result_store_image(result_id=under.pk) is StoreOutcome.STORED
+    assert result_make_derivatives(result_id=under.pk) is DerivativesOutcome.MADE
     under.refresh_from_db()
     assert (under.content_type, under.width, under.height) == ("image/png", width, height)
     with Image.open(image_storage_root / under.thumbnail_key) as thumbnail:
@@ -289,6 +238,7 @@ from pathlib import Path
 import django
 django.setup()
 from generations.models import GenerationResult
+from generations.services.derivatives import result_make_derivatives
 from generations.services.storing import result_store_image
 
 def kib(field):
@@ -299,10 +249,14 @@ def kib(field):
 warm_id, image_id = int(sys.argv[1]), int(sys.argv[2])
 # Every import, Pillow plugin and connection in place: that is idle.
 assert result_store_image(result_id=warm_id).value == "stored"
+assert result_make_derivatives(result_id=warm_id).value == "made"
 gc.collect()
 Path("/proc/self/clear_refs").write_text("5")  # the high-water mark back to the current RSS
 idle = kib("VmRSS")
 outcome = result_store_image(result_id=image_id)
+# The whole of what a worker does for it: the full decode and thumbnail come after.
+if outcome.value == "stored":
+    assert result_make_derivatives(result_id=image_id).value == "made"
 peak = kib("VmHWM")
 result = GenerationResult.objects.get(pk=image_id)
 print(json.dumps({

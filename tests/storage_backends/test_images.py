@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from generations.models import GenerationResult, ImageModel
+from generations.services.derivatives import result_make_derivatives
 from generations.services.generate import generation_create
 from generations.services.storing import StoreOutcome, result_store_image
 from storage_backends import images as image_storage
@@ -62,7 +63,7 @@ def test_a_programming_error_in_a_storage_call_surfaces_as_itself(
     assert not any(image_storage_root.rglob("*.jpg"))
 
 
-def test_a_programming_error_after_the_image_was_written_leaves_no_object(
+def test_a_programming_error_in_the_thumbnail_write_leaves_the_image_stored_alone(
     demo: Any, image_storage_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_save = LocalImageStorage._save
@@ -74,14 +75,17 @@ def test_a_programming_error_after_the_image_was_written_leaves_no_object(
 
     monkeypatch.setattr(LocalImageStorage, "_save", save_with_a_bug_in_thumbnails)
     result = generate("a lighthouse whose thumbnail write has a bug")
+    assert result_store_image(result_id=result.pk) is StoreOutcome.STORED
 
     with pytest.raises(TypeError, match="thumbnail write"):
-        result_store_image(result_id=result.pk)
+        result_make_derivatives(result_id=result.pk)
 
-    assert [p for p in image_storage_root.rglob("*") if p.is_file()] == []
     result.refresh_from_db()
-    assert result.storage_key == ""
-    assert result.image_url == result.external_url
+    assert [str(p.relative_to(image_storage_root)) for p in image_storage_root.rglob("*.*")] == [
+        result.storage_key
+    ]
+    assert (result.storage_status, result.thumbnail_key) == (S.STORED, "")
+    assert result.image_url == result.stable_url
 
 
 def test_reading_a_missing_object_is_not_found_not_unavailable(image_storage_root: Path) -> None:

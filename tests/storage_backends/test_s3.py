@@ -15,6 +15,7 @@ import requests
 from django.test import Client
 
 from generations.models import GenerationResult, ImageModel
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from generations.services.generate import generation_create
 from generations.services.storing import StoreOutcome, result_store_image
 
@@ -46,6 +47,8 @@ def test_a_result_is_stored_in_the_bucket_and_served_through_a_presigned_redirec
     assert result.storage_key == f"generations/{result.pk}.jpg"
     assert result.sha256 == hashlib.sha256(upstream_bytes).hexdigest()
     assert moto_s3.get(result.storage_key) == upstream_bytes
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.MADE
+    result.refresh_from_db()
     assert moto_s3.keys() == sorted([result.storage_key, result.thumbnail_key])
     assert result.image_url == f"/api/images/{result.pk}"  # never a presigned URL in the row
 

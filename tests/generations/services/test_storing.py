@@ -15,10 +15,14 @@ import pytest
 import requests
 from django.db import connection
 from django.test import Client
+from PIL import ImageFile
 
 from generations.models import GenerationResult, ImageModel
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from generations.services.generate import generation_create
 from generations.services.storing import StoreOutcome, result_store_image
+from tests.generations.sample_images import JPEG, PNG, WEBP
+from tests.image_host import ImageHost
 
 pytestmark = pytest.mark.django_db
 
@@ -59,6 +63,9 @@ def test_a_generated_image_is_stored_byte_for_byte(
     )
     assert "externalImageUrl" not in result.params_used  # the column is the record
     assert (image_storage_root / result.storage_key).read_bytes() == upstream_bytes
+    assert result.thumbnail_key == ""  # the derivatives stage makes it, off the safe path
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.MADE
+    result.refresh_from_db()
     assert (image_storage_root / result.thumbnail_key).read_bytes()[8:12] == b"WEBP"
 
     served = token_client.get(f"/api/images/{result.pk}")
@@ -72,6 +79,8 @@ def test_storing_twice_is_harmless(demo: Any, image_storage_root: Path) -> None:
     assert result_store_image(result_id=result.pk) is StoreOutcome.SKIPPED
     image_fetches = [e for e in demo.request_log if e["path"].startswith("/images/")]
     assert len(image_fetches) == 1
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.MADE
+    assert result_make_derivatives(result_id=result.pk) is DerivativesOutcome.SKIPPED
     assert stored_files(image_storage_root) == [
         f"generations/{result.pk}.jpg",
         f"thumbnails/{result.pk}.webp",
@@ -325,3 +334,103 @@ def test_deleting_a_generation_in_the_admin_deletes_its_images(
     assert response.status_code == 302
     assert not GenerationResult.objects.filter(pk=result.pk).exists()
     assert stored_files(image_storage_root) == []
+
+
+# --- the safe stage: cheap checks only ------------------------------------------------------
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every object key storing writes, recorded on its way to the real storage."""
+    from storage_backends import images as image_storage
+
+    keys: list[str] = []
+    real_save = image_storage.save_object_from_path
+
+    def save(*, backend: str, key: str, path: Path) -> None:
+        keys.append(key)
+        real_save(backend=backend, key=key, path=path)
+
+    monkeypatch.setattr(image_storage, "save_object_from_path", save)
+    return keys
+
+
+CUT_SHORT = [
+    ("cut.jpg", JPEG[: len(JPEG) - 700]),
+    ("cut.png", PNG[: len(PNG) - 500]),
+    ("cut.webp", WEBP[: len(WEBP) - 300]),
+]
+
+
+@pytest.mark.parametrize(("name", "data"), CUT_SHORT, ids=[c[0] for c in CUT_SHORT])
+def test_an_image_cut_short_is_refused_and_its_bytes_never_written(
+    image_host: ImageHost, image_storage_root: Path, writes: list[str], name: str, data: bytes
+) -> None:
+    """Sent whole (status 200, its full Content-Length) but cut short: a host's broken file."""
+    result = image_host.result_for(name, data)
+
+    assert result_store_image(result_id=result.pk) is StoreOutcome.FAILED
+
+    result.refresh_from_db()
+    assert result.storage_status == S.FAILED
+    assert result.storage_error.startswith("not_an_image"), result.storage_error
+    assert result.image_url == result.external_url
+    assert writes == []
+    assert stored_files(image_storage_root) == []
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding pixels fails the test: every format's decode ends in ImageFile.load."""
+
+    def decode(self: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
+
+
+WHOLE = [
+    ("whole.jpg", JPEG, "image/jpeg"),
+    ("whole.png", PNG, "image/png"),
+    ("whole.webp", WEBP, "image/webp"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "content_type"), WHOLE, ids=[w[0] for w in WHOLE])
+def test_storing_decodes_no_pixel_and_leaves_the_thumbnail_for_later(
+    image_host: ImageHost,
+    image_storage_root: Path,
+    no_decoding: None,
+    name: str,
+    data: bytes,
+    content_type: str,
+) -> None:
+    result = image_host.result_for(name, data)
+
+    assert result_store_image(result_id=result.pk) is StoreOutcome.STORED
+
+    result.refresh_from_db()
+    assert (result.storage_status, result.content_type) == (S.STORED, content_type)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert (image_storage_root / result.storage_key).read_bytes() == data
+    assert result.thumbnail_key == ""
+    assert not result.has_thumbnail
+    assert stored_files(image_storage_root) == [result.storage_key]
+
+
+def test_the_derivatives_are_queued_once_the_stored_row_commits(
+    image_host: ImageHost, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
+    from generations.services import storing
+
+    queued: list[int] = []
+    monkeypatch.setattr(
+        storing, "results_enqueue_derivatives", lambda *, result_ids: queued.extend(result_ids)
+    )
+    result = image_host.result_for("queued.jpg", JPEG)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert result_store_image(result_id=result.pk) is StoreOutcome.STORED
+        assert queued == []
+
+    assert queued == [result.pk]
