@@ -10,7 +10,6 @@ chunks, so no image is ever held whole in memory.
 from __future__ import annotations
 
 import hashlib
-import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,14 +18,11 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
-from generations.imaging import render_thumbnail
 from generations.models import GenerationResult
 from generations.services.batches import chunked, run_bounded
 from generations.signals import announce_results_changed
 from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
-
-logger = logging.getLogger(__name__)
 
 S = GenerationResult.StorageStatus
 _ROW_FIELDS = ("pk", "storage_backend", "storage_key", "thumbnail_key", "byte_size", "sha256")
@@ -252,23 +248,18 @@ def _repair_rows(broken: list[BrokenRow]) -> int:
 
 
 def _rebuild_thumbnails(result_ids: list[int]) -> int:
-    rebuilt = 0
-    for result in GenerationResult.objects.filter(pk__in=result_ids, storage_status=S.STORED):
-        with tempfile.TemporaryDirectory(prefix="genvault-thumb-") as tmp:
-            path = Path(tmp) / "image"
-            try:
-                copy_object_to_file(
-                    backend=result.storage_backend, key=result.storage_key, dest=path
-                )
-                thumbnail = render_thumbnail(path)
-                image_storage.save_object_bytes(
-                    backend=result.storage_backend, key=result.thumbnail_key, data=thumbnail
-                )
-            except Exception as exc:
-                logger.warning("result %s: could not rebuild its thumbnail: %s", result.pk, exc)
-                continue
-        rebuilt += 1
-    return rebuilt
+    """Missing thumbnails are made again by the derivatives stage, the one place that
+    makes them: each row forgets its thumbnail, then the stage runs here and now. One
+    it cannot make now (storage unavailable) is left to the sweep, the row showing the
+    neutral placeholder meanwhile instead of a broken image."""
+    # Imported here: the derivatives stage reads stored objects with this module's helpers.
+    from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
+
+    GenerationResult.objects.filter(pk__in=result_ids, storage_status=S.STORED).update(
+        thumbnail_key=""
+    )
+    made = [result_make_derivatives(result_id=result_id) for result_id in result_ids]
+    return sum(outcome is DerivativesOutcome.MADE for outcome in made)
 
 
 # --- migrate -----------------------------------------------------------------------
