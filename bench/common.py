@@ -143,6 +143,28 @@ def report(payload: Any) -> None:
 
 
 @contextmanager
+def loopback_server(
+    command: list[str], *, port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`command`, listening on 127.0.0.1:`port`, in a session of its own; yields its URL
+    and stops it afterwards."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(process)
+
+
+@contextmanager
 def demo_upstream(log_dir: Path) -> Iterator[str]:
     """The bundled demo upstream in a process of its own on a free loopback port."""
     port = free_port()
@@ -155,20 +177,9 @@ def demo_upstream(log_dir: Path) -> Iterator[str]:
         }
     )
     env.pop("ARK_API_KEY", None)
-    with (log_dir / "demo-upstream.log").open("wb") as log:
-        process = subprocess.Popen(
-            [PYTHON, "manage.py", "demo_upstream", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_process(process)
+    command = [PYTHON, "manage.py", "demo_upstream", "--host", "127.0.0.1", "--port", str(port)]
+    with loopback_server(command, port=port, log=log_dir / "demo-upstream.log", env=env) as url:
+        yield url
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:

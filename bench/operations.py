@@ -51,10 +51,9 @@ from bench.common import (
     REPO,
     django_setup,
     free_port,
+    loopback_server,
     median,
     report,
-    stop_process,
-    wait_for_port,
 )
 
 WIDTH = HEIGHT = 2048
@@ -415,18 +414,9 @@ def import_(args: argparse.Namespace) -> dict[str, Any]:
 def moto_endpoint(log: Path) -> Iterator[str]:
     """moto's S3 server in a process of its own on a free loopback port; yields its URL."""
     port = free_port()
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [str(Path(PYTHON).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_process(server)
+    command = [str(Path(PYTHON).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with loopback_server(command, port=port, log=log) as url:
+        yield url
 
 
 def _s3_client(endpoint: str) -> Any:
