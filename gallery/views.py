@@ -171,7 +171,8 @@ def detail(request: HttpRequest, result_id: int) -> HttpResponse:
             "nav": "gallery",
             "result": result,
             "generation": result.generation,
-            "params_items": sorted(result.params_used_json().items()),
+            # The storage error has its own row on the page; the list is what was sent.
+            "params_items": sorted(result.params_sent().items()),
             "polling": result.storage_status in STORAGE_IN_PROGRESS,
         },
     )

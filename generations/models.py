@@ -472,13 +472,17 @@ class GenerationResult(models.Model):
         the upstream's URLs were checked may hold a `javascript:` one."""
         return is_safe_external_url(self.external_url)
 
+    def params_sent(self) -> dict[str, Any]:
+        """The parameters sent upstream, without the copies of columns older rows carry."""
+        return {k: v for k, v in self.params_used.items() if k not in COLUMN_PARAM_KEYS}
+
     def params_used_json(self, *, external_url: str | None = None) -> dict[str, Any]:
         """`paramsUsed` as clients and bundles have always read it: what was sent, with
         `externalImageUrl` and `storageError` rendered from their columns (the truth).
 
         `external_url` is what the caller may show of the URL (None: leave it out).
         """
-        params = {k: v for k, v in self.params_used.items() if k not in COLUMN_PARAM_KEYS}
+        params = self.params_sent()
         if external_url:
             params["externalImageUrl"] = external_url
         if self.storage_error:
