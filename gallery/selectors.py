@@ -18,7 +18,7 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import Abs
 from django.utils import timezone
 
-from generations.models import GenerationResult, GenerationResultQuerySet, Tag
+from generations.models import GenerationResult, GenerationResultQuerySet, Tag, WorkerHeartbeat
 
 S = GenerationResult.StorageStatus
 
@@ -181,6 +181,12 @@ def header_counts(*, fresh: bool = False) -> dict[str, int]:
     counts = _count_results()
     cache.set(HEADER_COUNTS_CACHE_KEY, counts, HEADER_COUNTS_CACHE_SECONDS)
     return counts
+
+
+def workers_alive() -> bool:
+    """Whether any worker has beaten within the minute (one query, never cached: the
+    header's warning must not outlive the outage by a cache's lifetime)."""
+    return WorkerHeartbeat.objects.alive().exists()
 
 
 def forget_header_counts() -> None:

@@ -154,6 +154,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "active_storage": filters.get("storage_status") or "",
             "at_risk_active": bool(filters.get("at_risk")),
             "at_risk": counts["at_risk"],
+            "workers_alive": selectors.workers_alive(),
         },
     )
 

@@ -23,6 +23,7 @@ from .models import (
     Prompt,
     ResultTag,
     Tag,
+    WorkerHeartbeat,
 )
 from .services.deleting import generations_delete, results_delete
 from .services.organize import tags_merge
@@ -305,3 +306,20 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """Which workers are alive: written by the workers themselves, read-only here."""
+
+    list_display = ("hostname", "queues", "pid", "started_at", "seen_at", "alive")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(boolean=True, description="Alive")
+    def alive(self, heartbeat: WorkerHeartbeat) -> bool:
+        return heartbeat.is_alive

@@ -661,3 +661,43 @@ class ApiToken(models.Model):
     @staticmethod
     def new_key() -> str:
         return "gv_" + secrets.token_urlsafe(32)
+
+
+def _worker_seen_since() -> Any:
+    return timezone.now() - timedelta(seconds=settings.WORKER_SEEN_WITHIN_SECONDS)
+
+
+class WorkerHeartbeatQuerySet(models.QuerySet["WorkerHeartbeat"]):
+    def alive(self) -> WorkerHeartbeatQuerySet:
+        """Workers seen within `WORKER_SEEN_WITHIN_SECONDS`: a worker killed, cut off or
+        stopped (SIGSTOP) falls out of this on its own, since only a running one beats."""
+        return self.filter(seen_at__gte=_worker_seen_since())
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's last sign of life, written by the worker itself every
+    `WORKER_HEARTBEAT_SECONDS` (`generations.heartbeat`). Kept in the database, which
+    every host shares whichever broker it uses, so `/healthz` and the gallery can say
+    whether anything is storing images."""
+
+    hostname = models.CharField(max_length=255, help_text="Celery's node name.")
+    queues = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["hostname", "pid"]
+        # Two workers started without `-n` share a node name; their processes differ.
+        constraints = [
+            models.UniqueConstraint(fields=["hostname", "pid"], name="heartbeat_worker_process")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} (pid {self.pid})"
+
+    @property
+    def is_alive(self) -> bool:
+        return self.seen_at >= _worker_seen_since()

@@ -13,6 +13,7 @@ import random
 from celery import shared_task
 from django.conf import settings
 
+from . import heartbeat  # noqa: F401 - connects the workers' heartbeat to Celery's signals
 from .services.derivatives import DerivativesOutcome, result_make_derivatives
 from .services.storing import (
     StoreOutcome,

@@ -148,6 +148,10 @@ STORAGES = {
 # the bytes of local objects itself, ranges and revalidation included.
 STORAGE_LOCAL_ACCEL_REDIRECT = local_accel_redirect_from_env(env)
 STORAGE_LEASE_SECONDS = env.int("STORAGE_LEASE_SECONDS", default=600)
+# Each worker writes a heartbeat row this often; one not seen for a minute counts as
+# gone (`/healthz`'s `workers`, the gallery's "no worker running").
+WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=20)
+WORKER_SEEN_WITHIN_SECONDS = env.int("WORKER_SEEN_WITHIN_SECONDS", default=60)
 STORAGE_SWEEP_SECONDS = env.int("STORAGE_SWEEP_SECONDS", default=300)
 STORAGE_MAX_ATTEMPTS = env.int("STORAGE_MAX_ATTEMPTS", default=5)
 

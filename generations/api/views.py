@@ -7,7 +7,6 @@ import json
 import re
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -19,12 +18,12 @@ from generations.checks import is_safe_external_url
 from generations.inputs import InvalidInput, parse_generate
 from generations.models import Generation, GenerationResult, InvalidTagName, Tag
 from generations.services.generate import generation_create
+from generations.services.health import health_report
 from generations.services.organize import (
     results_add_tags,
     results_remove_tags,
     results_set_favorite,
 )
-from storage_backends.images import check_storage
 
 from .auth import ApiError, api_endpoint
 
@@ -258,30 +257,9 @@ def export(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _check_database() -> str:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:
-        return "unavailable"
-    return "ok"
-
-
-def _check_broker() -> str:
-    from config.celery import app
-
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception:
-        return "unavailable"
-    return "ok"
-
-
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
-    checks = {"database": _check_database(), "storage": check_storage(), "broker": _check_broker()}
-    healthy = all(v == "ok" for v in checks.values())
-    response = JsonResponse(checks, status=200 if healthy else 503)
+    report, healthy = health_report()
+    response = JsonResponse(report, status=200 if healthy else 503)
     response["Cache-Control"] = "no-store"
     return response

@@ -390,7 +390,9 @@ def test_index_query_count_does_not_grow_with_the_number_of_results(
     assert large == small
     # Counting the header costs two queries, once per cache period.
     assert small[("/gallery/", False)] == small[("/gallery/", True)] + 2
-    assert small[("/gallery/", False)] <= 7
+    # Session, user, models, the page, its tags, the two counts, and whether a worker is
+    # alive (never cached, so the warning goes the moment a worker is back).
+    assert small[("/gallery/", False)] <= 8
 
 
 def test_a_deep_keyset_page_costs_what_page_one_does(staff_client: Client) -> None:

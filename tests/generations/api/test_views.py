@@ -305,9 +305,17 @@ def test_reference_result_is_passed_upstream(demo: Any, token_client: Client) ->
 def test_healthz_reports_each_part_without_auth(client: Client) -> None:
     response = client.get("/healthz")
     body = response.json()
-    assert set(body) == {"database", "storage", "broker"}
+    assert set(body) == {
+        "database",
+        "storage",
+        "broker",
+        "workers",
+        "oldestPendingSeconds",
+        "atRisk",
+    }
     assert body["database"] == "ok"
     assert body["storage"] == "ok"
+    assert (body["workers"], body["oldestPendingSeconds"], body["atRisk"]) == (0, None, 0)
     assert response.status_code == (200 if body["broker"] == "ok" else 503)
 
 
