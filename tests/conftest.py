@@ -8,6 +8,7 @@ and fails instead when GENVAULT_REQUIRE_SERVICES=1 (CI), so nothing is skipped t
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,6 +201,10 @@ class WorkerProcess:
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
+                # A node name of its own: RabbitMQ gives each node's control queue to one
+                # connection, so two workers on one host must not share the default.
+                "--hostname",
+                f"worker-{uuid.uuid4().hex[:8]}@%h",
             ],
             cwd=Path(__file__).resolve().parent.parent,
             env=worker_environment(settings, **extra_env),

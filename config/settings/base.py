@@ -236,6 +236,20 @@ REDIS_TRANSPORT_OPTIONS: dict[str, object] = {
     "socket_connect_timeout": 3,
     "socket_timeout": 10,
 }
+# RabbitMQ (`amqp://`): publishing also gives up at once when the broker is down, and
+# waits for the broker's confirm, so a task the request saw published is on the broker.
+# A worker taking both queues reads them in turn there (AMQP has no order across
+# queues): give storing workers of their own (`-Q storing`) when derivatives pile up.
+AMQP_TRANSPORT_OPTIONS: dict[str, object] = {"max_retries": 0, "confirm_publish": True}
+
+
+def broker_transport_options(url: str) -> dict[str, object]:
+    """The transport options production uses for a network broker at `url`."""
+    scheme = url.split("://", 1)[0].lower()
+    amqp = scheme in {"amqp", "amqps", "pyamqp"}
+    return dict(AMQP_TRANSPORT_OPTIONS if amqp else REDIS_TRANSPORT_OPTIONS)
+
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=env.str("REDIS_URL", default=""))
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "filesystem://"
@@ -250,7 +264,7 @@ if not CELERY_BROKER_URL:
     }
 else:
     CELERY_BROKER_TRANSPORT = None  # the URL's own
-    CELERY_BROKER_TRANSPORT_OPTIONS = dict(REDIS_TRANSPORT_OPTIONS)
+    CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True

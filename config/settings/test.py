@@ -13,7 +13,7 @@ from .base import (
     DEMO_UPSTREAM_URL,
     IMAGE_FETCH_ALLOWED_HOSTS,
     INSTALLED_APPS,
-    REDIS_TRANSPORT_OPTIONS,
+    broker_transport_options,
     env,
     with_demo_host,
 )
@@ -38,26 +38,27 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test-db.sqlite3")}
 
 
-def _redis_reachable(url: str) -> bool:
+def _broker_reachable(url: str) -> bool:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
+    port = parts.port or (5672 if parts.scheme.startswith(("amqp", "pyamqp")) else 6379)
     try:
-        with socket.create_connection(
-            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1
-        ):
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=1):
             return True
     except OSError:
         return False
 
 
 # The tests' broker: the Redis of GENVAULT_TEST_REDIS_URL when it answers (always on
-# CI), so that worker tests run a real worker on Redis; otherwise the filesystem.
+# CI), so that worker tests run a real worker on Redis; otherwise the filesystem. A
+# test that runs workers on another broker (RabbitMQ) names it in GENVAULT_TEST_BROKER_URL.
 TEST_REDIS_URL = env.str("GENVAULT_TEST_REDIS_URL", default="redis://127.0.0.1:6379/0")
-if env.bool("GENVAULT_REQUIRE_SERVICES", default=False) or _redis_reachable(TEST_REDIS_URL):
-    CELERY_BROKER_URL = TEST_REDIS_URL
+TEST_BROKER_URL = env.str("GENVAULT_TEST_BROKER_URL", default=TEST_REDIS_URL)
+if env.bool("GENVAULT_REQUIRE_SERVICES", default=False) or _broker_reachable(TEST_BROKER_URL):
+    CELERY_BROKER_URL = TEST_BROKER_URL
     CELERY_BROKER_TRANSPORT = None
-    CELERY_BROKER_TRANSPORT_OPTIONS = dict(REDIS_TRANSPORT_OPTIONS)
+    CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(TEST_BROKER_URL)
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT = "config.broker:Transport"

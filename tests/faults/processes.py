@@ -106,6 +106,50 @@ class RedisServer:
             return False
 
 
+class RabbitMQBroker:
+    """The machine's RabbitMQ. It is shared, so a test never stops it; it only empties
+    this session's queues (their names are the session's own) before and after."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def answers(self) -> bool:
+        from kombu import Connection
+
+        try:
+            with Connection(self.url, connect_timeout=2) as conn:
+                conn.ensure_connection(max_retries=1)
+        except Exception:
+            return False
+        return True
+
+    def purge(self, *queues: str) -> None:
+        from amqp.exceptions import NotFound
+        from kombu import Connection
+
+        with Connection(self.url, connect_timeout=5) as conn:
+            for name in queues:
+                channel = conn.channel()
+                try:
+                    channel.queue_purge(name)
+                except NotFound:
+                    pass  # not declared yet: nothing in it
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+
+    def delete(self, *queues: str) -> None:
+        from kombu import Connection
+
+        with Connection(self.url, connect_timeout=5) as conn:
+            for name in queues:
+                channel = conn.channel()
+                with contextlib.suppress(Exception):
+                    channel.queue_delete(name)
+                with contextlib.suppress(Exception):
+                    channel.close()
+
+
 class MotoServer:
     """moto's S3 server on a fixed loopback port; its buckets outlive a stop and start.
 
@@ -147,9 +191,8 @@ def _reset_connections(app: Any) -> None:
 @contextlib.contextmanager
 def celery_broker(url: str) -> Iterator[Any]:
     """Point this process's Celery app (what `apply_async` publishes to) at `url`."""
-    from django.conf import settings
-
     from config.celery import app
+    from config.settings.base import broker_transport_options
 
     saved = {
         "broker_url": app.conf.broker_url,
@@ -157,9 +200,9 @@ def celery_broker(url: str) -> Iterator[Any]:
         "broker_transport_options": app.conf.broker_transport_options,
     }
     app.conf.broker_url = url
-    # What production uses with Redis, whatever transport the test settings chose.
+    # What production uses with this broker, whatever transport the test settings chose.
     app.conf.broker_transport = None
-    app.conf.broker_transport_options = dict(settings.REDIS_TRANSPORT_OPTIONS)
+    app.conf.broker_transport_options = broker_transport_options(url)
     _reset_connections(app)
     try:
         yield app

@@ -21,7 +21,14 @@ from generations.tasks import sweep_unstored_images
 from tests.faults.helpers import S, age_rows, post_generate, timed_generate, wait_all_settled
 from tests.faults.invariants import assert_no_image_lost, local_objects, upstream_bytes
 
-pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.redis,
+    pytest.mark.django_db(transaction=True),
+    # The broker is stopped and started: our own Redis, since the machine's RabbitMQ is
+    # shared and never stopped by a test.
+    pytest.mark.parametrize("broker", ["redis"], indirect=True),
+]
 
 NORMAL_SECONDS = 5
 
