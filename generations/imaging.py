@@ -20,6 +20,8 @@ from typing import BinaryIO
 
 from PIL import Image, ImageFile, PngImagePlugin
 
+from storage_backends.images import IMAGE_EXTENSIONS
+
 # Pillow's default; a stray True elsewhere would let a truncated JPEG pass as whole.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Pillow keeps a PNG's text chunks in memory, decompressed, while it decodes the pixels:
@@ -62,10 +64,10 @@ _TILE_SIDE = 1024
 _REDUCING_GAP = 2.0
 
 _PILLOW_FORMATS = {
-    "JPEG": ("image/jpeg", "jpg"),
-    "MPO": ("image/jpeg", "jpg"),  # a JPEG with extra frames; Pillow names it apart
-    "PNG": ("image/png", "png"),
-    "WEBP": ("image/webp", "webp"),
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",  # a JPEG with extra frames; Pillow names it apart
+    "PNG": "image/png",
+    "WEBP": "image/webp",
 }
 # What Image.open may try: MPO files come through the JPEG opener.
 _OPENED_FORMATS = ["JPEG", "PNG", "WEBP"]
@@ -174,7 +176,8 @@ def _check_png_chunks(fh: BinaryIO) -> None:
 
 def _checked_header(image: Image.Image, *, max_pixels: int | None) -> ImageInfo:
     """What the header says, refused before decoding when it claims too much."""
-    content_type, extension = _PILLOW_FORMATS[str(image.format)]
+    content_type = _PILLOW_FORMATS[str(image.format)]
+    extension = IMAGE_EXTENSIONS[content_type]
     width, height = image.size
     if width <= 0 or height <= 0:
         raise NotAnImage(f"the image claims {width}x{height} pixels")

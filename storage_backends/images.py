@@ -75,9 +75,14 @@ def image_storage(backend: str | None = None) -> ImageStorage:
     return cast(ImageStorage, storages[alias])
 
 
+# The image types genvault keeps, and the extension each is stored and downloaded under.
+IMAGE_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+CONTENT_TYPES = {extension: content_type for content_type, extension in IMAGE_EXTENSIONS.items()}
+
+
 def image_key(*, result_id: int, extension: str) -> str:
     """The object key of a result's image: made from its id, never from user input."""
-    if extension not in ("jpg", "png", "webp"):
+    if extension not in CONTENT_TYPES:
         raise ValueError(f"unexpected image extension {extension!r}")
     return f"{IMAGE_PREFIX}/{int(result_id)}.{extension}"
 

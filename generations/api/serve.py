@@ -37,7 +37,6 @@ IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 # One range of ASCII digits (`\d` and int() also take "٣"), each at most 19 of them: a
 # longer number is past any object we hold, and int() refuses one over 4,300 digits.
 _RANGE_SPEC_RE = re.compile(r"([0-9]{0,19})-([0-9]{0,19})")
-_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 _CHUNK = 256 * 1024
 
 
@@ -46,7 +45,8 @@ def download_name(result: GenerationResult) -> str:
     from django.utils.text import slugify
 
     slug = slugify(result.generation.prompt_text)[:40].strip("-") or "image"
-    return f"genvault-{result.pk}-{slug}.{_EXTENSIONS.get(result.content_type, 'bin')}"
+    extension = image_storage.IMAGE_EXTENSIONS.get(result.content_type, "bin")
+    return f"genvault-{result.pk}-{slug}.{extension}"
 
 
 def image_response(
@@ -66,7 +66,8 @@ def image_response(
     if not key:
         raise Http404("no thumbnail for this image")
     content_type = "image/webp" if thumbnail else result.content_type
-    if content_type not in _EXTENSIONS:  # an edited or imported row: never SVG or HTML inline
+    # An edited or imported row: never SVG or HTML inline.
+    if content_type not in image_storage.IMAGE_EXTENSIONS:
         content_type = "application/octet-stream"
     name = download_name(result) if download and not thumbnail else None
 
