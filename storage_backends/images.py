@@ -94,8 +94,8 @@ def thumbnail_key(*, result_id: int) -> str:
 # The only spelling of our keys: what `image_key` and `thumbnail_key` make, and nothing else
 # (ids as 1 to 19 ASCII digits, so that a hostile key can never overflow `int()`).
 _KEY_RE = re.compile(
-    rf"^(?:{IMAGE_PREFIX}/(?P<image>[0-9]{{1,19}})\.(?P<ext>jpg|png|webp)"
-    rf"|{THUMBNAIL_PREFIX}/(?P<thumb>[0-9]{{1,19}})\.webp)$"
+    rf"{IMAGE_PREFIX}/(?P<image>[0-9]{{1,19}})\.(?P<ext>jpg|png|webp)"
+    rf"|{THUMBNAIL_PREFIX}/(?P<thumb>[0-9]{{1,19}})\.webp"
 )
 
 
@@ -108,7 +108,7 @@ class ObjectKey:
 
 def parse_key(key: str) -> ObjectKey | None:
     """What an object key of ours names, or None for a key we never make."""
-    match = _KEY_RE.match(key)
+    match = _KEY_RE.fullmatch(key)  # not `$`, which also matches before a final newline
     if match is None:
         return None
     if match["thumb"]:
