@@ -7,7 +7,7 @@ PORT ?= 8000
 DEMO_PORT ?= $(shell expr $(PORT) + 1)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench lint typecheck clean
+.PHONY: run test bench soak lint typecheck clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run.py $(ARGS)
+
+# The full soak: 2,000 generations over about ten minutes with faults at random moments
+# (the test suite runs its short form). GENVAULT_SOAK_SEED=N replays a schedule.
+soak: $(VENV)/.installed-dev
+	GENVAULT_SOAK=full $(PY) -m pytest tests/faults/test_soak.py -s -p no:randomly $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

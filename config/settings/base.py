@@ -153,6 +153,8 @@ STORAGE_LEASE_SECONDS = env.int("STORAGE_LEASE_SECONDS", default=600)
 WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=20)
 WORKER_SEEN_WITHIN_SECONDS = env.int("WORKER_SEEN_WITHIN_SECONDS", default=60)
 STORAGE_SWEEP_SECONDS = env.int("STORAGE_SWEEP_SECONDS", default=300)
+# The sweep leaves results younger than this to the task queued when they were made.
+STORAGE_SWEEP_SETTLE_SECONDS = env.int("STORAGE_SWEEP_SETTLE_SECONDS", default=60)
 STORAGE_MAX_ATTEMPTS = env.int("STORAGE_MAX_ATTEMPTS", default=5)
 
 # --- Upstream: Ark, or the bundled demo upstream when no key is set -----------

@@ -397,14 +397,15 @@ def downloads_abandoned_delete() -> int:
     return deleted
 
 
-def results_due_for_storing(*, limit: int = 500, settle_seconds: int = 60) -> list[int]:
+def results_due_for_storing(*, limit: int = 500) -> list[int]:
     """Ids the sweep should queue again: left `pending`, or `storing` past the lease.
 
     The ones whose external URL expires soonest come first: the deadline decides
-    what is at risk. Rows created in the last minute are left to their own task.
+    what is at risk. Rows newer than `STORAGE_SWEEP_SETTLE_SECONDS` (a minute) are
+    left to their own task.
     """
     S = GenerationResult.StorageStatus
-    cutoff = timezone.now() - timedelta(seconds=settle_seconds)
+    cutoff = timezone.now() - timedelta(seconds=settings.STORAGE_SWEEP_SETTLE_SECONDS)
     queryset = (
         GenerationResult.objects.storable()
         .exclude(storage_status=S.FAILED)
