@@ -243,7 +243,19 @@ class ImageModel(models.Model):
                 raise ValidationError({"default_params": f"Its default size: {exc}."}) from None
 
 
+class GenerationQuerySet(models.QuerySet["Generation"]):
+    def lease_expired(self) -> GenerationQuerySet:
+        """Running, but the process calling the upstream has not renewed its lease: it
+        died (or never began, and its queued task is now too late to call)."""
+        return self.filter(status=Generation.Status.RUNNING, lease_expires_at__lt=timezone.now())
+
+
 class Generation(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        INTERRUPTED = "interrupted", "Interrupted"
+
     prompt = models.ForeignKey(
         Prompt, null=True, blank=True, on_delete=models.SET_NULL, related_name="generations"
     )
@@ -271,8 +283,29 @@ class Generation(models.Model):
     usage_generated_images = models.PositiveIntegerField(null=True, blank=True)
     usage_output_tokens = models.PositiveBigIntegerField(null=True, blank=True)
 
+    # Running while the models are being called; done when every call is over;
+    # interrupted when the process calling them died (its lease ran out) and what it
+    # received so far is all there will be.
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DONE)
+    # While running: the process calling the upstream renews this as it goes; past it,
+    # the sweep marks the generation interrupted.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When the upstream was first asked: set once, by the one task delivery that may
+    # call (a redelivered task finds it set and never asks, and is never billed, twice).
+    upstream_started_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GenerationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # The sweep's look for expired leases: the few running rows, never the rest.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="running"),
+                name="generation_running_lease",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Generation {self.pk}: {self.prompt_text[:50]}"
