@@ -29,7 +29,7 @@ run: $(VENV)/.installed-run
 	GENVAULT_PORT=$(PORT) GENVAULT_DEMO_PORT=$(DEMO_PORT) \
 	DEMO_UPSTREAM_URL=http://127.0.0.1:$(DEMO_PORT) \
 	DJANGO_SETTINGS_MODULE=config.settings.local \
-	honcho start -f Procfile $(if $(ARK_API_KEY),web worker,web worker demo) 2>&1 || true
+	honcho start -f Procfile $(if $(ARK_API_KEY),web worker generator,web worker generator demo) 2>&1 || true
 
 test: $(VENV)/.installed-dev
 	$(PY) scripts/run_tests.py $(ARGS)

@@ -5,6 +5,8 @@ kombu's own takes its queues in turn, so a worker given `storing,derivatives` wo
 a thumbnail job for every image it stores while a backlog of thumbnails waits. Here each
 fetch starts again at the first queue: derivatives are taken only while nothing waits
 to be stored. (Redis does the same with its `queue_order_strategy` set to `priority`.)
+Background generations have a queue of their own, `generations`, which the Procfile
+gives a worker of its own; a worker that takes all three names it last.
 """
 
 from __future__ import annotations

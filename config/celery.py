@@ -1,4 +1,5 @@
-"""The Celery app: `celery -A config worker` starts a worker that stores images."""
+"""The Celery app: `celery -A config worker` starts a worker that stores images (and, on
+the `generations` queue, calls Ark for background generations)."""
 
 import os
 import sys
@@ -25,7 +26,10 @@ app.autodiscover_tasks()
 def route_task(
     name: str, args: Any, kwargs: Any, options: Any, **rest: Any
 ) -> dict[str, str] | None:
-    """Derivatives go to their own queue; every other task to the default one, storing."""
+    """Derivatives and background generations go to queues of their own; every other
+    task to the default one, storing."""
     if name == "generations.tasks.make_result_derivatives":
         return {"queue": settings.DERIVATIVES_QUEUE}
+    if name == "generations.tasks.generate_in_background":
+        return {"queue": settings.GENERATIONS_QUEUE}
     return None

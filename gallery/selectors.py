@@ -184,9 +184,9 @@ def header_counts(*, fresh: bool = False) -> dict[str, int]:
 
 
 def workers_alive() -> bool:
-    """Whether any worker has beaten within the minute (one query, never cached: the
+    """Whether any storing worker has beaten within the minute (one query, never cached: the
     header's warning must not outlive the outage by a cache's lifetime)."""
-    return WorkerHeartbeat.objects.alive().exists()
+    return WorkerHeartbeat.objects.alive().storing().exists()
 
 
 def forget_header_counts() -> None:

@@ -422,9 +422,12 @@ def generate(request: HttpRequest) -> HttpResponse:
                 sizes=data["sizes"],
                 params=data["params"],
                 reference=data["reference_image"],
+                # Set by the page's script, which then fills the images in as they
+                # arrive; without it, the form waits for the models as it always has.
+                background=request.POST.get("background") == "1",
             )
             _report_generation(request, generation)
-            return redirect(f"{reverse('gallery:generate')}?generation={generation.pk}")
+            return redirect(_generation_page(generation.pk))
     else:
         form = GenerateForm(
             initial=_generate_initial(request, models), models=models, prompts=prompts
@@ -440,12 +443,51 @@ def generate(request: HttpRequest) -> HttpResponse:
             "models": models,
             "generation": shown,
             "results": results,
-            "polling": any(r.storage_status in STORAGE_IN_PROGRESS for r in results),
+            "polling": (shown is not None and shown.status == Generation.Status.RUNNING)
+            or any(r.storage_status in STORAGE_IN_PROGRESS for r in results),
         },
     )
 
 
+@require_GET
+@staff_required
+def generation_cards(request: HttpRequest, generation_id: int) -> HttpResponse:
+    """The cards of a generation's results, for the generate page to add each image as
+    it arrives: the same partial the page renders, never a second copy in script."""
+    generation = Generation.objects.filter(pk=generation_id).first()
+    if generation is None:
+        raise Http404("No such generation.")
+    results = list(
+        generation.results.select_related("model").prefetch_related("tags").order_by("id")
+    )
+    for result in results:
+        result.generation = generation
+    return render(
+        request,
+        "gallery/_generation_cards.html",
+        # The cards' forms come back to the generate page, not to this fragment.
+        {"results": results, "page_path": _generation_page(generation.pk)},
+    )
+
+
+def _generation_page(generation_id: int) -> str:
+    return f"{reverse('gallery:generate')}?generation={generation_id}"
+
+
 def _report_generation(request: HttpRequest, generation: Generation) -> None:
+    if generation.status == Generation.Status.INTERRUPTED and not generation.results.exists():
+        messages.error(
+            request,
+            f"Generation {generation.pk} could not be queued, so nothing was generated: "
+            "the background workers are unreachable. Try again in a moment.",
+        )
+        return
+    if generation.status == Generation.Status.RUNNING:
+        messages.success(
+            request,
+            f"Generation {generation.pk} is running: its images appear below as they arrive.",
+        )
+        return
     outcomes = list(generation.results.values_list("status", flat=True))
     images = outcomes.count(GenerationResult.Status.SUCCESS)
     failed = len(outcomes) - images

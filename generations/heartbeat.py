@@ -61,7 +61,8 @@ def _beat_until_stopped(hostname: str, queues: str) -> None:
 def _start_beating(sender: Any, **kwargs: Any) -> None:
     hostname = str(sender.hostname)
     try:
-        queues = ",".join(sorted(q.name for q in sender.task_consumer.queues))
+        # Comma on each side of every name, so one queue is found by `,name,`.
+        queues = "".join(f",{q.name}" for q in sender.task_consumer.queues) + ","
     except Exception:
         queues = ""
     _stop.clear()

@@ -43,6 +43,8 @@ class GenerateInput:
     sizes: dict[int, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     reference: ReferenceImage | None = None
+    # False: answer at once and call the models in the background.
+    wait: bool = True
 
 
 # name -> (accepted types, check, what the user is told)
@@ -67,6 +69,7 @@ def parse_generate(data: Any) -> GenerateInput:
         "params",
         "image",
         "responseFormat",
+        "wait",
     }
     unknown = set(data) - fields
     if unknown:
@@ -83,6 +86,9 @@ def parse_generate(data: Any) -> GenerateInput:
         params["response_format"] = response_format
     reference = parse_reference(data.get("image"))
     check_models_fit(models, reference=reference)
+    wait = data.get("wait", True)
+    if not isinstance(wait, bool):
+        raise InvalidInput("wait must be true or false", field="wait")
     return GenerateInput(
         models=models,
         prompt_text=prompt_text,
@@ -91,6 +97,7 @@ def parse_generate(data: Any) -> GenerateInput:
         sizes=sizes,
         params=params,
         reference=reference,
+        wait=wait,
     )
 
 

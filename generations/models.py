@@ -243,7 +243,19 @@ class ImageModel(models.Model):
                 raise ValidationError({"default_params": f"Its default size: {exc}."}) from None
 
 
+class GenerationQuerySet(models.QuerySet["Generation"]):
+    def lease_expired(self) -> GenerationQuerySet:
+        """Running, but the process calling the upstream has not renewed its lease: it
+        died (or never began, and its queued task is now too late to call)."""
+        return self.filter(status=Generation.Status.RUNNING, lease_expires_at__lt=timezone.now())
+
+
 class Generation(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        INTERRUPTED = "interrupted", "Interrupted"
+
     prompt = models.ForeignKey(
         Prompt, null=True, blank=True, on_delete=models.SET_NULL, related_name="generations"
     )
@@ -271,8 +283,29 @@ class Generation(models.Model):
     usage_generated_images = models.PositiveIntegerField(null=True, blank=True)
     usage_output_tokens = models.PositiveBigIntegerField(null=True, blank=True)
 
+    # Running while the models are being called; done when every call is over;
+    # interrupted when the process calling them died (its lease ran out) and what it
+    # received so far is all there will be.
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DONE)
+    # While running: the process calling the upstream renews this as it goes; past it,
+    # the sweep marks the generation interrupted.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When the upstream was first asked: set once, by the one task delivery that may
+    # call (a redelivered task finds it set and never asks, and is never billed, twice).
+    upstream_started_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GenerationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # The sweep's look for expired leases: the few running rows, never the rest.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="running"),
+                name="generation_running_lease",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Generation {self.pk}: {self.prompt_text[:50]}"
@@ -673,6 +706,10 @@ class WorkerHeartbeatQuerySet(models.QuerySet["WorkerHeartbeat"]):
         stopped (SIGSTOP) falls out of this on its own, since only a running one beats."""
         return self.filter(seen_at__gte=_worker_seen_since())
 
+    def storing(self) -> WorkerHeartbeatQuerySet:
+        """Workers that take the storing queue (a generator-only worker stores nothing)."""
+        return self.filter(queues__contains=f",{settings.CELERY_TASK_DEFAULT_QUEUE},")
+
 
 class WorkerHeartbeat(models.Model):
     """A Celery worker's last sign of life, written by the worker itself every
@@ -681,7 +718,7 @@ class WorkerHeartbeat(models.Model):
     whether anything is storing images."""
 
     hostname = models.CharField(max_length=255, help_text="Celery's node name.")
-    queues = models.CharField(max_length=255, blank=True)
+    queues = models.CharField(max_length=255, blank=True, help_text="As ',a,b,'.")
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     seen_at = models.DateTimeField()

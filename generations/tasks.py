@@ -1,9 +1,11 @@
-"""Celery tasks: store one result's image, make its derivatives, and sweep up results left
-unstored or without their derivatives.
+"""Celery tasks: store one result's image, make its derivatives, call the models of a
+background generation, and sweep up results left unstored or without their derivatives
+and generations whose process died.
 
 Tasks take primary keys and call one service; they own only the retry policy. Storing
-runs on the default queue, derivatives on their own (`config.celery.route_task`), so
-that a backlog of thumbnails never holds up making images safe.
+runs on the default queue, derivatives and background generations on their own
+(`config.celery.route_task`), so that neither a backlog of thumbnails nor a group that
+takes minutes ever holds up making images safe.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from django.conf import settings
 
 from . import heartbeat  # noqa: F401 - connects the workers' heartbeat to Celery's signals
 from .services.derivatives import DerivativesOutcome, result_make_derivatives
+from .services.generate import generation_run_queued, generations_mark_interrupted
 from .services.storing import (
     StoreOutcome,
     downloads_abandoned_delete,
@@ -58,3 +61,30 @@ def sweep_unstored_images() -> int:
     queued = results_enqueue_storing(result_ids=results_due_for_storing())
     results_enqueue_derivatives(result_ids=results_due_for_derivatives())
     return queued
+
+
+# Never retried, and acked only once it ends: a worker that dies before beginning hands
+# the generation to another, while one that dies mid-call leaves a claim that makes the
+# redelivered task mark the generation interrupted instead of asking Ark (and being
+# billed) twice (`generation_run_queued`). Its time limit is its own: a group takes
+# minutes. No soft limit before the hard one: an exception raised mid-call would stop
+# the recording of images that are still arriving, and billed; the hard limit ends the
+# process, and the lease then marks the generation interrupted with what it received.
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=settings.GENERATION_TASK_TIME_LIMIT,
+    soft_time_limit=settings.GENERATION_TASK_TIME_LIMIT,
+)
+def generate_in_background(generation_id: int, model_ids: list[int], sizes: dict[str, str]) -> str:
+    return generation_run_queued(
+        generation_id=generation_id,
+        model_ids=model_ids,
+        sizes={int(pk): size for pk, size in sizes.items()},
+    )
+
+
+@shared_task
+def sweep_interrupted_generations() -> int:
+    """Mark interrupted the generations whose process died: their lease ran out."""
+    return generations_mark_interrupted()

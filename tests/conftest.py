@@ -174,7 +174,13 @@ class WorkerProcess:
     """A real `celery -A config worker` child process consuming this session's queues."""
 
     def __init__(
-        self, settings: Any, log_path: Path, *, concurrency: int = 2, **extra_env: str
+        self,
+        settings: Any,
+        log_path: Path,
+        *,
+        concurrency: int = 2,
+        queues: list[str] | None = None,
+        **extra_env: str,
     ) -> None:
         import subprocess
         import sys
@@ -196,8 +202,12 @@ class WorkerProcess:
                 "--pool",
                 "prefork",
                 "--queues",
-                # As the Procfile's worker: both queues, storing first.
-                f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.DERIVATIVES_QUEUE}",
+                # As the Procfile's workers, in one: storing first, then derivatives,
+                # then background generations.
+                ",".join(queues)
+                if queues
+                else f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.DERIVATIVES_QUEUE},"
+                f"{settings.GENERATIONS_QUEUE}",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",

@@ -174,6 +174,18 @@ ARK_TOTAL_TIMEOUT = env.float("ARK_TOTAL_TIMEOUT", default=180.0)
 ARK_MAX_RETRIES = env.int("ARK_MAX_RETRIES", default=5)
 ARK_RETRY_BACKOFF_SECONDS = env.float("ARK_RETRY_BACKOFF_SECONDS", default=2.0)
 ARK_RETRY_BUDGET_SECONDS = env.float("ARK_RETRY_BUDGET_SECONDS", default=120.0)
+# A generation being called holds a lease, renewed every quarter of it while its
+# process lives; a generation whose lease ran out (its process died) is marked
+# interrupted by a sweep every GENERATION_SWEEP_SECONDS, keeping what it received.
+GENERATION_LEASE_SECONDS = env.int("GENERATION_LEASE_SECONDS", default=120)
+GENERATION_SWEEP_SECONDS = env.int("GENERATION_SWEEP_SECONDS", default=60)
+# How long a background generation may wait in its queue for a worker; later, it is
+# marked interrupted without calling Ark (no one is waiting for it any more).
+GENERATION_QUEUE_SECONDS = env.int("GENERATION_QUEUE_SECONDS", default=3600)
+# A background generation's task may run this long (a group of 15 at 4K takes minutes);
+# shorter than the Redis visibility timeout (an hour) and RabbitMQ's consumer timeout (30
+# minutes), so that a task still running is never delivered again.
+GENERATION_TASK_TIME_LIMIT = env.int("GENERATION_TASK_TIME_LIMIT", default=1500)
 DEMO_UPSTREAM_URL = env.str("DEMO_UPSTREAM_URL", default="http://127.0.0.1:8001").rstrip("/")
 DEMO_UPSTREAM_URL_TTL = env.int("DEMO_UPSTREAM_URL_TTL", default=24 * 3600)
 
@@ -279,18 +291,26 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_PUBLISH_RETRY = False
-# Two queues, consumed in this order by a worker that takes both (`-Q storing,derivatives`):
-# storing makes an image safe in milliseconds; its derivatives (the full decode that
-# proves it whole, the thumbnail: `generations.tasks.make_result_derivatives`) cost ten
-# times more CPU and wait behind any storing.
+# Three queues, consumed in this order by a worker that takes them all
+# (`-Q storing,derivatives,generations`): storing makes an image safe in milliseconds;
+# its derivatives (the full decode that proves it whole, the thumbnail:
+# `generations.tasks.make_result_derivatives`) cost ten times more CPU and wait behind
+# any storing; background generations (`generations.tasks.generate_in_background`) wait
+# on Ark for minutes, so the Procfile gives them a worker of their own, and a slot held
+# by a long generation never holds up storing.
 CELERY_TASK_DEFAULT_QUEUE = "storing"
 DERIVATIVES_QUEUE = "derivatives"
+GENERATIONS_QUEUE = "generations"
 CELERY_TASK_ROUTES = ["config.celery.route_task"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sweep-unstored-images": {
         "task": "generations.tasks.sweep_unstored_images",
         "schedule": float(STORAGE_SWEEP_SECONDS),
+    },
+    "sweep-interrupted-generations": {
+        "task": "generations.tasks.sweep_interrupted_generations",
+        "schedule": float(GENERATION_SWEEP_SECONDS),
     },
 }
 

@@ -67,6 +67,7 @@ CELERY_TASK_DEFAULT_QUEUE = env.str(
     "GENVAULT_TEST_QUEUE", default=f"genvault-test-{uuid.uuid4().hex[:8]}"
 )
 DERIVATIVES_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-derivatives"
+GENERATIONS_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-generations"
 
 if CELERY_BROKER_URL == "filesystem://":
     _queue = _TEST_VAR / "celery" / "queue"

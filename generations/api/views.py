@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 
@@ -85,6 +86,7 @@ def generation_json(request: HttpRequest, generation: Generation) -> dict[str, A
         "generationId": generation.pk,
         "prompt": generation.prompt_text,
         "createdAt": generation.created_at.isoformat(),
+        "status": generation.status,
         "usage": usage,
         "results": [result_json(request, r) for r in results],
     }
@@ -107,6 +109,8 @@ def _json_body(request: HttpRequest) -> Any:
 
 @api_endpoint(methods=("POST",))
 def generate(request: HttpRequest) -> HttpResponse:
+    """Generate: 200 with every result once the models have answered, or, with
+    `"wait": false`, 202 at once with the running generation and its Location to poll."""
     try:
         wanted = parse_generate(_json_body(request))
     except InvalidInput as exc:
@@ -120,8 +124,22 @@ def generate(request: HttpRequest) -> HttpResponse:
         sizes=wanted.sizes,
         params=wanted.params,
         reference=wanted.reference,
+        background=not wanted.wait,
     )
-    return JsonResponse(generation_json(request, generation))
+    if wanted.wait:
+        return JsonResponse(generation_json(request, generation))
+    if generation.status == Generation.Status.INTERRUPTED:
+        raise ApiError(
+            503,
+            "queue_unavailable",
+            "the generation could not be queued (nothing was generated): try again later, "
+            'or without "wait": false',
+        )
+    response = JsonResponse(generation_json(request, generation), status=202)
+    response["Location"] = request.build_absolute_uri(
+        reverse("api:generation", args=[generation.pk])
+    )
+    return response
 
 
 @api_endpoint(methods=("GET",))

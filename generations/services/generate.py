@@ -3,6 +3,12 @@
 The upstream calls run concurrently and outside any transaction; the rows are
 written in one transaction, and storing their images is queued once it commits, so
 the person generating never waits for storage.
+
+A generation asked for in the background is recorded as running and its calls are
+queued for a worker (`generation_run_queued`). While a generation runs, the process
+calling the models holds a lease on it and renews it; a generation whose process died
+is marked interrupted when its lease runs out (`generations_mark_interrupted`), keeping
+every image received before.
 """
 
 from __future__ import annotations
@@ -10,11 +16,14 @@ from __future__ import annotations
 import base64
 import logging
 import queue
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.utils import timezone
@@ -75,6 +84,7 @@ def generation_create(
     sizes: Mapping[int, str] | None = None,
     params: dict[str, Any] | None = None,
     reference: ReferenceImage | None = None,
+    background: bool = False,
 ) -> Generation:
     """Record the generation, call every model concurrently, and record what each answered.
 
@@ -88,20 +98,13 @@ def generation_create(
     image that came in the answer itself, whose bytes exist nowhere else.
     `sizes` gives a model (by primary key) a size of its own instead of `size`; the
     sizes were checked against each model's rules by the caller (`generations.inputs`).
+
+    With `background`, the generation is recorded as running and returned at once, its
+    calls queued for a worker; when the queue refuses the task, nothing was asked of
+    Ark and the generation is returned interrupted.
     """
     text = prompt.text if prompt is not None and not prompt_text else prompt_text
     params = dict(params or {})
-    upstream_image = _reference_for_upstream(reference) if reference else None
-
-    calls = [
-        _ModelCall(
-            model=m,
-            size=(sizes or {}).get(m.pk) or size or m.default_params.get("size", ""),
-            params=_effective_params(m, params),
-            streams=m.streams,
-        )
-        for m in models
-    ]
 
     with transaction.atomic():
         if prompt is None and save_as:
@@ -115,8 +118,57 @@ def generation_create(
             reference_result=reference.result if reference else None,
             created_by=user if isinstance(user, User) else None,
             created_at=timezone.now(),
+            status=Generation.Status.RUNNING,
+            # Queued, it waits for a worker; called here, it holds the lease from now.
+            lease_expires_at=_lease_deadline(
+                settings.GENERATION_QUEUE_SECONDS if background else None
+            ),
+            upstream_started_at=None if background else timezone.now(),
         )
 
+    if background:
+        transaction.on_commit(
+            lambda: _enqueue_generation(generation, models=models, sizes=sizes or {})
+        )
+        return generation
+    upstream_image = _reference_for_upstream(reference) if reference else None
+    _call_models(
+        generation=generation,
+        calls=_model_calls(models, size=size, sizes=sizes, params=params),
+        text=text,
+        upstream_image=upstream_image,
+    )
+    return generation
+
+
+def _model_calls(
+    models: Sequence[ImageModel],
+    *,
+    size: str,
+    sizes: Mapping[int, str] | None,
+    params: dict[str, Any],
+) -> list[_ModelCall]:
+    return [
+        _ModelCall(
+            model=m,
+            size=(sizes or {}).get(m.pk) or size or m.default_params.get("size", ""),
+            params=_effective_params(m, params),
+            streams=m.streams,
+        )
+        for m in models
+    ]
+
+
+def _call_models(
+    *,
+    generation: Generation,
+    calls: list[_ModelCall],
+    text: str,
+    upstream_image: str | None,
+) -> None:
+    """Call every model concurrently, record what each answered, and mark the generation
+    done; the lease is renewed all along, so that only a dead process loses it."""
+    lease = _Lease(generation.pk)
     # Only this thread writes rows: the calls' threads hand their items over.
     events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
 
@@ -149,11 +201,16 @@ def generation_create(
             pool.submit(call_model, call)
         running = len(calls)
         while running:
-            call, item = events.get()
+            try:
+                call, item = events.get(timeout=lease.renew_every)
+            except queue.Empty:
+                lease.renew_if_due()
+                continue
             if item is None:
                 running -= 1
             else:
                 _record(generation=generation, call=call, items=[item])
+            lease.renew_if_due()
 
     for call in calls:
         if not call.streams and call.answer is not None:
@@ -162,7 +219,127 @@ def generation_create(
             empty = UpstreamError(code="EmptyResponse", message="the model returned no image")
             _record(generation=generation, call=call, items=[empty])
     _record_usage(generation, [call.answer.usage for call in calls if call.answer])
-    return generation
+    _finish(generation)
+
+
+def generation_run_queued(
+    *, generation_id: int, model_ids: Sequence[int], sizes: Mapping[int, str]
+) -> str:
+    """Call the models of a background generation, unless this is not the delivery
+    that may: returns "done", "interrupted" or "finished" (there was nothing to do).
+
+    Ark bills a call whether or not its answer reaches us, so a generation's models are
+    asked once at most. The claim (one conditional UPDATE of `upstream_started_at`)
+    lets one delivery of the task call them; the broker delivers the task again only
+    when the delivery that claimed it was lost with its worker (the task is acked
+    late so that a generation never begun survives a worker's death), and that
+    delivery marks the generation interrupted instead of asking again: the images the
+    dead worker recorded are kept and stored, those it did not receive are gone.
+    """
+    now = timezone.now()
+    claimed = Generation.objects.filter(
+        pk=generation_id,
+        status=Generation.Status.RUNNING,
+        upstream_started_at=None,
+        lease_expires_at__gte=now,  # not given up while it waited in the queue
+    ).update(upstream_started_at=now, lease_expires_at=_lease_deadline())
+    if not claimed:
+        if _interrupt(generation_id):
+            logger.warning("generation %s was begun by a lost worker: interrupted", generation_id)
+            return Generation.Status.INTERRUPTED.value
+        return "finished"
+
+    generation = Generation.objects.select_related("reference_result").get(pk=generation_id)
+    try:
+        found = ImageModel.objects.in_bulk(list(model_ids))
+        models = [found[pk] for pk in model_ids if pk in found]
+        reference = None
+        if generation.reference_image_url or generation.reference_result:
+            reference = ReferenceImage(
+                url=generation.reference_image_url, result=generation.reference_result
+            )
+        _call_models(
+            generation=generation,
+            calls=_model_calls(
+                models, size=generation.size, sizes=sizes, params=dict(generation.params)
+            ),
+            text=generation.prompt_text,
+            upstream_image=_reference_for_upstream(reference) if reference else None,
+        )
+    except Exception:
+        # What was recorded stays; the generation says it went no further.
+        _interrupt(generation.pk)
+        raise
+    return generation.status
+
+
+def generations_mark_interrupted() -> int:
+    """Mark interrupted the generations whose lease ran out: their process died mid-call
+    (or their task waited in the queue too long to be worth calling). Their results
+    are kept, and stored as any others. Returns how many were marked."""
+    return Generation.objects.lease_expired().update(
+        status=Generation.Status.INTERRUPTED, lease_expires_at=None
+    )
+
+
+def _lease_deadline(seconds: int | None = None) -> datetime:
+    return timezone.now() + timedelta(seconds=seconds or settings.GENERATION_LEASE_SECONDS)
+
+
+class _Lease:
+    """A running generation's lease, renewed every quarter of its length while the
+    process calling the models lives: between events as well as on them, since Ark
+    may take minutes before a group's first image."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        self.renew_every = settings.GENERATION_LEASE_SECONDS / 4
+        self._renewed = time.monotonic()
+
+    def renew_if_due(self) -> None:
+        if time.monotonic() - self._renewed < self.renew_every:
+            return
+        Generation.objects.filter(pk=self.generation_id, status=Generation.Status.RUNNING).update(
+            lease_expires_at=_lease_deadline()
+        )
+        self._renewed = time.monotonic()
+
+
+def _finish(generation: Generation) -> None:
+    """Mark the generation done, unless the sweep found it interrupted first."""
+    Generation.objects.filter(pk=generation.pk, status=Generation.Status.RUNNING).update(
+        status=Generation.Status.DONE, lease_expires_at=None
+    )
+    generation.refresh_from_db(fields=["status", "lease_expires_at"])
+
+
+def _interrupt(generation_id: int) -> int:
+    return Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).update(
+        status=Generation.Status.INTERRUPTED, lease_expires_at=None
+    )
+
+
+def _enqueue_generation(
+    generation: Generation, *, models: Sequence[ImageModel], sizes: Mapping[int, str]
+) -> None:
+    """Queue a background generation's calls; a queue that refuses leaves it interrupted
+    (nothing was asked of Ark), which the caller tells the person who asked."""
+    from generations.tasks import generate_in_background  # tasks import services
+
+    try:
+        generate_in_background.apply_async(
+            kwargs={
+                "generation_id": generation.pk,
+                "model_ids": [m.pk for m in models],
+                # JSON keys are strings: the task reads them back as model ids.
+                "sizes": {str(pk): size for pk, size in sizes.items()},
+            },
+            retry=False,
+        )
+    except Exception as exc:
+        logger.warning("could not queue generation %s: %s", generation.pk, exc)
+        _interrupt(generation.pk)
+        generation.refresh_from_db(fields=["status", "lease_expires_at"])
 
 
 def _record(*, generation: Generation, call: _ModelCall, items: list[UpstreamItem]) -> None:

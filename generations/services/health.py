@@ -39,7 +39,7 @@ def check_broker() -> str:
 
 
 def storing_backlog() -> dict[str, Any]:
-    """Workers seen within a minute, the oldest pending result's age in seconds (None:
+    """Storing workers seen within a minute, the oldest pending result's age in seconds (None:
     none pending) and the number at risk. Three indexed queries, whatever the table's
     size: ids grow with time, so the oldest pending is the lowest id of that status."""
     oldest = (
@@ -50,7 +50,7 @@ def storing_backlog() -> dict[str, Any]:
         .first()
     )
     return {
-        "workers": WorkerHeartbeat.objects.alive().count(),
+        "workers": WorkerHeartbeat.objects.alive().storing().count(),
         "oldestPendingSeconds": (
             None if oldest is None else round((timezone.now() - oldest).total_seconds(), 1)
         ),

@@ -18,8 +18,10 @@
 
   // Follow results whose image is being stored, in place: an element with data-poll-url
   // (the generation's API URL) holds, or is, elements with data-result-id. The generation
-  // page follows each of its cards; a result's detail page follows that result. Poll
-  // every second until none of them is pending or storing.
+  // page follows each of its cards, and while the generation runs it adds the card of
+  // each image as it arrives (rendered by the server: data-cards-url); a result's detail
+  // page follows that result. Poll every second until the generation is over and none
+  // of them is pending or storing.
   var busyStatuses = { pending: true, storing: true };
 
   // What a reload would show: the API says whether the image is lost.
@@ -70,24 +72,56 @@
     if (status === "stored" && before !== "stored") showStored(item);
   }
 
+  var generationNotes = {
+    running: "Generating… each image appears here as it arrives.",
+    interrupted: "Interrupted: the process calling the models stopped. The images below are all it received, and they are kept."
+  };
+
   function followResults(panel) {
     var url = panel.getAttribute("data-poll-url");
     var note = panel.querySelector("[data-poll-note]");
+    var cards = panel.querySelector("[data-cards]");
+    var cardsUrl = panel.getAttribute("data-cards-url");
 
     function itemFor(id) {
       var selector = '[data-result-id="' + id + '"]';
       return panel.matches(selector) ? panel : panel.querySelector(selector);
     }
 
+    // New results of a running generation: add the cards the page does not show yet.
+    function addMissingCards() {
+      return fetch(cardsUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          var fragment = document.createElement("template");
+          fragment.innerHTML = html;
+          fragment.content.querySelectorAll("[data-result-id]").forEach(function (card) {
+            if (!itemFor(card.getAttribute("data-result-id"))) cards.appendChild(card);
+          });
+        });
+    }
+
     function update(data) {
-      var stillBusy = false;
+      var stillBusy = data.status === "running";
+      var missing = false;
       (data.results || []).forEach(function (result) {
         var item = itemFor(result.id);
-        if (!item) return; // another result of the generation, not shown here
+        if (!item) {
+          // On the generate page, a new image; elsewhere, a result not shown here.
+          if (cards && cardsUrl) missing = true;
+          return;
+        }
         if (busyStatuses[result.storageStatus]) stillBusy = true;
         showResult(item, result);
       });
-      return stillBusy;
+      if (panel.getAttribute("data-generation-status") !== data.status && data.status) {
+        panel.setAttribute("data-generation-status", data.status);
+        if (note && generationNotes[data.status]) note.textContent = generationNotes[data.status];
+      }
+      return { busy: stillBusy || missing, missing: missing };
     }
 
     function poll() {
@@ -103,9 +137,13 @@
         })
         .then(function (data) {
           if (data === null) return;
-          if (update(data)) {
+          var state = update(data);
+          if (state.missing) {
+            return addMissingCards().then(function () { window.setTimeout(poll, 0); });
+          }
+          if (state.busy) {
             window.setTimeout(poll, 1000);
-          } else if (note) {
+          } else if (note && data.status !== "interrupted") {
             note.textContent = "Every image of this generation has been handled.";
           }
         })
@@ -118,6 +156,14 @@
 
   function setUpPolling() {
     document.querySelectorAll("[data-poll-url]").forEach(followResults);
+  }
+
+  // With this script the generate form asks for a background generation: the page
+  // comes back at once and fills in image by image. Without it, the form waits.
+  function setUpBackgroundGenerate() {
+    document.querySelectorAll("[data-background-field]").forEach(function (field) {
+      field.value = "1";
+    });
   }
 
   // Tell the user the generate form is working (the upstream may take a while).
@@ -151,6 +197,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     setUpSelectAll();
     setUpPolling();
+    setUpBackgroundGenerate();
     setUpBusyButtons();
     setUpModelSizes();
   });

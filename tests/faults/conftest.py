@@ -77,11 +77,13 @@ def start_worker(
     ensure_seedream_models()
     started: list[WorkerProcess] = []
 
-    def start(*, concurrency: int = 1, **extra_env: str) -> WorkerProcess:
+    def start(
+        *, concurrency: int = 1, queues: list[str] | None = None, **extra_env: str
+    ) -> WorkerProcess:
         env = broker_env(broker)
         env.update(extra_env)
         log = tmp_path / f"worker-{len(started)}.log"
-        worker = WorkerProcess(settings, log, concurrency=concurrency, **env)
+        worker = WorkerProcess(settings, log, concurrency=concurrency, queues=queues, **env)
         started.append(worker)
         worker.wait_ready()
         return worker

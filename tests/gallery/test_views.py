@@ -846,6 +846,62 @@ def test_generate_against_the_demo_upstream_creates_results(
         assert f'data-result-id="{result.pk}"' in html
 
 
+def test_the_generate_page_with_its_script_generates_in_the_background(
+    staff_client: Client, demo: Any
+) -> None:
+    """The page's script sets `background`: the page comes back before any image is
+    made, running, and follows the generation; the form without it waits (above)."""
+    model = ImageModelFactory()
+    response = staff_client.post(
+        reverse("gallery:generate"),
+        {
+            "prompt": "a lighthouse at dusk",
+            "models": [model.pk],
+            "size": "1024x1024",
+            "background": "1",
+        },
+    )
+    generation = Generation.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('gallery:generate')}?generation={generation.pk}"
+    assert generation.status == Generation.Status.RUNNING
+    assert not generation.results.exists()
+    assert [e for e in demo.request_log if e["method"] == "POST"] == []
+
+    html = page_text(staff_client.get(response["Location"]))
+    assert f"Generation {generation.pk} is running: its images appear below" in html
+    assert f'data-poll-url="{reverse("api:generation", args=[generation.pk])}"' in html
+    assert reverse("gallery:generation_cards", args=[generation.pk]) in html
+
+
+def test_a_generations_cards_come_as_the_page_renders_them_and_act_on_the_page(
+    staff_client: Client,
+) -> None:
+    generation = GenerationFactory(status=Generation.Status.RUNNING)
+    first, second = GenerationResultFactory.create_batch(2, generation=generation)
+
+    response = staff_client.get(reverse("gallery:generation_cards", args=[generation.pk]))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.index(f'data-result-id="{first.pk}"') < html.index(f'data-result-id="{second.pk}"')
+    page = f"{reverse('gallery:generate')}?generation={generation.pk}"
+    # A card's forms (re-store, tags, star) bring the user back to the generate page.
+    assert f'name="next" value="{page}"' in html.replace("&amp;", "&")
+    assert reverse("gallery:generation_cards", args=[generation.pk]) not in html
+    assert staff_client.get(reverse("gallery:generation_cards", args=[999999])).status_code == 404
+
+
+def test_an_interrupted_generation_says_its_images_are_all_it_received(
+    staff_client: Client,
+) -> None:
+    generation = GenerationFactory(status=Generation.Status.INTERRUPTED)
+    result = GenerationResultFactory(generation=generation)
+    html = page_text(staff_client.get(f"{reverse('gallery:generate')}?generation={generation.pk}"))
+    assert "Interrupted: the process calling the models stopped." in html
+    assert f'data-result-id="{result.pk}"' in html
+
+
 def test_generate_with_a_saved_prompt(staff_client: Client, demo: Any) -> None:
     model = ImageModelFactory()
     prompt = Prompt.objects.create(text="a saved sunrise", title="Sunrise")

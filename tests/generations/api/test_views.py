@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from generations.models import ApiToken, Generation, GenerationResult, ImageModel, Tag
 from generations.services.organize import results_add_tags
+from tests.conftest import wait_for
 from tests.factories import GenerationFactory, GenerationResultFactory
 
 pytestmark = pytest.mark.django_db
@@ -124,6 +125,9 @@ def test_token_is_stored_hashed(api_token: str) -> None:
         ({"promptId": 12345, "modelIds": [SEEDREAM_4]}, "promptId", "no prompt"),
         ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "colour": "red"}, "colour", "unknown field"),
         ([1, 2, 3], "body", "JSON object"),
+        ({"prompt": "a fox", "modelIds": [SEEDREAM_4], "wait": "no"}, "wait", "true or false"),
+        # In the background too, bad input is refused before anything is recorded or queued.
+        ({"promptId": 12345, "modelIds": [SEEDREAM_4], "wait": False}, "promptId", "no prompt"),
     ],
 )
 def test_bad_input_gets_400_naming_the_field(
@@ -254,6 +258,55 @@ def test_sequential_generation_gives_one_result_per_image(demo: Any, token_clien
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["SUCCESS"] * 3
     assert len({r["externalImageUrl"] for r in results}) == 3
+
+
+def test_by_default_generate_waits_and_answers_the_generation_done(
+    demo: Any, token_client: Client
+) -> None:
+    response = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4], "wait": True})
+    assert response.status_code == 200
+    assert response.json()["status"] == "done"
+    assert [r["status"] for r in response.json()["results"]] == ["SUCCESS"]
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_wait_false_answers_202_at_once_and_polling_sees_each_image_then_done(
+    celery_worker: Any, demo: Any, token_client: Client
+) -> None:
+    body = {
+        "prompt": "three slow foxes [demo:latency=1]",
+        "modelIds": [SEEDREAM_4],
+        "params": {"max_images": 3},
+        "wait": False,
+    }
+    response = post(token_client, body)
+
+    assert response.status_code == 202, response.content
+    started = response.json()
+    assert started["status"] == "running"
+    assert started["results"] == []  # answered before the first image was made
+    location = response["Location"]
+    assert location == f"http://testserver/api/generations/{started['generationId']}"
+
+    seen: list[int] = []
+
+    def finished() -> dict[str, Any] | None:
+        polled = token_client.get(location).json()
+        seen.append(len(polled["results"]))
+        return polled if polled["status"] != "running" else None
+
+    final = wait_for(finished, timeout=30, interval=0.1)
+    assert final["status"] == "done"
+    assert [r["status"] for r in final["results"]] == ["SUCCESS"] * 3
+    assert any(0 < n < 3 for n in seen), f"no poll saw the group part-way: {seen}"
+    assert final["usage"]["generatedImages"] == 3
+    wait_for(
+        lambda: all(
+            r["storageStatus"] == "stored" for r in token_client.get(location).json()["results"]
+        ),
+        timeout=30,
+    )
 
 
 def test_generation_detail_answers_the_same_shape(demo: Any, token_client: Client) -> None:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel
 from generations.services.generate import generation_create
+from generations.tasks import generate_in_background, sweep_interrupted_generations
 from tests.conftest import wait_for
+from tests.factories import GenerationFactory, GenerationResultFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -197,3 +201,127 @@ def test_each_streamed_image_is_stored_while_the_rest_of_the_group_is_still_comi
         lambda: all(r.storage_status == S.STORED for r in results(outcome["generation"])),
         timeout=30,
     )
+
+
+# --- background generations: the lease, the claim, the sweep -------------------------
+
+
+def test_a_generation_called_at_once_is_done_when_it_returns(demo: Any) -> None:
+    generation = generate("a fox")
+    generation.refresh_from_db()
+    assert generation.status == Generation.Status.DONE
+    assert generation.lease_expires_at is None
+
+
+def test_a_background_generation_is_called_once_however_often_its_task_is_delivered(
+    demo: Any,
+) -> None:
+    model = seedream_4()
+    generation = generation_create(
+        user=None,
+        models=[model],
+        prompt_text="two foxes",
+        size="1280x720",
+        params={"max_images": 2},
+        background=True,
+    )
+    assert generation.status == Generation.Status.RUNNING
+    assert not generation.results.exists()
+    task = {"generation_id": generation.pk, "model_ids": [model.pk], "sizes": {}}
+
+    assert generate_in_background.apply(kwargs=task).get() == "done"
+    assert generate_in_background.apply(kwargs=task).get() == "finished"
+
+    generation.refresh_from_db()
+    assert generation.status == Generation.Status.DONE
+    assert [r.status for r in results(generation)] == ["SUCCESS"] * 2
+    assert len(posted(demo)) == 1
+
+
+def test_a_task_delivered_again_after_its_worker_died_interrupts_instead_of_calling(
+    demo: Any,
+) -> None:
+    """The claim is taken (a worker began calling, then died): the task comes again, and
+    Ark, which billed the first call, is not asked a second time."""
+    model = seedream_4()
+    generation = GenerationFactory(
+        status=Generation.Status.RUNNING,
+        upstream_started_at=timezone.now() - timedelta(seconds=30),
+        lease_expires_at=timezone.now() + timedelta(seconds=90),
+    )
+    GenerationResultFactory(generation=generation, model=model)  # what arrived before
+    task = {"generation_id": generation.pk, "model_ids": [model.pk], "sizes": {}}
+
+    assert generate_in_background.apply(kwargs=task).get() == "interrupted"
+
+    generation.refresh_from_db()
+    assert generation.status == Generation.Status.INTERRUPTED
+    assert generation.results.count() == 1
+    assert posted(demo) == []
+
+
+def test_a_background_generation_that_waited_past_its_queue_lease_is_not_called(
+    demo: Any,
+) -> None:
+    model = seedream_4()
+    generation = GenerationFactory(
+        status=Generation.Status.RUNNING, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    task = {"generation_id": generation.pk, "model_ids": [model.pk], "sizes": {}}
+
+    assert generate_in_background.apply(kwargs=task).get() == "interrupted"
+    assert posted(demo) == []
+
+
+def test_the_sweep_marks_interrupted_only_the_generations_whose_lease_ran_out() -> None:
+    now = timezone.now()
+    expired = GenerationFactory(
+        status=Generation.Status.RUNNING, lease_expires_at=now - timedelta(seconds=5)
+    )
+    kept = GenerationResultFactory(generation=expired)
+    alive = GenerationFactory(
+        status=Generation.Status.RUNNING, lease_expires_at=now + timedelta(seconds=60)
+    )
+    done = GenerationFactory(status=Generation.Status.DONE)
+
+    assert sweep_interrupted_generations() == 1
+    assert sweep_interrupted_generations() == 0
+
+    statuses = dict(Generation.objects.values_list("pk", "status"))
+    assert statuses == {
+        expired.pk: Generation.Status.INTERRUPTED,
+        alive.pk: Generation.Status.RUNNING,
+        done.pk: Generation.Status.DONE,
+    }
+    assert list(expired.results.all()) == [kept]  # what it received is kept
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_generation_renews_its_lease_while_a_slow_group_streams(
+    demo: Any, settings: Any
+) -> None:
+    """Renewed as it goes, the lease never runs out under a live process, however long
+    the group takes: the sweep meanwhile leaves the generation running."""
+    settings.GENERATION_LEASE_SECONDS = 1
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["generation"] = generate("slow foxes [demo:latency=0.6]", max_images=4)
+        finally:
+            connection.close()
+
+    call = threading.Thread(target=run)
+    call.start()
+    swept = 0
+    try:
+        while call.is_alive():
+            swept += sweep_interrupted_generations()
+            time.sleep(0.2)
+    finally:
+        call.join(timeout=30)
+
+    assert swept == 0
+    outcome["generation"].refresh_from_db()
+    assert outcome["generation"].status == Generation.Status.DONE
+    assert len(results(outcome["generation"])) == 4

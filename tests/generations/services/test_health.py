@@ -26,9 +26,20 @@ from tests.factories import GenerationResultFactory
 S = GenerationResult.StorageStatus
 
 
-def heartbeat(*, seconds_ago: float, hostname: str = "celery@worker-1", pid: int = 10) -> None:
+def heartbeat(
+    *, seconds_ago: float, hostname: str = "celery@worker-1", queues: str | None = None
+) -> None:
+    """A worker's row, as a worker taking the storing queue (by default) writes it."""
+    from django.conf import settings
+
     seen = timezone.now() - timedelta(seconds=seconds_ago)
-    WorkerHeartbeat.objects.create(hostname=hostname, pid=pid, started_at=seen, seen_at=seen)
+    WorkerHeartbeat.objects.create(
+        hostname=hostname,
+        pid=10,
+        queues=f",{settings.CELERY_TASK_DEFAULT_QUEUE}," if queues is None else queues,
+        started_at=seen,
+        seen_at=seen,
+    )
 
 
 def at_risk_result() -> GenerationResult:
@@ -67,6 +78,16 @@ def test_a_worker_seen_within_the_minute_makes_results_at_risk_healthy(client: C
     body = response.json()
     assert (body["workers"], body["atRisk"]) == (1, 1)
     assert response.status_code == (200 if body["broker"] == "ok" else 503)
+
+
+@pytest.mark.django_db
+def test_a_worker_that_only_generates_does_not_count(client: Client, settings: Any) -> None:
+    at_risk_result()
+    heartbeat(seconds_ago=1, queues=f",{settings.GENERATIONS_QUEUE},")
+
+    response = client.get("/healthz")
+
+    assert (response.status_code, response.json()["workers"]) == (503, 0)
 
 
 @pytest.mark.django_db

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('generations', '0011_result_awaiting_derivatives_index'),
+        ('generations', '0012_generation_status_and_lease'),
     ]
 
     operations = [
@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('hostname', models.CharField(help_text="Celery's node name.", max_length=255)),
-                ('queues', models.CharField(blank=True, max_length=255)),
+                ('queues', models.CharField(blank=True, help_text="As ',a,b,'.", max_length=255)),
                 ('pid', models.PositiveIntegerField()),
                 ('started_at', models.DateTimeField()),
                 ('seen_at', models.DateTimeField()),
