@@ -21,7 +21,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from generations.checks import parse_id
-from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.models import (
+    Generation,
+    GenerationReference,
+    GenerationResult,
+    ImageModel,
+    Prompt,
+)
 from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
 from generations.services.generate import generation_create
 from generations.services.organize import (
@@ -408,7 +414,7 @@ def generate(request: HttpRequest) -> HttpResponse:
     models = list(ImageModel.objects.enabled().order_by("name"))
     prompts = list(Prompt.objects.all()[:MAX_SAVED_PROMPTS])
     if request.method == "POST":
-        form = GenerateForm(request.POST, models=models, prompts=prompts)
+        form = GenerateForm(request.POST, request.FILES, models=models, prompts=prompts)
         if form.is_valid():
             data = form.cleaned_data
             generation = generation_create(
@@ -420,7 +426,7 @@ def generate(request: HttpRequest) -> HttpResponse:
                 size=data["size_value"],
                 sizes=data["sizes"],
                 params=data["params"],
-                reference=data["reference_image"],
+                references=data["references"],
             )
             _report_generation(request, generation)
             return redirect(f"{reverse('gallery:generate')}?generation={generation.pk}")
@@ -509,11 +515,31 @@ def _initial_from_generation(generation: Generation) -> dict[str, Any]:
         initial["seed"] = params["seed"]
     if params.get("guidance_scale") is not None:
         initial["guidance_scale"] = params["guidance_scale"]
-    if generation.reference_result_id:
-        initial["reference"] = f"result:{generation.reference_result_id}"
-    elif generation.reference_image_url and not generation.reference_image_url.startswith("data:"):
-        initial["reference"] = generation.reference_image_url
+    references = _reference_lines(generation)
+    if references:
+        initial["reference"] = " ".join(references)
     return initial
+
+
+def _reference_lines(generation: Generation) -> list[str]:
+    """The generation's references as the form takes them: an upload is named by the
+    copy kept with the generation, so that continuing sends the same image."""
+    lines = []
+    for reference in generation.references.all():
+        if reference.kind == GenerationReference.Kind.UPLOAD:
+            lines.append(f"reference:{reference.pk}")
+        elif reference.result_id is not None:
+            lines.append(f"result:{reference.result_id}")
+        elif reference.url and not reference.url.startswith("data:"):
+            lines.append(reference.url)
+    if lines:
+        return lines
+    # A generation from before references were kept one by one.
+    if generation.reference_result_id:
+        return [f"result:{generation.reference_result_id}"]
+    if generation.reference_image_url and not generation.reference_image_url.startswith("data:"):
+        return [generation.reference_image_url]
+    return []
 
 
 def _initial_model_sizes(generation: Generation) -> dict[str, str]:

@@ -120,7 +120,7 @@ def generate(request: HttpRequest) -> HttpResponse:
         size=wanted.size,
         sizes=wanted.sizes,
         params=wanted.params,
-        reference=wanted.reference,
+        references=wanted.references,
     )
     return JsonResponse(generation_json(request, generation))
 

@@ -7,7 +7,6 @@ the person generating never waits for storage.
 
 from __future__ import annotations
 
-import base64
 import logging
 import queue
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.services.references import (
+    ReferenceImage,
+    generation_references_record,
+    references_for_upstream,
+)
 from generations.services.storing import result_store_inline_image, results_enqueue_storing
 from generations.signals import announce_results_changed
 from generations.upstream.ark import (
@@ -32,22 +36,11 @@ from generations.upstream.ark import (
     client_for,
     external_url_expiry,
 )
-from storage_backends import images as image_storage
 
 logger = logging.getLogger(__name__)
 
 # Keys of ImageModel.default_params that describe the model instead of being sent.
 _NON_REQUEST_PARAMS = {"capabilities", "size"}
-# Ark accepts reference images up to 10 MB; a data: URI is a third larger.
-_MAX_REFERENCE_BYTES = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ReferenceImage:
-    """A reference image for image-to-image: a URL, or one of our stored results."""
-
-    url: str = ""
-    result: GenerationResult | None = None
 
 
 @dataclass
@@ -74,7 +67,7 @@ def generation_create(
     size: str = "",
     sizes: Mapping[int, str] | None = None,
     params: dict[str, Any] | None = None,
-    reference: ReferenceImage | None = None,
+    references: Sequence[ReferenceImage] = (),
 ) -> Generation:
     """Record the generation, call every model concurrently, and record what each answered.
 
@@ -88,10 +81,14 @@ def generation_create(
     image that came in the answer itself, whose bytes exist nowhere else.
     `sizes` gives a model (by primary key) a size of its own instead of `size`; the
     sizes were checked against each model's rules by the caller (`generations.inputs`).
+    `references` are the reference images, in order, kept with the generation.
     """
     text = prompt.text if prompt is not None and not prompt_text else prompt_text
     params = dict(params or {})
-    upstream_image = _reference_for_upstream(reference) if reference else None
+    upstream_image = references_for_upstream(references)
+    # The first URL or stored result is also the generation's own reference, as before
+    # a generation could have several (the gallery's reference filter reads it).
+    first = next((r for r in references if r.data is None), None)
 
     calls = [
         _ModelCall(
@@ -111,11 +108,13 @@ def generation_create(
             prompt_text=text,
             size=size,
             params=params,
-            reference_image_url=reference.url if reference else "",
-            reference_result=reference.result if reference else None,
+            reference_image_url=first.url if first else "",
+            reference_result=first.result if first else None,
             created_by=user if isinstance(user, User) else None,
             created_at=timezone.now(),
         )
+        if references:  # in the transaction: a storage that refuses an upload leaves neither
+            generation_references_record(generation=generation, references=references)
 
     # Only this thread writes rows: the calls' threads hand their items over.
     events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
@@ -246,21 +245,3 @@ def _result_row(
         row.error_message = item.message
         row.storage_status = GenerationResult.StorageStatus.NONE
     return row
-
-
-def _reference_for_upstream(reference: ReferenceImage) -> str:
-    """What Ark is given for a reference image: a URL it can reach, or a data: URI."""
-    result = reference.result
-    if result is None:
-        return reference.url
-    if result.is_stored:
-        direct = image_storage.redirect_url(backend=result.storage_backend, key=result.storage_key)
-        if direct:
-            return direct
-        if result.byte_size and result.byte_size <= _MAX_REFERENCE_BYTES:
-            with image_storage.open_object(
-                backend=result.storage_backend, key=result.storage_key
-            ) as fh:
-                encoded = base64.b64encode(fh.read()).decode()
-            return f"data:{result.content_type};base64,{encoded}"
-    return result.external_url

@@ -19,7 +19,13 @@ from django.utils import timezone
 
 from generations.models import ApiToken, Generation, GenerationResult, ImageModel, Tag
 from generations.services.organize import results_add_tags
-from tests.factories import GenerationFactory, GenerationResultFactory
+from tests.factories import (
+    GenerationFactory,
+    GenerationResultFactory,
+    jpeg_bytes,
+    mark_stored,
+    png_bytes,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -768,3 +774,51 @@ def test_a_generation_s_results_carry_their_tags_without_a_query_per_result(
     assert [r["tags"] for r in many["results"][2:]] == [["moon"]] * 10
     assert [r["favorite"] for r in many["results"]] == [False] * 2 + [True] * 10
     assert many_queries == few_queries
+
+
+# --- several reference images ----------------------------------------------------------
+
+
+def test_a_list_of_references_reaches_the_upstream_in_order_in_one_call(
+    demo: Any, token_client: Client
+) -> None:
+    stored_bytes = jpeg_bytes(color=(0, 90, 30))
+    stored = mark_stored(GenerationResultFactory(), data=stored_bytes, backend="local")
+    upload = base64.b64encode(png_bytes()).decode()
+    image = [REFERENCE, f"result:{stored.pk}", f"data:image/png;base64,{upload}"]
+
+    response = post(token_client, {"prompt": "all three", "modelIds": [SEEDREAM_4], "image": image})
+
+    assert response.status_code == 200, response.content
+    (sent,) = [e["json"]["image"] for e in demo.request_log if e["method"] == "POST"]
+    stored_uri = f"data:image/jpeg;base64,{base64.b64encode(stored_bytes).decode()}"
+    assert sent == [REFERENCE, stored_uri, f"data:image/png;base64,{upload}"]
+    generation = Generation.objects.get(pk=response.json()["generationId"])
+    assert [r.kind for r in generation.references.order_by("position")] == [
+        "url",
+        "result",
+        "upload",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        ([REFERENCE, REFERENCE + "?2"], "'SeedEdit 3.0' takes at most 1 reference image (2 given)"),
+        ([REFERENCE] * 15, "at most 14 reference images (15 given)"),
+        ([REFERENCE, 7], "reference image 2 must be a URL or 'result:ID'"),
+        ("data:image/png;base64,PHN2Zz4=", "is not a PNG, JPEG or WebP image"),
+    ],
+    ids=["over-the-model-limit", "over-ark-limit", "not-a-string", "data-uri-not-an-image"],
+)
+def test_references_a_model_cannot_take_are_refused_before_any_call(
+    demo: Any, token_client: Client, image: Any, words: str
+) -> None:
+    body = {"prompt": "merge", "modelIds": [SEEDEDIT_3], "size": "adaptive", "image": image}
+    response = post(token_client, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["field"] == "image"
+    assert words in error["message"]
+    assert demo.request_log == []
