@@ -18,4 +18,5 @@ urlpatterns = [
     path("gallery/restore-all/", views.restore_all, name="restore_all"),
     path("gallery/clear/", views.clear_all, name="clear_all"),
     path("generate/", views.generate, name="generate"),
+    path("gallery/usage/", views.usage, name="usage"),
 ]

@@ -36,6 +36,7 @@ from generations.services.organize import (
     results_set_favorite,
 )
 from generations.services.storing import results_restore
+from generations.usage import UsageQueryForm, usage_rows, usage_totals
 
 from . import selectors
 from .forms import (
@@ -402,6 +403,30 @@ def clear_all(request: HttpRequest) -> HttpResponse:
         "gallery/clear_all.html",
         # Fresh: the confirmation of deleting everything must not understate it.
         {"nav": "gallery", "counts": selectors.header_counts(fresh=True)},
+    )
+
+
+# --- Usage ---------------------------------------------------------------------------
+
+
+@require_GET
+@staff_required
+def usage(request: HttpRequest) -> HttpResponse:
+    """Images and cost by day, model or user: the numbers `GET /api/usage` answers."""
+    form = UsageQueryForm(request.GET or None)
+    query = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    group_by = query.get("groupBy") or "day"
+    rows = usage_rows(since=query.get("since"), until=query.get("until"), group_by=group_by)
+    return render(
+        request,
+        "gallery/usage.html",
+        {
+            "nav": "usage",
+            "form": form,
+            "rows": rows,
+            "totals": usage_totals(rows),
+            "group_label": {"day": "Day", "model": "Model", "user": "User"}[group_by],
+        },
     )
 
 

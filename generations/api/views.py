@@ -24,6 +24,13 @@ from generations.services.organize import (
     results_remove_tags,
     results_set_favorite,
 )
+from generations.usage import (
+    UsageQueryForm,
+    generation_cost,
+    generation_usage,
+    usage_rows,
+    usage_totals,
+)
 from storage_backends.images import check_storage
 
 from .auth import ApiError, api_endpoint
@@ -75,20 +82,25 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
 
 
 def generation_json(request: HttpRequest, generation: Generation) -> dict[str, Any]:
-    results = generation.results.select_related("model").prefetch_related("tags").order_by("id")
-    usage = None
-    if generation.usage_generated_images is not None or generation.usage_output_tokens is not None:
-        usage = {
-            "generatedImages": generation.usage_generated_images,
-            "outputTokens": generation.usage_output_tokens,
-        }
+    results = list(
+        generation.results.select_related("model").prefetch_related("tags").order_by("id")
+    )
+    cost = generation_cost(results)
     return {
         "generationId": generation.pk,
+        "status": _generation_status(results),
         "prompt": generation.prompt_text,
         "createdAt": generation.created_at.isoformat(),
-        "usage": usage,
+        "usage": generation_usage(generation),
+        "cost": cost.as_json() if cost else None,
         "results": [result_json(request, r) for r in results],
     }
+
+
+def _generation_status(results: list[GenerationResult]) -> str:
+    # Every generation is called to its end before it is answered, and each model's call
+    # records at least one result: one without results is still being called.
+    return "done" if results else "running"
 
 
 def _json_body(request: HttpRequest) -> Any:
@@ -193,6 +205,30 @@ def tags(request: HttpRequest) -> HttpResponse:
     counted = Tag.objects.annotate(n=Count("result_links")).order_by("key")
     return JsonResponse(
         {"tags": [{"name": name, "count": n} for name, n in counted.values_list("name", "n")]}
+    )
+
+
+@api_endpoint(methods=("GET",))
+def usage(request: HttpRequest) -> HttpResponse:
+    """Images and cost by day, model or user, between two days (both included)."""
+    query = UsageQueryForm(request.GET)
+    if not query.is_valid():
+        field, errors = next(iter(query.errors.items()))
+        raise ApiError(400, "invalid", f"{field}: {errors[0]}", field)
+    data = query.cleaned_data
+    group_by = data["groupBy"]
+    rows = usage_rows(since=data["since"], until=data["until"], group_by=group_by)
+    return JsonResponse(
+        {
+            "since": data["since"].isoformat() if data["since"] else None,
+            "until": data["until"].isoformat() if data["until"] else None,
+            "groupBy": group_by,
+            "rows": [row.as_json(group_by) for row in rows],
+            "totals": [
+                {k: v for k, v in row.as_json(group_by).items() if k != group_by}
+                for row in usage_totals(rows)
+            ],
+        }
     )
 
 

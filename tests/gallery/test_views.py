@@ -1256,3 +1256,58 @@ def test_clearing_the_gallery_deletes_the_uploaded_references_too(
 
     assert not Generation.objects.exists()
     assert not image_storage.object_exists(backend=kept.storage_backend, key=kept.storage_key)
+
+
+# --- Usage ---------------------------------------------------------------------------
+
+
+def usage_rows_shown(html: str) -> list[list[str]]:
+    rows = re.findall(r"<tr data-usage-row>(.*?)</tr>", html, flags=re.S)
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        for row in rows
+    ]
+
+
+def test_the_usage_page_shows_cost_for_a_priced_model_and_no_price_for_an_unpriced_one(
+    staff_client: Client,
+) -> None:
+    from decimal import Decimal
+
+    priced_model = ImageModelFactory(name="Priced", price_per_image=Decimal("0.25"), currency="CNY")
+    unpriced_model = ImageModelFactory(name="Unpriced", price_per_image=None)
+    add_lighthouse_results(4, [priced_model, unpriced_model])
+
+    response = staff_client.get(reverse("gallery:usage") + "?groupBy=model")
+
+    html = page_text(response)
+    assert f'href="{reverse("gallery:usage")}" aria-current="page"' in html  # in the nav
+    assert usage_rows_shown(html) == [
+        ["Priced", "2", "0", "0.5000 CNY"],
+        ["Unpriced", "2", "0", "no price"],
+    ]
+
+
+def test_the_usage_page_query_count_does_not_grow_with_the_number_of_results(
+    staff_client: Client,
+) -> None:
+    from decimal import Decimal
+
+    models = [ImageModelFactory(price_per_image=Decimal("0.2")), ImageModelFactory()]
+    urls = [reverse("gallery:usage") + f"?groupBy={group}" for group in ("day", "model", "user")]
+
+    def measure() -> list[int]:
+        counts = []
+        for url in urls:
+            staff_client.get(url)  # warm the session
+            with CaptureQueriesContext(connection) as captured:
+                assert staff_client.get(url).status_code == 200
+            counts.append(len(captured))
+        return counts
+
+    add_lighthouse_results(10, models)
+    small = measure()
+    add_lighthouse_results(2_000, models)
+    large = measure()
+    assert large == small
+    assert max(small) <= 4

@@ -822,3 +822,101 @@ def test_references_a_model_cannot_take_are_refused_before_any_call(
     assert error["field"] == "image"
     assert words in error["message"]
     assert demo.request_log == []
+
+
+# --- usage and cost ----------------------------------------------------------------------
+
+
+def priced(upstream_id: str, price: str | None, currency: str = "CNY") -> ImageModel:
+    from decimal import Decimal
+
+    model = ImageModel.objects.get(upstream_model_id=upstream_id)
+    model.price_per_image = Decimal(price) if price is not None else None
+    model.currency = currency
+    model.save()
+    return model
+
+
+def test_a_generation_of_a_priced_model_shows_its_status_usage_and_cost(
+    demo: Any, token_client: Client
+) -> None:
+    priced(SEEDREAM_4, "0.2000")
+    body = {"prompt": "two foxes", "modelIds": [SEEDREAM_4], "size": "1280x720"}
+    created = post(token_client, {**body, "params": {"max_images": 2}}).json()
+
+    assert created["status"] == "done"
+    assert created["usage"] == {"generatedImages": 2, "outputTokens": 2 * 1280 * 720 // 256}
+    assert created["cost"] == {"amount": "0.4000", "currency": "CNY"}
+    polled = token_client.get(f"/api/generations/{created['generationId']}").json()
+    assert (polled["status"], polled["usage"], polled["cost"]) == (
+        "done",
+        created["usage"],
+        created["cost"],
+    )
+
+
+def test_a_generation_of_an_unpriced_model_has_a_null_cost(demo: Any, token_client: Client) -> None:
+    priced(SEEDREAM_4, None)
+    created = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]}).json()
+
+    assert created["usage"]["generatedImages"] == 1
+    assert created["cost"] is None
+
+
+def test_failed_images_cost_nothing(demo: Any, token_client: Client) -> None:
+    priced(SEEDREAM_4, "0.2000")
+    body = {"prompt": "a fox [demo:error=QuotaExceeded]", "modelIds": [SEEDREAM_4]}
+    created = post(token_client, body).json()
+
+    assert created["cost"] == {"amount": "0.0000", "currency": "CNY"}
+
+
+def test_usage_by_model_counts_images_and_cost_of_priced_models_and_keeps_unpriced_apart(
+    demo: Any, token_client: Client
+) -> None:
+    four = priced(SEEDREAM_4, "0.2000")
+    three = priced(SEEDREAM_3, None)
+    post(token_client, {"prompt": "foxes", "modelIds": [SEEDREAM_4], "params": {"max_images": 3}})
+    post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4, SEEDREAM_3]})
+    post(token_client, {"prompt": "no [demo:error=QuotaExceeded]", "modelIds": [SEEDREAM_3]})
+
+    body = token_client.get("/api/usage?groupBy=model").json()
+
+    assert body["groupBy"] == "model"
+    assert body["rows"] == [
+        {
+            "model": four.name,
+            "images": 4,
+            "failed": 0,
+            "cost": {"amount": "0.8000", "currency": "CNY"},
+        },
+        {"model": three.name, "images": 1, "failed": 1, "cost": None},
+    ]
+    assert body["totals"] == [
+        {"images": 4, "failed": 0, "cost": {"amount": "0.8000", "currency": "CNY"}},
+        {"images": 1, "failed": 1, "cost": None},
+    ]
+    today = timezone.now().date().isoformat()
+    by_day = token_client.get(f"/api/usage?since={today}&until={today}").json()
+    assert [(row["day"], row["images"]) for row in by_day["rows"]] == [(today, 4), (today, 1)]
+    by_user = token_client.get("/api/usage?groupBy=user").json()
+    assert {row["user"] for row in by_user["rows"]} == {"staff"}
+    tomorrow = (timezone.now() + timedelta(days=1)).date().isoformat()
+    assert token_client.get(f"/api/usage?since={tomorrow}").json()["rows"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("groupBy=week", "groupBy"),
+        ("since=yesterday", "since"),
+        ("since=2026-02-02&until=2026-02-01", "until"),
+    ],
+)
+def test_a_bad_usage_query_gets_400_naming_the_field(
+    token_client: Client, query: str, field: str
+) -> None:
+    response = token_client.get(f"/api/usage?{query}")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
