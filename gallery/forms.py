@@ -18,6 +18,7 @@ from django.forms.boundfield import BoundField, BoundWidget
 from generations.checks import parse_id
 from generations.inputs import (
     InvalidInput,
+    check_model_options,
     check_model_size,
     check_models_fit,
     parse_models,
@@ -70,6 +71,8 @@ _FIELD_FOR_INPUT = {
     "params.seed": "seed",
     "params.guidance_scale": "guidance_scale",
     "params.watermark": "watermark",
+    "params.optimize_prompt_options": "optimize_prompt_mode",
+    "params.output_format": "output_format",
 }
 
 
@@ -292,6 +295,18 @@ class GenerateForm(forms.Form):
         required=False,
         help_text="1 to 10; only for models that take one.",
     )
+    optimize_prompt_mode = forms.ChoiceField(
+        label="Prompt optimization",
+        choices=[("", "Model default"), ("standard", "Standard"), ("fast", "Fast")],
+        required=False,
+        help_text="Only for models that take it (Seedream 4.0 and later); fast: Seedream 4.0.",
+    )
+    output_format = forms.ChoiceField(
+        label="Output format",
+        choices=[("", "Model default (JPEG)"), ("png", "PNG"), ("jpeg", "JPEG")],
+        required=False,
+        help_text="Only for models that take it (Seedream 5.0 lite).",
+    )
     reference = forms.CharField(
         label="Reference images",
         required=False,
@@ -356,7 +371,12 @@ class GenerateForm(forms.Form):
                 params["seed"] = data["seed"]
             if data.get("guidance_scale") is not None:
                 params["guidance_scale"] = data["guidance_scale"]
+            if data.get("optimize_prompt_mode"):
+                params["optimize_prompt_options"] = {"mode": data["optimize_prompt_mode"]}
+            if data.get("output_format"):
+                params["output_format"] = data["output_format"]
             data["params"] = parse_params(params)
+            check_model_options(data["model_list"], params=data["params"])
             typed = (data.get("reference") or "").split()  # a URL holds no space
             data["references"] = parse_references(typed) + self._uploaded_references(
                 data.get("reference_files") or []

@@ -540,6 +540,10 @@ def _initial_from_generation(generation: Generation) -> dict[str, Any]:
         initial["seed"] = params["seed"]
     if params.get("guidance_scale") is not None:
         initial["guidance_scale"] = params["guidance_scale"]
+    if isinstance(params.get("optimize_prompt_options"), dict):
+        initial["optimize_prompt_mode"] = params["optimize_prompt_options"].get("mode")
+    if params.get("output_format"):
+        initial["output_format"] = params["output_format"]
     references = _reference_lines(generation)
     if references:
         initial["reference"] = " ".join(references)

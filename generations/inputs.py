@@ -22,7 +22,15 @@ from django.conf import settings
 from .checks import parse_id
 from .fetch import is_public_address
 from .imaging import ImageRefused, check_image
-from .models import MAX_REFERENCE_IMAGES, GenerationReference, GenerationResult, ImageModel, Prompt
+from .models import (
+    MAX_REFERENCE_IMAGES,
+    OPTIMIZE_PROMPT_MODES,
+    OUTPUT_FORMATS,
+    GenerationReference,
+    GenerationResult,
+    ImageModel,
+    Prompt,
+)
 from .services.references import MAX_REFERENCE_BYTES, ReferenceImage, kept_reference
 from .sizes import SizeRefused, check_size, normalize_size
 
@@ -57,6 +65,12 @@ _PARAM_RULES: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "guidance_scale": ((int, float), lambda v: 1 <= v <= 10, "a number from 1 to 10"),
     "watermark": ((bool,), lambda v: True, "true or false"),
     "max_images": ((int,), lambda v: 1 <= v <= 15, "an integer from 1 to 15"),
+    "output_format": ((str,), lambda v: v in OUTPUT_FORMATS, " or ".join(OUTPUT_FORMATS)),
+    "optimize_prompt_options": (
+        (dict,),
+        lambda v: set(v) == {"mode"} and v["mode"] in OPTIMIZE_PROMPT_MODES,
+        'an object {"mode": ' + " or ".join(f'"{m}"' for m in OPTIMIZE_PROMPT_MODES) + "}",
+    ),
 }
 
 
@@ -84,6 +98,7 @@ def parse_generate(data: Any) -> GenerateInput:
     sizes = parse_sizes(data.get("sizes"), models=models)
     check_sizes(models, size=size, sizes=sizes)
     params = parse_params(data.get("params"))
+    check_model_options(models, params=params)
     response_format = parse_response_format(data.get("responseFormat"))
     if response_format:
         params["response_format"] = response_format
@@ -234,6 +249,29 @@ def parse_params(params: Any) -> dict[str, Any]:
             raise InvalidInput(f"{name} must be {wanted}", field=f"params.{name}")
         parsed[name] = value
     return parsed
+
+
+def check_model_options(models: list[ImageModel], *, params: dict[str, Any]) -> None:
+    """A prompt optimization mode or an output format is sent only to the models that
+    take the option at all; one of those that does not take the value asked for is
+    refused, naming the model and what it takes (Ark would refuse it after the call)."""
+    mode = (params.get("optimize_prompt_options") or {}).get("mode")
+    output_format = params.get("output_format")
+    for model in models:
+        taken = model.optimize_prompt_modes or []
+        if mode and taken and mode not in taken:
+            raise InvalidInput(
+                f"{model.name} does not take the prompt optimization mode {mode}: it takes "
+                f"{' or '.join(taken)}",
+                field="params.optimize_prompt_options",
+            )
+        formats = model.output_formats or []
+        if output_format and formats and output_format not in formats:
+            raise InvalidInput(
+                f"{model.name} does not take the output format {output_format}: it takes "
+                f"{' or '.join(formats)}",
+                field="params.output_format",
+            )
 
 
 def parse_response_format(value: Any) -> str:

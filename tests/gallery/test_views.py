@@ -1311,3 +1311,25 @@ def test_the_usage_page_query_count_does_not_grow_with_the_number_of_results(
     large = measure()
     assert large == small
     assert max(small) <= 4
+
+
+def test_the_generate_form_sends_prompt_optimization_and_refuses_a_mode_a_model_lacks(
+    staff_client: Client, demo: Any
+) -> None:
+    four = ImageModel.objects.get(upstream_model_id=SEEDREAM_4)
+    four_five = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-5-251128")
+    form = {"prompt": "a fox", "size": "2048x2048", "optimize_prompt_mode": "fast"}
+
+    refused = staff_client.post(
+        reverse("gallery:generate"), {**form, "models": [four.pk, four_five.pk]}
+    )
+    (error,) = refused.context["form"].errors["optimize_prompt_mode"]
+    assert "Seedream 4.5 does not take the prompt optimization mode fast" in error
+    assert demo.request_log == []
+
+    response = staff_client.post(reverse("gallery:generate"), {**form, "models": [four.pk]})
+    assert response.status_code == 302
+    (sent,) = [e["json"] for e in demo.request_log if e["method"] == "POST"]
+    assert sent["optimize_prompt_options"] == {"mode": "fast"}
+    again = staff_client.get(response["Location"]).context["form"]
+    assert again.initial["optimize_prompt_mode"] == "fast"

@@ -83,7 +83,9 @@ lasts or streams for ever would only hold a thread, and the test waiting on it, 
 Each Ark model's size rules (``MODEL_SIZE_RULES``) are kept as Ark keeps them: a size
 the model does not take answers 400 ``InvalidParameter``, "The parameter `size`
 specified in the request is not valid: ...". Other models (``demo-...``, an ``ep-...``
-endpoint) take any size.
+endpoint) take any size. So are their optional parameters (``MODEL_OPTIONS``): a
+``optimize_prompt_options.mode`` or an ``output_format`` the model does not take answers
+400 ``InvalidParameter``; ``output_format: "png"`` renders a PNG.
 
 ``GET /_demo/requests`` returns the last 200 requests received (except ``/_demo/`` ones)
 as JSON: ``[{"method", "path", "host", "headers", "json", "time"}]``; ``DELETE`` clears
@@ -229,6 +231,18 @@ MODEL_SIZE_RULES: dict[str, dict[str, Any]] = {
         "min_side": None,
         "max_side": None,
     },
+}
+# The optional parameters each Ark model takes, as its API reference lists them: prompt
+# optimization (``optimize_prompt_options.mode``) and the output file format
+# (``output_format``, png or jpeg, Seedream 5.0 lite alone). A value a model does not take
+# answers 400 InvalidParameter; models not listed here take either.
+MODEL_OPTIONS: dict[str, dict[str, list[str]]] = {
+    "doubao-seedream-5-0-260128": {"modes": ["standard"], "formats": ["png", "jpeg"]},
+    "doubao-seedream-5-0-lite-260128": {"modes": ["standard"], "formats": ["png", "jpeg"]},
+    "doubao-seedream-4-5-251128": {"modes": ["standard"], "formats": []},
+    "doubao-seedream-4-0-250828": {"modes": ["standard", "fast"], "formats": []},
+    "doubao-seedream-3-0-t2i-250415": {"modes": [], "formats": []},
+    "doubao-seededit-3-0-i2i-250628": {"modes": [], "formats": []},
 }
 LOOPBACK_HOST_FORMS = {
     "127.0.0.1": "127.0.0.1",
@@ -461,6 +475,24 @@ def parse_size(size: Any) -> tuple[int, int]:
         raise SwitchError(f"size {size!r} is not 1K, 2K, 4K, adaptive or WxH")
     width, height = (min(MAX_SIDE, max(MIN_SIDE, int(v))) for v in match.groups())
     return width, height
+
+
+def option_refusal(model: str, body: dict[str, Any]) -> tuple[str, str] | None:
+    """The parameter and why Ark refuses it, when ``model`` does not take the prompt
+    optimization mode or the output format asked for; None when it takes both (or
+    neither is asked for: the SDK sends null for what it was not given)."""
+    taken = MODEL_OPTIONS.get(model, {"modes": ["standard", "fast"], "formats": ["png", "jpeg"]})
+    options = body.get("optimize_prompt_options")
+    if options is not None:
+        mode = options.get("mode") if isinstance(options, dict) else None
+        if mode is not None and mode not in taken["modes"]:
+            return "optimize_prompt_options.mode", f"{mode!r} is not supported by this model"
+        if not isinstance(options, dict):
+            return "optimize_prompt_options", 'it must be an object such as {"mode": "standard"}'
+    output_format = body.get("output_format")
+    if output_format is not None and output_format not in taken["formats"]:
+        return "output_format", f"{output_format!r} is not supported by this model"
+    return None
 
 
 def size_refusal(model: str, size: Any) -> str | None:
@@ -1188,6 +1220,16 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
                 f"The parameter `size` specified in the request is not valid: {refusal}.",
             )
             return
+        refused = option_refusal(model, body)
+        if refused:
+            param, why = refused
+            self._ark_error(
+                400,
+                "InvalidParameter",
+                f"The parameter `{param}` specified in the request is not valid: {why}.",
+                param=param,
+            )
+            return
         try:
             text, switches = parse_switches(prompt)
             width, height = parse_size(body.get("size"))
@@ -1378,7 +1420,7 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
             content, content_type = SVG_IMAGE, "image/svg+xml"
         else:
             image_format = "JPEG"
-            if "png" in switches or "wrong_type" in switches:
+            if "png" in switches or "wrong_type" in switches or body.get("output_format") == "png":
                 image_format, extension = "PNG", "png"
             elif "webp" in switches:
                 image_format, extension = "WEBP", "webp"

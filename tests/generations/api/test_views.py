@@ -920,3 +920,65 @@ def test_a_bad_usage_query_gets_400_naming_the_field(
 
     assert response.status_code == 400
     assert response.json()["error"]["field"] == field
+
+
+# --- optional parameters -------------------------------------------------------------------
+
+
+def test_optional_parameters_are_sent_only_to_the_models_that_take_them(
+    demo: Any, token_client: Client
+) -> None:
+    params = {"optimize_prompt_options": {"mode": "standard"}, "output_format": "png"}
+    body = {
+        "prompt": "a fox",
+        "modelIds": [SEEDREAM_4, SEEDREAM_5_LITE, SEEDREAM_3],
+        "size": "2048x2048",
+        "params": params,
+    }
+    response = post(token_client, body)
+
+    assert response.status_code == 200, response.content
+    assert [r["status"] for r in response.json()["results"]] == ["SUCCESS"] * 3
+    sent = {
+        e["json"]["model"]: {k: e["json"].get(k) for k in params}
+        for e in demo.request_log
+        if e["method"] == "POST"
+    }
+    assert sent == {
+        SEEDREAM_4: {"optimize_prompt_options": {"mode": "standard"}, "output_format": None},
+        SEEDREAM_5_LITE: params,
+        SEEDREAM_3: {"optimize_prompt_options": None, "output_format": None},
+    }
+    lite = next(r for r in response.json()["results"] if r["model"] == SEEDREAM_5_LITE)
+    assert requests.get(lite["externalImageUrl"], timeout=10).content[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("models", "params", "field", "words"),
+    [
+        (
+            [SEEDREAM_4, SEEDREAM_45],
+            {"optimize_prompt_options": {"mode": "fast"}},
+            "params.optimize_prompt_options",
+            "Seedream 4.5 does not take the prompt optimization mode fast: it takes standard",
+        ),
+        (
+            [SEEDREAM_4],
+            {"optimize_prompt_options": {"mode": "turbo"}},
+            "params.optimize_prompt_options",
+            'an object {"mode": "standard" or "fast"}',
+        ),
+        ([SEEDREAM_5_LITE], {"output_format": "webp"}, "params.output_format", "png or jpeg"),
+    ],
+)
+def test_an_optional_parameter_a_model_does_not_take_is_refused_before_any_call(
+    demo: Any, token_client: Client, models: list[str], params: Any, field: str, words: str
+) -> None:
+    body = {"prompt": "a fox", "modelIds": models, "size": "2048x2048", "params": params}
+    response = post(token_client, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert words in error["message"]
+    assert demo.request_log == []
