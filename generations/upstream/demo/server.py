@@ -2,8 +2,9 @@
 
 It answers ``POST /api/v3/images/generations`` with Ark's request, response and error
 shapes, renders real images locally with Pillow, and serves them at TOS-style signed
-URLs that answer 403 ``AccessDenied`` once expired or tampered with, as Ark's do. The
-embedded default (no ``ARK_API_KEY``) talks to it, so genvault works offline.
+URLs that answer 403 ``AccessDenied`` once expired or tampered with, as Ark's do (with
+the JSON error body TOS sends). The embedded default (no ``ARK_API_KEY``) talks to it,
+so genvault works offline.
 
 Markers in the prompt switch faults on, so that tests and benchmarks can reproduce what
 a real upstream or image host does on a bad day. Several may be combined; they are
@@ -384,6 +385,13 @@ ARK_ERRORS: dict[str, tuple[int, str]] = {
         "The request failed because you have reached the inference limit you set for the model.",
     ),
     "InternalServiceError": (500, "The service encountered an unexpected internal error."),
+}
+# The demo's EC ("error code", TOS's finer-grained one) for each image host error it sends.
+TOS_ERROR_EC = {
+    "AccessDenied": "0003-00000001",
+    "NoSuchKey": "0017-00000003",
+    "NotFound": "0017-00000001",
+    "ServiceUnavailable": "0006-00000001",
 }
 # Kept for the item errors of a 200 answer.
 ERROR_MESSAGES = {code: message for code, (_, message) in ARK_ERRORS.items()}
@@ -1103,14 +1111,25 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
         )
 
     def _tos_error(self, status: int, code: str, message: str) -> None:
+        """An error of the image host, in the shape TOS's error code overview gives: a
+        JSON ``Error`` with Code, RequestId, HostId, Message and EC, the request id and
+        the EC in headers too. The EC values are the demo's own (TOS says not to build
+        on them); genvault reads only the status."""
+        request_id = secrets.token_hex(16)
+        ec = TOS_ERROR_EC.get(code, "0000-00000000")
+        host = self.headers.get("Host") or "demo"
         self._send_json(
             status,
             {
-                "Code": code,
-                "Message": message,
-                "RequestId": secrets.token_hex(12),
-                "HostId": "demo",
+                "Error": {
+                    "Code": code,
+                    "RequestId": request_id,
+                    "HostId": host,
+                    "Message": message,
+                    "EC": ec,
+                }
             },
+            {"x-tos-request-id": request_id, "x-tos-id-2": request_id, "x-tos-ec": ec},
         )
 
     def _safely(self, handler: Any) -> None:

@@ -348,8 +348,8 @@ def test_urls_answer_403_once_expired() -> None:
         response = requests.get(url, timeout=5)
 
     assert response.status_code == 403
-    assert response.json()["Code"] == "AccessDenied"
-    assert "expired" in response.json()["Message"]
+    assert response.json()["Error"]["Code"] == "AccessDenied"
+    assert "expired" in response.json()["Error"]["Message"]
 
 
 def test_the_expired_fault_gives_a_dead_url(demo_upstream: DemoUpstream) -> None:
@@ -360,7 +360,24 @@ def test_the_expired_fault_gives_a_dead_url(demo_upstream: DemoUpstream) -> None
     assert expires_at.timestamp() < time.time()
     response = requests.get(url, timeout=5)
     assert response.status_code == 403
-    assert response.json()["Code"] == "AccessDenied"
+    assert response.json()["Error"]["Code"] == "AccessDenied"
+
+
+def test_an_expired_url_answers_what_tos_answers(demo_upstream: DemoUpstream) -> None:
+    """TOS's error code overview: a JSON ``Error`` holding Code, RequestId, HostId, Message
+    and EC, with the request id and the EC in headers as well."""
+    url = image_url(demo_upstream, "old news [demo:expired]")
+
+    response = requests.get(url, timeout=5)
+
+    assert response.status_code == 403
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["Error"]
+    assert set(error) == {"Code", "RequestId", "HostId", "Message", "EC"}
+    assert (error["Code"], error["Message"]) == ("AccessDenied", "Request has expired.")
+    assert error["HostId"] == urlsplit(url).netloc
+    assert response.headers["x-tos-request-id"] == error["RequestId"]
+    assert response.headers["x-tos-ec"] == error["EC"]
 
 
 def test_a_tampered_url_is_refused(demo_upstream: DemoUpstream) -> None:
@@ -376,7 +393,7 @@ def test_a_tampered_url_is_refused(demo_upstream: DemoUpstream) -> None:
     ):
         response = requests.get(bad_url, timeout=5)
         assert response.status_code == 403, bad_url
-        assert response.json()["Code"] == "AccessDenied"
+        assert response.json()["Error"]["Code"] == "AccessDenied"
 
 
 def test_an_unknown_image_is_404(demo_upstream: DemoUpstream) -> None:
