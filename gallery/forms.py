@@ -18,15 +18,18 @@ from django.forms.boundfield import BoundField, BoundWidget
 from generations.checks import parse_id
 from generations.inputs import (
     InvalidInput,
+    check_model_options,
     check_model_size,
     check_models_fit,
     parse_models,
     parse_params,
     parse_prompt_text,
-    parse_reference,
+    parse_references,
     parse_size,
+    parse_upload,
 )
 from generations.models import (
+    MAX_REFERENCE_IMAGES,
     TAG_NAME_MAX_CHARS,
     GenerationResult,
     ImageModel,
@@ -34,6 +37,7 @@ from generations.models import (
     Prompt,
 )
 from generations.services.organize import MAX_TAGS_AT_ONCE, clean_tag_names
+from generations.services.references import MAX_REFERENCE_BYTES, ReferenceImage
 from generations.sizes import presets
 
 RESULT_STATUS_CHOICES = [("", "Any result"), *GenerationResult.Status.choices]
@@ -67,6 +71,8 @@ _FIELD_FOR_INPUT = {
     "params.seed": "seed",
     "params.guidance_scale": "guidance_scale",
     "params.watermark": "watermark",
+    "params.optimize_prompt_options": "optimize_prompt_mode",
+    "params.output_format": "output_format",
 }
 
 
@@ -123,6 +129,24 @@ class SeedField(forms.Field):
                 f"Enter a seed: a whole number from -1 to {MAX_SEED}.", code="invalid"
             )
         return int(match[1])
+
+
+class MultipleFileInput(forms.FileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Several files in one input, as Django's documentation shows: a list, maybe empty."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "widget", MultipleFileInput(attrs={"accept": "image/png,image/jpeg,image/webp"})
+        )
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        files = data if isinstance(data, list | tuple) else [data]
+        return [super(MultipleImageField, self).clean(f, initial) for f in files if f]
 
 
 class ResultFilterForm(forms.Form):
@@ -271,12 +295,32 @@ class GenerateForm(forms.Form):
         required=False,
         help_text="1 to 10; only for models that take one.",
     )
-    reference = forms.CharField(
-        label="Reference image",
+    optimize_prompt_mode = forms.ChoiceField(
+        label="Prompt optimization",
+        choices=[("", "Model default"), ("standard", "Standard"), ("fast", "Fast")],
         required=False,
-        max_length=4096,
-        help_text="For image-to-image: an https URL, or result:ID of an image in the gallery.",
-        widget=forms.TextInput(attrs={"placeholder": "https://… or result:42"}),
+        help_text="Only for models that take it (Seedream 4.0 and later); fast: Seedream 4.0.",
+    )
+    output_format = forms.ChoiceField(
+        label="Output format",
+        choices=[("", "Model default (JPEG)"), ("png", "PNG"), ("jpeg", "JPEG")],
+        required=False,
+        help_text="Only for models that take it (Seedream 5.0 lite).",
+    )
+    reference = forms.CharField(
+        label="Reference images",
+        required=False,
+        max_length=MAX_REFERENCE_IMAGES * 4100,
+        help_text=(
+            "For image-to-image: https URLs, or result:ID of images in the gallery, separated "
+            "by spaces. Each model takes up to its own number of references."
+        ),
+        widget=forms.TextInput(attrs={"placeholder": "https://… result:42"}),
+    )
+    reference_files = MultipleImageField(
+        label="…and uploaded references",
+        required=False,
+        help_text="PNG, JPEG or WebP, up to 10 MB each; kept with the generation.",
     )
     save_title = forms.CharField(
         label="Save the prompt as",
@@ -327,12 +371,38 @@ class GenerateForm(forms.Form):
                 params["seed"] = data["seed"]
             if data.get("guidance_scale") is not None:
                 params["guidance_scale"] = data["guidance_scale"]
+            if data.get("optimize_prompt_mode"):
+                params["optimize_prompt_options"] = {"mode": data["optimize_prompt_mode"]}
+            if data.get("output_format"):
+                params["output_format"] = data["output_format"]
             data["params"] = parse_params(params)
-            data["reference_image"] = parse_reference(data.get("reference") or None)
-            check_models_fit(data["model_list"], reference=data["reference_image"])
+            check_model_options(data["model_list"], params=data["params"])
+            typed = (data.get("reference") or "").split()  # a URL holds no space
+            data["references"] = parse_references(typed) + self._uploaded_references(
+                data.get("reference_files") or []
+            )
+            if len(data["references"]) > MAX_REFERENCE_IMAGES:
+                raise InvalidInput(
+                    f"at most {MAX_REFERENCE_IMAGES} reference images in all", field="image"
+                )
+            check_models_fit(data["model_list"], references=data["references"])
         except InvalidInput as exc:
             self._add_input_error(exc, data)
         return data
+
+    @staticmethod
+    def _uploaded_references(files: list[Any]) -> list[ReferenceImage]:
+        references = []
+        for upload in files:
+            name = f"“{upload.name}”"
+            if upload.size > MAX_REFERENCE_BYTES:  # refused before reading it
+                raise InvalidInput(
+                    f"{name} is {upload.size / 1024 / 1024:.1f} MB: a reference image is at "
+                    "most 10 MB",
+                    field="reference_files",
+                )
+            references.append(parse_upload(upload.read(), name=name, field="reference_files"))
+        return references
 
     def model_rows(self) -> list[tuple[BoundWidget, BoundField]]:
         """Each model's checkbox beside its size select, in the order of the models."""

@@ -19,4 +19,5 @@ urlpatterns = [
     path("gallery/clear/", views.clear_all, name="clear_all"),
     path("generate/", views.generate, name="generate"),
     path("generate/<int:generation_id>/cards/", views.generation_cards, name="generation_cards"),
+    path("gallery/usage/", views.usage, name="usage"),
 ]

@@ -21,7 +21,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from generations.checks import parse_id
-from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.models import (
+    Generation,
+    GenerationReference,
+    GenerationResult,
+    ImageModel,
+    Prompt,
+)
 from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
 from generations.services.generate import generation_create
 from generations.services.organize import (
@@ -30,6 +36,7 @@ from generations.services.organize import (
     results_set_favorite,
 )
 from generations.services.storing import results_restore
+from generations.usage import UsageQueryForm, usage_rows, usage_totals
 
 from . import selectors
 from .forms import (
@@ -400,6 +407,30 @@ def clear_all(request: HttpRequest) -> HttpResponse:
     )
 
 
+# --- Usage ---------------------------------------------------------------------------
+
+
+@require_GET
+@staff_required
+def usage(request: HttpRequest) -> HttpResponse:
+    """Images and cost by day, model or user: the numbers `GET /api/usage` answers."""
+    form = UsageQueryForm(request.GET or None)
+    query = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    group_by = query.get("groupBy") or "day"
+    rows = usage_rows(since=query.get("since"), until=query.get("until"), group_by=group_by)
+    return render(
+        request,
+        "gallery/usage.html",
+        {
+            "nav": "usage",
+            "form": form,
+            "rows": rows,
+            "totals": usage_totals(rows),
+            "group_label": {"day": "Day", "model": "Model", "user": "User"}[group_by],
+        },
+    )
+
+
 # --- Generating ----------------------------------------------------------------------
 
 
@@ -409,7 +440,7 @@ def generate(request: HttpRequest) -> HttpResponse:
     models = list(ImageModel.objects.enabled().order_by("name"))
     prompts = list(Prompt.objects.all()[:MAX_SAVED_PROMPTS])
     if request.method == "POST":
-        form = GenerateForm(request.POST, models=models, prompts=prompts)
+        form = GenerateForm(request.POST, request.FILES, models=models, prompts=prompts)
         if form.is_valid():
             data = form.cleaned_data
             generation = generation_create(
@@ -421,7 +452,7 @@ def generate(request: HttpRequest) -> HttpResponse:
                 size=data["size_value"],
                 sizes=data["sizes"],
                 params=data["params"],
-                reference=data["reference_image"],
+                references=data["references"],
                 # Set by the page's script, which then fills the images in as they
                 # arrive; without it, the form waits for the models as it always has.
                 background=request.POST.get("background") == "1",
@@ -552,11 +583,35 @@ def _initial_from_generation(generation: Generation) -> dict[str, Any]:
         initial["seed"] = params["seed"]
     if params.get("guidance_scale") is not None:
         initial["guidance_scale"] = params["guidance_scale"]
-    if generation.reference_result_id:
-        initial["reference"] = f"result:{generation.reference_result_id}"
-    elif generation.reference_image_url and not generation.reference_image_url.startswith("data:"):
-        initial["reference"] = generation.reference_image_url
+    if isinstance(params.get("optimize_prompt_options"), dict):
+        initial["optimize_prompt_mode"] = params["optimize_prompt_options"].get("mode")
+    if params.get("output_format"):
+        initial["output_format"] = params["output_format"]
+    references = _reference_lines(generation)
+    if references:
+        initial["reference"] = " ".join(references)
     return initial
+
+
+def _reference_lines(generation: Generation) -> list[str]:
+    """The generation's references as the form takes them: an upload is named by the
+    copy kept with the generation, so that continuing sends the same image."""
+    lines = []
+    for reference in generation.references.all():
+        if reference.kind == GenerationReference.Kind.UPLOAD:
+            lines.append(f"reference:{reference.pk}")
+        elif reference.result_id is not None:
+            lines.append(f"result:{reference.result_id}")
+        elif reference.url and not reference.url.startswith("data:"):
+            lines.append(reference.url)
+    if lines:
+        return lines
+    # A generation from before references were kept one by one.
+    if generation.reference_result_id:
+        return [f"result:{generation.reference_result_id}"]
+    if generation.reference_image_url and not generation.reference_image_url.startswith("data:"):
+        return [generation.reference_image_url]
+    return []
 
 
 def _initial_model_sizes(generation: Generation) -> dict[str, str]:

@@ -18,6 +18,7 @@ from .models import (
     OUTPUT_FORMATS,
     ApiToken,
     Generation,
+    GenerationReference,
     GenerationResult,
     ImageModel,
     Prompt,
@@ -122,13 +123,21 @@ class GenerationResultInline(admin.TabularInline):
     can_delete = False
 
 
+class GenerationReferenceInline(admin.TabularInline):
+    model = GenerationReference
+    extra = 0
+    fields = ("position", "kind", "url", "result", "storage_key", "content_type", "sha256")
+    readonly_fields = fields
+    can_delete = False
+
+
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
     list_display = ("id", "short_prompt", "size", "created_by", "created_at")
     list_filter = ("created_at", "size")
     search_fields = ("prompt_text",)
     raw_id_fields = ("prompt", "reference_result", "created_by")
-    inlines = [GenerationResultInline]
+    inlines = [GenerationReferenceInline, GenerationResultInline]
     list_select_related = ("created_by",)
 
     @admin.display(description="prompt")

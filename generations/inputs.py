@@ -6,9 +6,14 @@ a clear error before anything is called or written.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import ipaddress
 import re
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,8 +21,17 @@ from django.conf import settings
 
 from .checks import parse_id
 from .fetch import is_public_address
-from .models import GenerationResult, ImageModel, Prompt
-from .services.generate import ReferenceImage
+from .imaging import ImageRefused, check_image
+from .models import (
+    MAX_REFERENCE_IMAGES,
+    OPTIMIZE_PROMPT_MODES,
+    OUTPUT_FORMATS,
+    GenerationReference,
+    GenerationResult,
+    ImageModel,
+    Prompt,
+)
+from .services.references import MAX_REFERENCE_BYTES, ReferenceImage, kept_reference
 from .sizes import SizeRefused, check_size, normalize_size
 
 MAX_PROMPT_CHARS = 4000
@@ -42,7 +56,7 @@ class GenerateInput:
     # Per model (by primary key): a size of its own, which wins over `size`.
     sizes: dict[int, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
-    reference: ReferenceImage | None = None
+    references: list[ReferenceImage] = field(default_factory=list)
     # False: answer at once and call the models in the background.
     wait: bool = True
 
@@ -53,6 +67,12 @@ _PARAM_RULES: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "guidance_scale": ((int, float), lambda v: 1 <= v <= 10, "a number from 1 to 10"),
     "watermark": ((bool,), lambda v: True, "true or false"),
     "max_images": ((int,), lambda v: 1 <= v <= 15, "an integer from 1 to 15"),
+    "output_format": ((str,), lambda v: v in OUTPUT_FORMATS, " or ".join(OUTPUT_FORMATS)),
+    "optimize_prompt_options": (
+        (dict,),
+        lambda v: set(v) == {"mode"} and v["mode"] in OPTIMIZE_PROMPT_MODES,
+        'an object {"mode": ' + " or ".join(f'"{m}"' for m in OPTIMIZE_PROMPT_MODES) + "}",
+    ),
 }
 
 
@@ -81,11 +101,12 @@ def parse_generate(data: Any) -> GenerateInput:
     sizes = parse_sizes(data.get("sizes"), models=models)
     check_sizes(models, size=size, sizes=sizes)
     params = parse_params(data.get("params"))
+    check_model_options(models, params=params)
     response_format = parse_response_format(data.get("responseFormat"))
     if response_format:
         params["response_format"] = response_format
-    reference = parse_reference(data.get("image"))
-    check_models_fit(models, reference=reference)
+    references = parse_references(data.get("image"))
+    check_models_fit(models, references=references)
     wait = data.get("wait", True)
     if not isinstance(wait, bool):
         raise InvalidInput("wait must be true or false", field="wait")
@@ -96,7 +117,7 @@ def parse_generate(data: Any) -> GenerateInput:
         size=size,
         sizes=sizes,
         params=params,
-        reference=reference,
+        references=references,
         wait=wait,
     )
 
@@ -237,6 +258,29 @@ def parse_params(params: Any) -> dict[str, Any]:
     return parsed
 
 
+def check_model_options(models: list[ImageModel], *, params: dict[str, Any]) -> None:
+    """A prompt optimization mode or an output format is sent only to the models that
+    take the option at all; one of those that does not take the value asked for is
+    refused, naming the model and what it takes (Ark would refuse it after the call)."""
+    mode = (params.get("optimize_prompt_options") or {}).get("mode")
+    output_format = params.get("output_format")
+    for model in models:
+        taken = model.optimize_prompt_modes or []
+        if mode and taken and mode not in taken:
+            raise InvalidInput(
+                f"{model.name} does not take the prompt optimization mode {mode}: it takes "
+                f"{' or '.join(taken)}",
+                field="params.optimize_prompt_options",
+            )
+        formats = model.output_formats or []
+        if output_format and formats and output_format not in formats:
+            raise InvalidInput(
+                f"{model.name} does not take the output format {output_format}: it takes "
+                f"{' or '.join(formats)}",
+                field="params.output_format",
+            )
+
+
 def parse_response_format(value: Any) -> str:
     """How Ark hands the images over: ``url`` (the default) or ``b64_json``, the bytes in
     the answer itself, stored at once and never at the mercy of an expiring link."""
@@ -247,35 +291,95 @@ def parse_response_format(value: Any) -> str:
     raise InvalidInput("responseFormat must be 'url' or 'b64_json'", field="responseFormat")
 
 
-def parse_reference(image: Any) -> ReferenceImage | None:
-    """A reference image: `result:ID` of one of our results, an http(s) URL, or a data: URI."""
-    if image is None or image == "":
-        return None
-    if not isinstance(image, str):
-        raise InvalidInput("image must be a URL or 'result:ID'", field="image")
+def parse_references(images: Any, *, field: str = "image") -> list[ReferenceImage]:
+    """One reference or a list of them, in order (see `parse_reference`)."""
+    if images is None or images == "" or images == []:
+        return []
+    if isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list):
+        raise InvalidInput("image must be a URL, 'result:ID', or a list of them", field=field)
+    if len(images) > MAX_REFERENCE_IMAGES:
+        raise InvalidInput(
+            f"at most {MAX_REFERENCE_IMAGES} reference images ({len(images)} given)", field=field
+        )
+    references = []
+    for index, image in enumerate(images):
+        if not isinstance(image, str) or not image.strip():
+            raise InvalidInput(
+                f"reference image {index + 1} must be a URL or 'result:ID'", field=field
+            )
+        references.append(parse_reference(image, field=field))
+    return references
+
+
+def parse_reference(image: str, *, field: str = "image") -> ReferenceImage:
+    """A reference image: `result:ID` of one of our results, `reference:ID` of one kept
+    with an earlier generation (to continue it), an http(s) URL, or a data: URI (checked
+    as an uploaded image is)."""
     image = image.strip()
     if image.startswith("result:"):
         result_id = parse_id(image.removeprefix("result:"))
         if result_id is None:
-            raise InvalidInput("image must be 'result:' followed by a result id", field="image")
+            raise InvalidInput("image must be 'result:' followed by a result id", field=field)
         result = GenerationResult.objects.filter(
             pk=result_id, status=GenerationResult.Status.SUCCESS
         ).first()
         if result is None:
-            raise InvalidInput(f"no image result with id {result_id}", field="image")
+            raise InvalidInput(f"no image result with id {result_id}", field=field)
         if not result.is_stored and result.external_url_expired:
             raise InvalidInput(
-                f"result {result_id} was never stored and its URL has expired", field="image"
+                f"result {result_id} was never stored and its URL has expired", field=field
             )
         return ReferenceImage(result=result)
+    if image.startswith("reference:"):
+        reference_id = parse_id(image.removeprefix("reference:"))
+        kept = (
+            GenerationReference.objects.select_related("result").filter(pk=reference_id).first()
+            if reference_id is not None
+            else None
+        )
+        if kept is None:
+            raise InvalidInput(f"no kept reference image {image!r}", field=field)
+        return kept_reference(kept)
     if image.startswith("data:image/"):
-        if len(image) > MAX_DATA_URI_CHARS or ";base64," not in image:
-            raise InvalidInput("image data URI must be base64 and at most 10 MB", field="image")
-        return ReferenceImage(url=image)
+        header, _, payload = image.partition(",")
+        if len(image) > MAX_DATA_URI_CHARS or not header.endswith(";base64"):
+            raise InvalidInput("image data URI must be base64 and at most 10 MB", field=field)
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput("image data URI is not valid base64", field=field) from None
+        return parse_upload(data, name="the data: URI", field=field)
     if len(image) > MAX_REFERENCE_URL_CHARS:
-        raise InvalidInput("image URL is too long", field="image")
-    check_public_url(image, field="image")
+        raise InvalidInput("image URL is too long", field=field)
+    check_public_url(image, field=field)
     return ReferenceImage(url=image)
+
+
+def parse_upload(data: bytes, *, name: str, field: str) -> ReferenceImage:
+    """An uploaded reference image: at most 10 MB, and a whole PNG, JPEG or WebP within
+    the pixel limit by the cheap checks (its bytes, never its name or declared type)."""
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise InvalidInput(
+            f"{name} is {len(data) / 1024 / 1024:.1f} MB: a reference image is at most 10 MB",
+            field=field,
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "reference"
+        path.write_bytes(data)
+        try:
+            info = check_image(path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS)
+        except ImageRefused as exc:
+            raise InvalidInput(
+                f"{name} is not a PNG, JPEG or WebP image we take: {exc}", field=field
+            ) from None
+    return ReferenceImage(
+        data=data,
+        content_type=info.content_type,
+        extension=info.extension,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
 
 
 def check_public_url(url: str, *, field: str) -> None:
@@ -314,12 +418,21 @@ def check_public_url(url: str, *, field: str) -> None:
         raise InvalidInput("image URL points at a private or local address", field=field)
 
 
-def check_models_fit(models: list[ImageModel], *, reference: ReferenceImage | None) -> None:
+def check_models_fit(models: list[ImageModel], *, references: list[ReferenceImage]) -> None:
+    """Every model takes as many reference images as it is given: at least one for a
+    model that edits, none for a model of text alone, and at most its limit."""
+    given = len(references)
     for model in models:
         caps = model.capabilities
-        if reference is None and "image_required" in caps:
+        if not given and "image_required" in caps:
             raise InvalidInput(f"model {model.name!r} needs a reference image", field="image")
-        if reference is not None and caps and "image_to_image" not in caps:
+        if given and caps and "image_to_image" not in caps:
             raise InvalidInput(
                 f"model {model.name!r} does not take a reference image", field="image"
+            )
+        if given > model.max_reference_images and "image_to_image" in caps:
+            raise InvalidInput(
+                f"model {model.name!r} takes at most {model.max_reference_images} reference "
+                f"image{'' if model.max_reference_images == 1 else 's'} ({given} given)",
+                field="image",
             )

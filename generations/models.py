@@ -311,6 +311,44 @@ class Generation(models.Model):
         return f"Generation {self.pk}: {self.prompt_text[:50]}"
 
 
+class GenerationReference(models.Model):
+    """One reference image of a generation, in the order it was given to the models.
+
+    A URL is kept as given; a stored result by its row; an uploaded file as an object
+    in our storage (with its hash), so that the generation can be continued later with
+    the same images although the upload itself is long gone.
+    """
+
+    class Kind(models.TextChoices):
+        URL = "url", "URL"
+        RESULT = "result", "Stored result"
+        UPLOAD = "upload", "Upload"
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="references")
+    position = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    url = models.TextField(blank=True)
+    result = models.ForeignKey(
+        "GenerationResult", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    storage_backend = models.CharField(max_length=10, blank=True)
+    storage_key = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=50, blank=True)
+    byte_size = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["generation", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["generation", "position"], name="generation_reference_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Reference {self.position} of generation {self.generation_id} ({self.kind})"
+
+
 class GenerationResultQuerySet(models.QuerySet["GenerationResult"]):
     def with_image(self) -> GenerationResultQuerySet:
         return self.filter(status=GenerationResult.Status.SUCCESS)

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PREFIX = "generations"
 THUMBNAIL_PREFIX = "thumbnails"
+# Reference images uploaded for a generation: kept with it, so that it can be continued.
+REFERENCE_PREFIX = "references"
 
 
 class StorageUnavailable(Exception):
@@ -58,6 +60,7 @@ class ImageStorage(Protocol):
     def listdir(self, path: str) -> tuple[list[str], list[str]]: ...
     def iter_chunks(self, key: str, chunk_size: int) -> Iterator[bytes]: ...
     def direct_url(self, key: str, *, download_name: str | None = None) -> str | None: ...
+    def public_url(self, key: str) -> str | None: ...
     def internal_redirect(self, key: str) -> str | None: ...
     def is_not_found(self, exc: BaseException) -> bool: ...
 
@@ -89,6 +92,14 @@ def image_key(*, result_id: int, extension: str) -> str:
 
 def thumbnail_key(*, result_id: int) -> str:
     return f"{THUMBNAIL_PREFIX}/{int(result_id)}.webp"
+
+
+def reference_key(*, generation_id: int, position: int, extension: str) -> str:
+    """The object key of an uploaded reference image: made from the generation's id and
+    the reference's place in it, never from the uploaded file's name."""
+    if extension not in ("jpg", "png", "webp"):
+        raise ValueError(f"unexpected image extension {extension!r}")
+    return f"{REFERENCE_PREFIX}/{int(generation_id)}-{int(position)}.{extension}"
 
 
 # The only spelling of our keys: what `image_key` and `thumbnail_key` make, and nothing else
@@ -177,6 +188,13 @@ def object_size(*, backend: str, key: str) -> int:
 def redirect_url(*, backend: str, key: str, download_name: str | None = None) -> str | None:
     """A URL the client can fetch the object from directly (presigned or public), if any."""
     return image_storage(backend).direct_url(key, download_name=download_name)
+
+
+def public_url(*, backend: str, key: str) -> str | None:
+    """The object's URL on a public bucket (STORAGE_PUBLIC_BASE_URL), which anyone may
+    fetch for as long as the object lives; None when the only URL is presigned or there
+    is none. A presigned URL of a private bucket is never one to hand to a third party."""
+    return image_storage(backend).public_url(key)
 
 
 def internal_redirect_path(*, backend: str, key: str) -> str | None:

@@ -25,6 +25,13 @@ from generations.services.organize import (
     results_remove_tags,
     results_set_favorite,
 )
+from generations.usage import (
+    UsageQueryForm,
+    generation_cost,
+    generation_usage,
+    usage_rows,
+    usage_totals,
+)
 
 from .auth import ApiError, api_endpoint
 
@@ -75,19 +82,17 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
 
 
 def generation_json(request: HttpRequest, generation: Generation) -> dict[str, Any]:
-    results = generation.results.select_related("model").prefetch_related("tags").order_by("id")
-    usage = None
-    if generation.usage_generated_images is not None or generation.usage_output_tokens is not None:
-        usage = {
-            "generatedImages": generation.usage_generated_images,
-            "outputTokens": generation.usage_output_tokens,
-        }
+    results = list(
+        generation.results.select_related("model").prefetch_related("tags").order_by("id")
+    )
+    cost = generation_cost(results)
     return {
         "generationId": generation.pk,
+        "status": generation.status,
         "prompt": generation.prompt_text,
         "createdAt": generation.created_at.isoformat(),
-        "status": generation.status,
-        "usage": usage,
+        "usage": generation_usage(generation),
+        "cost": cost.as_json() if cost else None,
         "results": [result_json(request, r) for r in results],
     }
 
@@ -123,7 +128,7 @@ def generate(request: HttpRequest) -> HttpResponse:
         size=wanted.size,
         sizes=wanted.sizes,
         params=wanted.params,
-        reference=wanted.reference,
+        references=wanted.references,
         background=not wanted.wait,
     )
     if wanted.wait:
@@ -210,6 +215,30 @@ def tags(request: HttpRequest) -> HttpResponse:
     counted = Tag.objects.annotate(n=Count("result_links")).order_by("key")
     return JsonResponse(
         {"tags": [{"name": name, "count": n} for name, n in counted.values_list("name", "n")]}
+    )
+
+
+@api_endpoint(methods=("GET",))
+def usage(request: HttpRequest) -> HttpResponse:
+    """Images and cost by day, model or user, between two days (both included)."""
+    query = UsageQueryForm(request.GET)
+    if not query.is_valid():
+        field, errors = next(iter(query.errors.items()))
+        raise ApiError(400, "invalid", f"{field}: {errors[0]}", field)
+    data = query.cleaned_data
+    group_by = data["groupBy"]
+    rows = usage_rows(since=data["since"], until=data["until"], group_by=group_by)
+    return JsonResponse(
+        {
+            "since": data["since"].isoformat() if data["since"] else None,
+            "until": data["until"].isoformat() if data["until"] else None,
+            "groupBy": group_by,
+            "rows": [row.as_json(group_by) for row in rows],
+            "totals": [
+                {k: v for k, v in row.as_json(group_by).items() if k != group_by}
+                for row in usage_totals(rows)
+            ],
+        }
     )
 
 

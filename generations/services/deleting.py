@@ -9,7 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import QuerySet
 
-from generations.models import Generation, GenerationResult
+from generations.models import Generation, GenerationReference, GenerationResult
 from generations.signals import announce_results_changed
 from storage_backends import images as image_storage
 
@@ -39,7 +39,8 @@ def generations_delete(*, generations: QuerySet[Generation]) -> int:
     behind. Returns how many results went.
     """
     results = GenerationResult.objects.filter(generation__in=generations)
-    return _delete_with_objects(doomed=generations, results=results)
+    uploads = GenerationReference.objects.filter(generation__in=generations).exclude(storage_key="")
+    return _delete_with_objects(doomed=generations, results=results, uploads=uploads)
 
 
 def results_delete_all(*, confirmation: str) -> int:
@@ -51,7 +52,12 @@ def results_delete_all(*, confirmation: str) -> int:
     return generations_delete(generations=Generation.objects.all())
 
 
-def _delete_with_objects(*, doomed: QuerySet[Any], results: QuerySet[GenerationResult]) -> int:
+def _delete_with_objects(
+    *,
+    doomed: QuerySet[Any],
+    results: QuerySet[GenerationResult],
+    uploads: QuerySet[GenerationReference] | None = None,
+) -> int:
     with transaction.atomic():
         objects = [
             (backend, [key, thumb])
@@ -59,6 +65,12 @@ def _delete_with_objects(*, doomed: QuerySet[Any], results: QuerySet[GenerationR
             .values_list("storage_backend", "storage_key", "thumbnail_key")
             .iterator()
         ]
+        # The reference images uploaded for a generation go with it.
+        if uploads is not None:
+            objects += [
+                (backend, [key])
+                for backend, key in uploads.values_list("storage_backend", "storage_key")
+            ]
         _total, per_model = doomed.delete()
 
         def delete_objects() -> None:

@@ -13,7 +13,6 @@ every image received before.
 
 from __future__ import annotations
 
-import base64
 import logging
 import queue
 import time
@@ -29,6 +28,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.services.references import (
+    ReferenceImage,
+    generation_references_record,
+    kept_reference,
+    references_for_upstream,
+)
 from generations.services.storing import result_store_inline_image, results_enqueue_storing
 from generations.signals import announce_results_changed
 from generations.upstream.ark import (
@@ -41,22 +46,11 @@ from generations.upstream.ark import (
     client_for,
     external_url_expiry,
 )
-from storage_backends import images as image_storage
 
 logger = logging.getLogger(__name__)
 
 # Keys of ImageModel.default_params that describe the model instead of being sent.
 _NON_REQUEST_PARAMS = {"capabilities", "size"}
-# Ark accepts reference images up to 10 MB; a data: URI is a third larger.
-_MAX_REFERENCE_BYTES = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ReferenceImage:
-    """A reference image for image-to-image: a URL, or one of our stored results."""
-
-    url: str = ""
-    result: GenerationResult | None = None
 
 
 @dataclass
@@ -83,7 +77,7 @@ def generation_create(
     size: str = "",
     sizes: Mapping[int, str] | None = None,
     params: dict[str, Any] | None = None,
-    reference: ReferenceImage | None = None,
+    references: Sequence[ReferenceImage] = (),
     background: bool = False,
 ) -> Generation:
     """Record the generation, call every model concurrently, and record what each answered.
@@ -98,13 +92,21 @@ def generation_create(
     image that came in the answer itself, whose bytes exist nowhere else.
     `sizes` gives a model (by primary key) a size of its own instead of `size`; the
     sizes were checked against each model's rules by the caller (`generations.inputs`).
+    `references` are the reference images, in order, kept with the generation.
 
     With `background`, the generation is recorded as running and returned at once, its
-    calls queued for a worker; when the queue refuses the task, nothing was asked of
-    Ark and the generation is returned interrupted.
+    calls queued for a worker, which reads the references back from what was kept;
+    when the queue refuses the task, nothing was asked of Ark and the generation is
+    returned interrupted.
     """
     text = prompt.text if prompt is not None and not prompt_text else prompt_text
     params = dict(params or {})
+    # The first URL or stored result is also the generation's own reference, as before
+    # a generation could have several (the gallery's reference filter reads it).
+    first = next((r for r in references if r.data is None), None)
+    # Read before anything is recorded: a stored reference that cannot be read stops
+    # the generation here, with nothing asked of Ark.
+    upstream_image = None if background else references_for_upstream(references)
 
     with transaction.atomic():
         if prompt is None and save_as:
@@ -114,8 +116,8 @@ def generation_create(
             prompt_text=text,
             size=size,
             params=params,
-            reference_image_url=reference.url if reference else "",
-            reference_result=reference.result if reference else None,
+            reference_image_url=first.url if first else "",
+            reference_result=first.result if first else None,
             created_by=user if isinstance(user, User) else None,
             created_at=timezone.now(),
             status=Generation.Status.RUNNING,
@@ -125,13 +127,14 @@ def generation_create(
             ),
             upstream_started_at=None if background else timezone.now(),
         )
+        if references:  # in the transaction: a storage that refuses an upload leaves neither
+            generation_references_record(generation=generation, references=references)
 
     if background:
         transaction.on_commit(
             lambda: _enqueue_generation(generation, models=models, sizes=sizes or {})
         )
         return generation
-    upstream_image = _reference_for_upstream(reference) if reference else None
     _call_models(
         generation=generation,
         calls=_model_calls(models, size=size, sizes=sizes, params=params),
@@ -164,7 +167,7 @@ def _call_models(
     generation: Generation,
     calls: list[_ModelCall],
     text: str,
-    upstream_image: str | None,
+    upstream_image: str | list[str] | None,
 ) -> None:
     """Call every model concurrently, record what each answered, and mark the generation
     done; the lease is renewed all along, so that only a dead process loses it."""
@@ -249,22 +252,18 @@ def generation_run_queued(
             return Generation.Status.INTERRUPTED.value
         return "finished"
 
-    generation = Generation.objects.select_related("reference_result").get(pk=generation_id)
+    generation = Generation.objects.get(pk=generation_id)
     try:
         found = ImageModel.objects.in_bulk(list(model_ids))
         models = [found[pk] for pk in model_ids if pk in found]
-        reference = None
-        if generation.reference_image_url or generation.reference_result:
-            reference = ReferenceImage(
-                url=generation.reference_image_url, result=generation.reference_result
-            )
+        kept = generation.references.select_related("result").order_by("position")
         _call_models(
             generation=generation,
             calls=_model_calls(
                 models, size=generation.size, sizes=sizes, params=dict(generation.params)
             ),
             text=generation.prompt_text,
-            upstream_image=_reference_for_upstream(reference) if reference else None,
+            upstream_image=references_for_upstream([kept_reference(r) for r in kept]),
         )
     except Exception:
         # What was recorded stays; the generation says it went no further.
@@ -423,21 +422,3 @@ def _result_row(
         row.error_message = item.message
         row.storage_status = GenerationResult.StorageStatus.NONE
     return row
-
-
-def _reference_for_upstream(reference: ReferenceImage) -> str:
-    """What Ark is given for a reference image: a URL it can reach, or a data: URI."""
-    result = reference.result
-    if result is None:
-        return reference.url
-    if result.is_stored:
-        direct = image_storage.redirect_url(backend=result.storage_backend, key=result.storage_key)
-        if direct:
-            return direct
-        if result.byte_size and result.byte_size <= _MAX_REFERENCE_BYTES:
-            with image_storage.open_object(
-                backend=result.storage_backend, key=result.storage_key
-            ) as fh:
-                encoded = base64.b64encode(fh.read()).decode()
-            return f"data:{result.content_type};base64,{encoded}"
-    return result.external_url

@@ -524,6 +524,11 @@ class ArkClient:
             body["seed"] = int(params["seed"])
         if "guidance_scale" in capabilities and params.get("guidance_scale") is not None:
             body["guidance_scale"] = float(params["guidance_scale"])
+        options = params.get("optimize_prompt_options")
+        if "optimize_prompt_options" in capabilities and isinstance(options, dict):
+            body["optimize_prompt_options"] = {"mode": str(options["mode"])}
+        if "output_format" in capabilities and params.get("output_format"):
+            body["output_format"] = str(params["output_format"])
         max_images = params.get("max_images")
         if "sequential" in capabilities and max_images is not None and int(max_images) > 1:
             if int(max_images) > MAX_IMAGES_PER_CALL:

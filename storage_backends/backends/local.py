@@ -29,7 +29,7 @@ class LocalImageStorage(FileSystemStorage):
     off, a full disk) leaves the previous object, if any, untouched and no part-file.
 
     It answers the methods `storage_backends.images` asks of every image storage:
-    `iter_chunks`, `direct_url`, `internal_redirect`, `is_not_found` and
+    `iter_chunks`, `direct_url`, `public_url`, `internal_redirect`, `is_not_found` and
     `unavailable_errors`.
     """
 
@@ -119,6 +119,10 @@ class LocalImageStorage(FileSystemStorage):
 
     def direct_url(self, key: str, *, download_name: str | None = None) -> str | None:
         """Local files have no URL of their own: the image route streams them."""
+        return None
+
+    def public_url(self, key: str) -> str | None:
+        """None: a local file is reachable only through our own routes."""
         return None
 
     def internal_redirect(self, key: str) -> str | None:

@@ -18,7 +18,7 @@ class S3ImageStorage(S3Storage):
     Recent boto3 releases add CRC checksums to every upload by default, which MinIO,
     Ceph, R2 and TOS reject or mishandle; `when_required` keeps the old behaviour.
     It answers the methods `storage_backends.images` asks of every image storage:
-    `iter_chunks`, `direct_url`, `internal_redirect`, `is_not_found` and
+    `iter_chunks`, `direct_url`, `public_url`, `internal_redirect`, `is_not_found` and
     `unavailable_errors`.
     """
 
@@ -69,6 +69,13 @@ class S3ImageStorage(S3Storage):
             disposition = f'attachment; filename="{download_name}"'
             return self.url(key, parameters={"ResponseContentDisposition": disposition})
         return self.url(key)
+
+    def public_url(self, key: str) -> str | None:
+        """The public URL when the bucket has one (STORAGE_PUBLIC_BASE_URL), else None:
+        a presigned URL lets whoever holds it read a private object until it expires."""
+        if not self.public_base_url:
+            return None
+        return f"{self.public_base_url}/{key.lstrip('/')}"
 
     def internal_redirect(self, key: str) -> str | None:
         """None: the client fetches S3 objects from `direct_url`, not through a proxy."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -1147,3 +1148,246 @@ def test_cards_show_tags_without_a_query_per_card(staff_client: Client) -> None:
         html = page_text(staff_client.get(reverse("gallery:index")))
     assert html.count('class="tag__name"') == 2 * 2 + 20 * 3
     assert len(large) == len(small)
+
+
+# --- Several reference images ----------------------------------------------------------
+
+SEEDREAM_4 = "doubao-seedream-4-0-250828"
+REFERENCE_URL = "https://images.example.test/a-reference.png"  # the demo never fetches it
+
+
+def posted_images(demo: Any) -> list[Any]:
+    return [entry["json"].get("image") for entry in demo.request_log if entry["method"] == "POST"]
+
+
+def as_data_uri(content_type: str, data: bytes) -> str:
+    import base64
+
+    return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+
+
+def generate_with_references(
+    client: Client, *, typed: str, uploads: list[Any], prompt: str = "the three, together"
+) -> Any:
+    model = ImageModel.objects.get(upstream_model_id=SEEDREAM_4)
+    return client.post(
+        reverse("gallery:generate"),
+        {"prompt": prompt, "models": [model.pk], "reference": typed, "reference_files": uploads},
+    )
+
+
+def test_three_references_a_url_a_stored_result_and_an_upload_reach_the_upstream_in_one_call(
+    staff_client: Client, demo: Any
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from generations.models import GenerationReference
+    from storage_backends import images as image_storage
+    from tests.factories import jpeg_bytes, png_bytes
+
+    stored_bytes = jpeg_bytes(color=(10, 120, 200))
+    stored = mark_stored(GenerationResultFactory(), data=stored_bytes, backend="local")
+    upload_bytes = png_bytes(color=(250, 200, 0))
+    upload = SimpleUploadedFile("sketch.png", upload_bytes, content_type="image/png")
+
+    response = generate_with_references(
+        staff_client, typed=f"{REFERENCE_URL} result:{stored.pk}", uploads=[upload]
+    )
+
+    assert response.status_code == 302, response.context["form"].errors
+    assert posted_images(demo) == [
+        [
+            REFERENCE_URL,
+            as_data_uri("image/jpeg", stored_bytes),  # our storage's bytes, never its URL
+            as_data_uri("image/png", upload_bytes),
+        ]
+    ]
+    generation = Generation.objects.exclude(pk=stored.generation_id).get()
+    assert generation.results.get().status == "SUCCESS"
+    kept = list(generation.references.order_by("position"))
+    assert [(r.position, r.kind) for r in kept] == [(0, "url"), (1, "result"), (2, "upload")]
+    assert (kept[0].url, kept[1].result_id) == (REFERENCE_URL, stored.pk)
+    upload_row = kept[2]
+    assert upload_row.sha256 == hashlib.sha256(upload_bytes).hexdigest()
+    assert upload_row.content_type == "image/png"
+    with image_storage.open_object(
+        backend=upload_row.storage_backend, key=upload_row.storage_key
+    ) as fh:
+        assert fh.read() == upload_bytes
+    assert isinstance(upload_row, GenerationReference)
+
+
+def test_continuing_a_generation_sends_its_three_references_again(
+    staff_client: Client, demo: Any
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.factories import jpeg_bytes, webp_bytes
+
+    stored = mark_stored(GenerationResultFactory(), data=jpeg_bytes(), backend="local")
+    upload_bytes = webp_bytes()
+    upload = SimpleUploadedFile("a.webp", upload_bytes, content_type="image/webp")
+    generate_with_references(
+        staff_client, typed=f"{REFERENCE_URL} result:{stored.pk}", uploads=[upload]
+    )
+    generation = Generation.objects.exclude(pk=stored.generation_id).get()
+    kept_upload = generation.references.get(kind="upload")
+
+    page = staff_client.get(reverse("gallery:generate") + f"?generation={generation.pk}")
+    typed = page.context["form"].initial["reference"]
+    assert typed == f"{REFERENCE_URL} result:{stored.pk} reference:{kept_upload.pk}"
+    # Long after the upload: the form carries only what names the kept copy.
+    response = generate_with_references(staff_client, typed=typed, uploads=[], prompt="again")
+
+    assert response.status_code == 302, response.context["form"].errors
+    first_call, second_call = posted_images(demo)
+    assert second_call == first_call
+    assert second_call[2] == as_data_uri("image/webp", upload_bytes)
+    again = Generation.objects.get(prompt_text="again")
+    assert [r.kind for r in again.references.order_by("position")] == ["url", "result", "upload"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "words"),
+    [
+        ("page.png", b"<!doctype html><script>alert(1)</script>", "is not a PNG, JPEG or WebP"),
+        ("cut.jpg", None, "cut short"),
+        ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(10 * 1024 * 1024), "at most 10 MB"),
+    ],
+    ids=["html", "truncated-jpeg", "over-10-mb"],
+)
+def test_an_upload_that_is_not_an_image_we_take_is_refused_before_any_call(
+    staff_client: Client, demo: Any, name: str, data: bytes | None, words: str
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.factories import jpeg_bytes
+
+    if data is None:
+        whole = jpeg_bytes()
+        data = whole[: len(whole) // 2]
+    upload = SimpleUploadedFile(name, data, content_type="image/png")
+
+    response = generate_with_references(staff_client, typed="", uploads=[upload])
+
+    assert response.status_code == 200
+    errors = response.context["form"].errors["reference_files"]
+    assert any(words in error and name in error for error in errors), errors
+    assert demo.request_log == []
+    assert not Generation.objects.exists()
+
+
+def test_more_references_than_a_model_takes_is_an_error_naming_the_model(
+    staff_client: Client, demo: Any
+) -> None:
+    editor = ImageModelFactory(name="One-image editor", max_reference_images=1)
+    response = staff_client.post(
+        reverse("gallery:generate"),
+        {
+            "prompt": "merge them",
+            "models": [editor.pk],
+            "reference": f"{REFERENCE_URL} {REFERENCE_URL}?2",
+        },
+    )
+
+    assert response.status_code == 200
+    (error,) = response.context["form"].errors["reference"]
+    assert "'One-image editor' takes at most 1 reference image (2 given)" in error
+    assert demo.request_log == []
+
+
+def test_clearing_the_gallery_deletes_the_uploaded_references_too(
+    staff_client: Client, demo: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from storage_backends import images as image_storage
+    from tests.factories import png_bytes
+
+    upload = SimpleUploadedFile("a.png", png_bytes(), content_type="image/png")
+    generate_with_references(staff_client, typed="", uploads=[upload])
+    kept = Generation.objects.get().references.get()
+    assert image_storage.object_exists(backend=kept.storage_backend, key=kept.storage_key)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(reverse("gallery:clear_all"), {"confirmation": "DELETE"})
+
+    assert not Generation.objects.exists()
+    assert not image_storage.object_exists(backend=kept.storage_backend, key=kept.storage_key)
+
+
+# --- Usage ---------------------------------------------------------------------------
+
+
+def usage_rows_shown(html: str) -> list[list[str]]:
+    rows = re.findall(r"<tr data-usage-row>(.*?)</tr>", html, flags=re.S)
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        for row in rows
+    ]
+
+
+def test_the_usage_page_shows_cost_for_a_priced_model_and_no_price_for_an_unpriced_one(
+    staff_client: Client,
+) -> None:
+    from decimal import Decimal
+
+    priced_model = ImageModelFactory(name="Priced", price_per_image=Decimal("0.25"), currency="CNY")
+    unpriced_model = ImageModelFactory(name="Unpriced", price_per_image=None)
+    add_lighthouse_results(4, [priced_model, unpriced_model])
+
+    response = staff_client.get(reverse("gallery:usage") + "?groupBy=model")
+
+    html = page_text(response)
+    assert f'href="{reverse("gallery:usage")}" aria-current="page"' in html  # in the nav
+    assert usage_rows_shown(html) == [
+        ["Priced", "2", "0", "0.5000 CNY"],
+        ["Unpriced", "2", "0", "no price"],
+    ]
+
+
+def test_the_usage_page_query_count_does_not_grow_with_the_number_of_results(
+    staff_client: Client,
+) -> None:
+    from decimal import Decimal
+
+    models = [ImageModelFactory(price_per_image=Decimal("0.2")), ImageModelFactory()]
+    urls = [reverse("gallery:usage") + f"?groupBy={group}" for group in ("day", "model", "user")]
+
+    def measure() -> list[int]:
+        counts = []
+        for url in urls:
+            staff_client.get(url)  # warm the session
+            with CaptureQueriesContext(connection) as captured:
+                assert staff_client.get(url).status_code == 200
+            counts.append(len(captured))
+        return counts
+
+    add_lighthouse_results(10, models)
+    small = measure()
+    add_lighthouse_results(2_000, models)
+    large = measure()
+    assert large == small
+    assert max(small) <= 4
+
+
+def test_the_generate_form_sends_prompt_optimization_and_refuses_a_mode_a_model_lacks(
+    staff_client: Client, demo: Any
+) -> None:
+    four = ImageModel.objects.get(upstream_model_id=SEEDREAM_4)
+    four_five = ImageModel.objects.get(upstream_model_id="doubao-seedream-4-5-251128")
+    form = {"prompt": "a fox", "size": "2048x2048", "optimize_prompt_mode": "fast"}
+
+    refused = staff_client.post(
+        reverse("gallery:generate"), {**form, "models": [four.pk, four_five.pk]}
+    )
+    (error,) = refused.context["form"].errors["optimize_prompt_mode"]
+    assert "Seedream 4.5 does not take the prompt optimization mode fast" in error
+    assert demo.request_log == []
+
+    response = staff_client.post(reverse("gallery:generate"), {**form, "models": [four.pk]})
+    assert response.status_code == 302
+    (sent,) = [e["json"] for e in demo.request_log if e["method"] == "POST"]
+    assert sent["optimize_prompt_options"] == {"mode": "fast"}
+    again = staff_client.get(response["Location"]).context["form"]
+    assert again.initial["optimize_prompt_mode"] == "fast"

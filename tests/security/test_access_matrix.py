@@ -91,6 +91,7 @@ ROUTES = [
     Route("POST", "/api/results/{result}/tags", "api", 200, {"tags": [TAG]}),
     Route("DELETE", "/api/results/{result}/tags/{tag}", "api", 200),
     Route("GET", "/api/tags", "api", 200),
+    Route("GET", "/api/usage?groupBy=model", "api", 200),
     Route("GET", "/api/images/{result}", "api", 200),
     Route("HEAD", "/api/images/{result}", "api", 200),
     Route("GET", "/api/images/{result}?download=1", "api", 200),
@@ -116,6 +117,7 @@ ROUTES = [
     Route("POST", "/gallery/bulk/", "gallery", 200, {"action": "delete", "ids": "{result}"}),
     Route("POST", "/gallery/restore-all/", "gallery", 302),
     Route("GET", "/gallery/clear/", "gallery", 200),
+    Route("GET", "/gallery/usage/?groupBy=user", "gallery", 200),
     Route("GET", "/generate/", "gallery", 200),
     Route("GET", "/generate/?from={result}", "gallery", 200),
     Route("POST", "/generate/", "gallery", 200, {"prompt": ""}),  # the form, with its errors

@@ -132,7 +132,11 @@ def test_a_large_reference_image_within_the_limit_is_accepted(
     """A 3 MB data: URI is within the API's documented 16 MB body and Ark's 10 MB image."""
     import base64
 
-    payload = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(3 * 1024 * 1024)).decode()
+    from tests.generations.sample_images import noise_image_bytes
+
+    png = noise_image_bytes("PNG", (1200, 1200))
+    assert len(png) > 3 * 1024 * 1024
+    payload = base64.b64encode(png).decode()
     response = post_json(token_client, {**GOOD, "image": f"data:image/png;base64,{payload}"})
     assert response.status_code == 200, response.content[:300]
 

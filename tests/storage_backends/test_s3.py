@@ -8,6 +8,7 @@ the same bytes; an endpoint that is down leaves the external URL in place.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -112,3 +113,63 @@ def test_an_s3_endpoint_that_is_down_keeps_the_external_url_and_records_the_erro
     redirect = token_client.get(f"/api/images/{result_id}")
     assert redirect.status_code == 302
     assert redirect["Location"] == external
+
+
+def stored_in_the_bucket() -> GenerationResult:
+    result = generate("a reference to be")
+    assert result_store_image(result_id=result.pk) is StoreOutcome.STORED
+    result.refresh_from_db()
+    return result
+
+
+def sent_references(demo: Any) -> list[Any]:
+    return [e["json"].get("image") for e in demo.request_log if e["method"] == "POST"]
+
+
+def test_a_result_in_a_private_bucket_is_handed_to_ark_as_data_never_a_presigned_url(
+    demo: Any, moto_s3: Any, token_client: Client
+) -> None:
+    import base64
+
+    moto_s3.use_as_active()
+    reference = stored_in_the_bucket()
+    demo.clear_request_log()
+
+    response = token_client.post(
+        "/api/generate",
+        {
+            "prompt": "the same, at night",
+            "modelIds": [reference.model_id],
+            "image": f"result:{reference.pk}",
+        },
+        content_type="application/json",
+    )
+
+    assert response.status_code == 200, response.content
+    (sent,) = sent_references(demo)
+    assert (
+        sent
+        == "data:image/jpeg;base64," + base64.b64encode(moto_s3.get(reference.storage_key)).decode()
+    )
+    assert "X-Amz-" not in json.dumps(demo.request_log)
+
+
+def test_a_result_in_a_public_bucket_is_handed_to_ark_at_its_public_url(
+    demo: Any, moto_s3: Any, token_client: Client
+) -> None:
+    moto_s3.use_as_active(STORAGE_PUBLIC_BASE_URL="https://cdn.example.test/images/")
+    reference = stored_in_the_bucket()
+    demo.clear_request_log()
+
+    response = token_client.post(
+        "/api/generate",
+        {
+            "prompt": "the same, at night",
+            "modelIds": [reference.model_id],
+            "image": f"result:{reference.pk}",
+        },
+        content_type="application/json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert sent_references(demo) == [f"https://cdn.example.test/images/{reference.storage_key}"]

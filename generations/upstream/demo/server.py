@@ -2,8 +2,9 @@
 
 It answers ``POST /api/v3/images/generations`` with Ark's request, response and error
 shapes, renders real images locally with Pillow, and serves them at TOS-style signed
-URLs that answer 403 ``AccessDenied`` once expired or tampered with, as Ark's do. The
-embedded default (no ``ARK_API_KEY``) talks to it, so genvault works offline.
+URLs that answer 403 ``AccessDenied`` once expired or tampered with, as Ark's do (with
+the JSON error body TOS sends). The embedded default (no ``ARK_API_KEY``) talks to it,
+so genvault works offline.
 
 Markers in the prompt switch faults on, so that tests and benchmarks can reproduce what
 a real upstream or image host does on a bad day. Several may be combined; they are
@@ -83,7 +84,9 @@ lasts or streams for ever would only hold a thread, and the test waiting on it, 
 Each Ark model's size rules (``MODEL_SIZE_RULES``) are kept as Ark keeps them: a size
 the model does not take answers 400 ``InvalidParameter``, "The parameter `size`
 specified in the request is not valid: ...". Other models (``demo-...``, an ``ep-...``
-endpoint) take any size.
+endpoint) take any size. So are their optional parameters (``MODEL_OPTIONS``): a
+``optimize_prompt_options.mode`` or an ``output_format`` the model does not take answers
+400 ``InvalidParameter``; ``output_format: "png"`` renders a PNG.
 
 ``GET /_demo/requests`` returns the last 200 requests received (except ``/_demo/`` ones)
 as JSON: ``[{"method", "path", "host", "headers", "json", "time"}]``; ``DELETE`` clears
@@ -230,6 +233,18 @@ MODEL_SIZE_RULES: dict[str, dict[str, Any]] = {
         "max_side": None,
     },
 }
+# The optional parameters each Ark model takes, as its API reference lists them: prompt
+# optimization (``optimize_prompt_options.mode``) and the output file format
+# (``output_format``, png or jpeg, Seedream 5.0 lite alone). A value a model does not take
+# answers 400 InvalidParameter; models not listed here take either.
+MODEL_OPTIONS: dict[str, dict[str, list[str]]] = {
+    "doubao-seedream-5-0-260128": {"modes": ["standard"], "formats": ["png", "jpeg"]},
+    "doubao-seedream-5-0-lite-260128": {"modes": ["standard"], "formats": ["png", "jpeg"]},
+    "doubao-seedream-4-5-251128": {"modes": ["standard"], "formats": []},
+    "doubao-seedream-4-0-250828": {"modes": ["standard", "fast"], "formats": []},
+    "doubao-seedream-3-0-t2i-250415": {"modes": [], "formats": []},
+    "doubao-seededit-3-0-i2i-250628": {"modes": [], "formats": []},
+}
 LOOPBACK_HOST_FORMS = {
     "127.0.0.1": "127.0.0.1",
     "127.0.0.2": "127.0.0.2",
@@ -371,6 +386,13 @@ ARK_ERRORS: dict[str, tuple[int, str]] = {
     ),
     "InternalServiceError": (500, "The service encountered an unexpected internal error."),
 }
+# The demo's EC ("error code", TOS's finer-grained one) for each image host error it sends.
+TOS_ERROR_EC = {
+    "AccessDenied": "0003-00000001",
+    "NoSuchKey": "0017-00000003",
+    "NotFound": "0017-00000001",
+    "ServiceUnavailable": "0006-00000001",
+}
 # Kept for the item errors of a 200 answer.
 ERROR_MESSAGES = {code: message for code, (_, message) in ARK_ERRORS.items()}
 
@@ -461,6 +483,24 @@ def parse_size(size: Any) -> tuple[int, int]:
         raise SwitchError(f"size {size!r} is not 1K, 2K, 4K, adaptive or WxH")
     width, height = (min(MAX_SIDE, max(MIN_SIDE, int(v))) for v in match.groups())
     return width, height
+
+
+def option_refusal(model: str, body: dict[str, Any]) -> tuple[str, str] | None:
+    """The parameter and why Ark refuses it, when ``model`` does not take the prompt
+    optimization mode or the output format asked for; None when it takes both (or
+    neither is asked for: the SDK sends null for what it was not given)."""
+    taken = MODEL_OPTIONS.get(model, {"modes": ["standard", "fast"], "formats": ["png", "jpeg"]})
+    options = body.get("optimize_prompt_options")
+    if options is not None:
+        mode = options.get("mode") if isinstance(options, dict) else None
+        if mode is not None and mode not in taken["modes"]:
+            return "optimize_prompt_options.mode", f"{mode!r} is not supported by this model"
+        if not isinstance(options, dict):
+            return "optimize_prompt_options", 'it must be an object such as {"mode": "standard"}'
+    output_format = body.get("output_format")
+    if output_format is not None and output_format not in taken["formats"]:
+        return "output_format", f"{output_format!r} is not supported by this model"
+    return None
 
 
 def size_refusal(model: str, size: Any) -> str | None:
@@ -1071,14 +1111,25 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
         )
 
     def _tos_error(self, status: int, code: str, message: str) -> None:
+        """An error of the image host, in the shape TOS's error code overview gives: a
+        JSON ``Error`` with Code, RequestId, HostId, Message and EC, the request id and
+        the EC in headers too. The EC values are the demo's own (TOS says not to build
+        on them); genvault reads only the status."""
+        request_id = secrets.token_hex(16)
+        ec = TOS_ERROR_EC.get(code, "0000-00000000")
+        host = self.headers.get("Host") or "demo"
         self._send_json(
             status,
             {
-                "Code": code,
-                "Message": message,
-                "RequestId": secrets.token_hex(12),
-                "HostId": "demo",
+                "Error": {
+                    "Code": code,
+                    "RequestId": request_id,
+                    "HostId": host,
+                    "Message": message,
+                    "EC": ec,
+                }
             },
+            {"x-tos-request-id": request_id, "x-tos-id-2": request_id, "x-tos-ec": ec},
         )
 
     def _safely(self, handler: Any) -> None:
@@ -1186,6 +1237,16 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
                 400,
                 "InvalidParameter",
                 f"The parameter `size` specified in the request is not valid: {refusal}.",
+            )
+            return
+        refused = option_refusal(model, body)
+        if refused:
+            param, why = refused
+            self._ark_error(
+                400,
+                "InvalidParameter",
+                f"The parameter `{param}` specified in the request is not valid: {why}.",
+                param=param,
             )
             return
         try:
@@ -1378,7 +1439,7 @@ class _DemoRequestHandler(BaseHTTPRequestHandler):
             content, content_type = SVG_IMAGE, "image/svg+xml"
         else:
             image_format = "JPEG"
-            if "png" in switches or "wrong_type" in switches:
+            if "png" in switches or "wrong_type" in switches or body.get("output_format") == "png":
                 image_format, extension = "PNG", "png"
             elif "webp" in switches:
                 image_format, extension = "WEBP", "webp"

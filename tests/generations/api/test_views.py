@@ -20,7 +20,13 @@ from django.utils import timezone
 from generations.models import ApiToken, Generation, GenerationResult, ImageModel, Tag
 from generations.services.organize import results_add_tags
 from tests.conftest import wait_for
-from tests.factories import GenerationFactory, GenerationResultFactory
+from tests.factories import (
+    GenerationFactory,
+    GenerationResultFactory,
+    jpeg_bytes,
+    mark_stored,
+    png_bytes,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -829,3 +835,211 @@ def test_a_generation_s_results_carry_their_tags_without_a_query_per_result(
     assert [r["tags"] for r in many["results"][2:]] == [["moon"]] * 10
     assert [r["favorite"] for r in many["results"]] == [False] * 2 + [True] * 10
     assert many_queries == few_queries
+
+
+# --- several reference images ----------------------------------------------------------
+
+
+def test_a_list_of_references_reaches_the_upstream_in_order_in_one_call(
+    demo: Any, token_client: Client
+) -> None:
+    stored_bytes = jpeg_bytes(color=(0, 90, 30))
+    stored = mark_stored(GenerationResultFactory(), data=stored_bytes, backend="local")
+    upload = base64.b64encode(png_bytes()).decode()
+    image = [REFERENCE, f"result:{stored.pk}", f"data:image/png;base64,{upload}"]
+
+    response = post(token_client, {"prompt": "all three", "modelIds": [SEEDREAM_4], "image": image})
+
+    assert response.status_code == 200, response.content
+    (sent,) = [e["json"]["image"] for e in demo.request_log if e["method"] == "POST"]
+    stored_uri = f"data:image/jpeg;base64,{base64.b64encode(stored_bytes).decode()}"
+    assert sent == [REFERENCE, stored_uri, f"data:image/png;base64,{upload}"]
+    generation = Generation.objects.get(pk=response.json()["generationId"])
+    assert [r.kind for r in generation.references.order_by("position")] == [
+        "url",
+        "result",
+        "upload",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        ([REFERENCE, REFERENCE + "?2"], "'SeedEdit 3.0' takes at most 1 reference image (2 given)"),
+        ([REFERENCE] * 15, "at most 14 reference images (15 given)"),
+        ([REFERENCE, 7], "reference image 2 must be a URL or 'result:ID'"),
+        ("data:image/png;base64,PHN2Zz4=", "is not a PNG, JPEG or WebP image"),
+    ],
+    ids=["over-the-model-limit", "over-ark-limit", "not-a-string", "data-uri-not-an-image"],
+)
+def test_references_a_model_cannot_take_are_refused_before_any_call(
+    demo: Any, token_client: Client, image: Any, words: str
+) -> None:
+    body = {"prompt": "merge", "modelIds": [SEEDEDIT_3], "size": "adaptive", "image": image}
+    response = post(token_client, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["field"] == "image"
+    assert words in error["message"]
+    assert demo.request_log == []
+
+
+# --- usage and cost ----------------------------------------------------------------------
+
+
+def priced(upstream_id: str, price: str | None, currency: str = "CNY") -> ImageModel:
+    from decimal import Decimal
+
+    model = ImageModel.objects.get(upstream_model_id=upstream_id)
+    model.price_per_image = Decimal(price) if price is not None else None
+    model.currency = currency
+    model.save()
+    return model
+
+
+def test_a_generation_of_a_priced_model_shows_its_status_usage_and_cost(
+    demo: Any, token_client: Client
+) -> None:
+    priced(SEEDREAM_4, "0.2000")
+    body = {"prompt": "two foxes", "modelIds": [SEEDREAM_4], "size": "1280x720"}
+    created = post(token_client, {**body, "params": {"max_images": 2}}).json()
+
+    assert created["status"] == "done"
+    assert created["usage"] == {"generatedImages": 2, "outputTokens": 2 * 1280 * 720 // 256}
+    assert created["cost"] == {"amount": "0.4000", "currency": "CNY"}
+    polled = token_client.get(f"/api/generations/{created['generationId']}").json()
+    assert (polled["status"], polled["usage"], polled["cost"]) == (
+        "done",
+        created["usage"],
+        created["cost"],
+    )
+
+
+def test_a_generation_of_an_unpriced_model_has_a_null_cost(demo: Any, token_client: Client) -> None:
+    priced(SEEDREAM_4, None)
+    created = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]}).json()
+
+    assert created["usage"]["generatedImages"] == 1
+    assert created["cost"] is None
+
+
+def test_failed_images_cost_nothing(demo: Any, token_client: Client) -> None:
+    priced(SEEDREAM_4, "0.2000")
+    body = {"prompt": "a fox [demo:error=QuotaExceeded]", "modelIds": [SEEDREAM_4]}
+    created = post(token_client, body).json()
+
+    assert created["cost"] == {"amount": "0.0000", "currency": "CNY"}
+
+
+def test_usage_by_model_counts_images_and_cost_of_priced_models_and_keeps_unpriced_apart(
+    demo: Any, token_client: Client
+) -> None:
+    four = priced(SEEDREAM_4, "0.2000")
+    three = priced(SEEDREAM_3, None)
+    post(token_client, {"prompt": "foxes", "modelIds": [SEEDREAM_4], "params": {"max_images": 3}})
+    post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4, SEEDREAM_3]})
+    post(token_client, {"prompt": "no [demo:error=QuotaExceeded]", "modelIds": [SEEDREAM_3]})
+
+    body = token_client.get("/api/usage?groupBy=model").json()
+
+    assert body["groupBy"] == "model"
+    assert body["rows"] == [
+        {
+            "model": four.name,
+            "images": 4,
+            "failed": 0,
+            "cost": {"amount": "0.8000", "currency": "CNY"},
+        },
+        {"model": three.name, "images": 1, "failed": 1, "cost": None},
+    ]
+    assert body["totals"] == [
+        {"images": 4, "failed": 0, "cost": {"amount": "0.8000", "currency": "CNY"}},
+        {"images": 1, "failed": 1, "cost": None},
+    ]
+    today = timezone.now().date().isoformat()
+    by_day = token_client.get(f"/api/usage?since={today}&until={today}").json()
+    assert [(row["day"], row["images"]) for row in by_day["rows"]] == [(today, 4), (today, 1)]
+    by_user = token_client.get("/api/usage?groupBy=user").json()
+    assert {row["user"] for row in by_user["rows"]} == {"staff"}
+    tomorrow = (timezone.now() + timedelta(days=1)).date().isoformat()
+    assert token_client.get(f"/api/usage?since={tomorrow}").json()["rows"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("groupBy=week", "groupBy"),
+        ("since=yesterday", "since"),
+        ("since=2026-02-02&until=2026-02-01", "until"),
+    ],
+)
+def test_a_bad_usage_query_gets_400_naming_the_field(
+    token_client: Client, query: str, field: str
+) -> None:
+    response = token_client.get(f"/api/usage?{query}")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
+
+
+# --- optional parameters -------------------------------------------------------------------
+
+
+def test_optional_parameters_are_sent_only_to_the_models_that_take_them(
+    demo: Any, token_client: Client
+) -> None:
+    params = {"optimize_prompt_options": {"mode": "standard"}, "output_format": "png"}
+    body = {
+        "prompt": "a fox",
+        "modelIds": [SEEDREAM_4, SEEDREAM_5_LITE, SEEDREAM_3],
+        "size": "2048x2048",
+        "params": params,
+    }
+    response = post(token_client, body)
+
+    assert response.status_code == 200, response.content
+    assert [r["status"] for r in response.json()["results"]] == ["SUCCESS"] * 3
+    sent = {
+        e["json"]["model"]: {k: e["json"].get(k) for k in params}
+        for e in demo.request_log
+        if e["method"] == "POST"
+    }
+    assert sent == {
+        SEEDREAM_4: {"optimize_prompt_options": {"mode": "standard"}, "output_format": None},
+        SEEDREAM_5_LITE: params,
+        SEEDREAM_3: {"optimize_prompt_options": None, "output_format": None},
+    }
+    lite = next(r for r in response.json()["results"] if r["model"] == SEEDREAM_5_LITE)
+    assert requests.get(lite["externalImageUrl"], timeout=10).content[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("models", "params", "field", "words"),
+    [
+        (
+            [SEEDREAM_4, SEEDREAM_45],
+            {"optimize_prompt_options": {"mode": "fast"}},
+            "params.optimize_prompt_options",
+            "Seedream 4.5 does not take the prompt optimization mode fast: it takes standard",
+        ),
+        (
+            [SEEDREAM_4],
+            {"optimize_prompt_options": {"mode": "turbo"}},
+            "params.optimize_prompt_options",
+            'an object {"mode": "standard" or "fast"}',
+        ),
+        ([SEEDREAM_5_LITE], {"output_format": "webp"}, "params.output_format", "png or jpeg"),
+    ],
+)
+def test_an_optional_parameter_a_model_does_not_take_is_refused_before_any_call(
+    demo: Any, token_client: Client, models: list[str], params: Any, field: str, words: str
+) -> None:
+    body = {"prompt": "a fox", "modelIds": models, "size": "2048x2048", "params": params}
+    response = post(token_client, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert words in error["message"]
+    assert demo.request_log == []

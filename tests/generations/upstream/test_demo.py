@@ -348,8 +348,8 @@ def test_urls_answer_403_once_expired() -> None:
         response = requests.get(url, timeout=5)
 
     assert response.status_code == 403
-    assert response.json()["Code"] == "AccessDenied"
-    assert "expired" in response.json()["Message"]
+    assert response.json()["Error"]["Code"] == "AccessDenied"
+    assert "expired" in response.json()["Error"]["Message"]
 
 
 def test_the_expired_fault_gives_a_dead_url(demo_upstream: DemoUpstream) -> None:
@@ -360,7 +360,24 @@ def test_the_expired_fault_gives_a_dead_url(demo_upstream: DemoUpstream) -> None
     assert expires_at.timestamp() < time.time()
     response = requests.get(url, timeout=5)
     assert response.status_code == 403
-    assert response.json()["Code"] == "AccessDenied"
+    assert response.json()["Error"]["Code"] == "AccessDenied"
+
+
+def test_an_expired_url_answers_what_tos_answers(demo_upstream: DemoUpstream) -> None:
+    """TOS's error code overview: a JSON ``Error`` holding Code, RequestId, HostId, Message
+    and EC, with the request id and the EC in headers as well."""
+    url = image_url(demo_upstream, "old news [demo:expired]")
+
+    response = requests.get(url, timeout=5)
+
+    assert response.status_code == 403
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["Error"]
+    assert set(error) == {"Code", "RequestId", "HostId", "Message", "EC"}
+    assert (error["Code"], error["Message"]) == ("AccessDenied", "Request has expired.")
+    assert error["HostId"] == urlsplit(url).netloc
+    assert response.headers["x-tos-request-id"] == error["RequestId"]
+    assert response.headers["x-tos-ec"] == error["EC"]
 
 
 def test_a_tampered_url_is_refused(demo_upstream: DemoUpstream) -> None:
@@ -376,7 +393,7 @@ def test_a_tampered_url_is_refused(demo_upstream: DemoUpstream) -> None:
     ):
         response = requests.get(bad_url, timeout=5)
         assert response.status_code == 403, bad_url
-        assert response.json()["Code"] == "AccessDenied"
+        assert response.json()["Error"]["Code"] == "AccessDenied"
 
 
 def test_an_unknown_image_is_404(demo_upstream: DemoUpstream) -> None:
@@ -903,3 +920,70 @@ def test_the_sdks_nulls_mean_not_given(sdk: Any, demo_upstream: DemoUpstream) ->
     (sent,) = [e["json"] for e in demo_upstream.request_log if e["method"] == "POST"]
     assert sent["size"] is None and sent["watermark"] is None and sent["image"] is None
     assert answer.data[0].size == "2048x2048"  # Seedream 4.0's default
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "param"),
+    [
+        (
+            SEEDREAM_45,
+            {"optimize_prompt_options": {"mode": "fast"}},
+            "optimize_prompt_options.mode",
+        ),
+        (
+            SEEDREAM_5_LITE,
+            {"optimize_prompt_options": {"mode": "fast"}},
+            "optimize_prompt_options.mode",
+        ),
+        (
+            SEEDREAM_3,
+            {"optimize_prompt_options": {"mode": "standard"}},
+            "optimize_prompt_options.mode",
+        ),
+        (SEEDREAM_4, {"output_format": "png"}, "output_format"),
+        (SEEDREAM_5_LITE, {"output_format": "webp"}, "output_format"),
+    ],
+)
+def test_ark_models_refuse_the_optional_parameters_they_do_not_take(
+    demo_upstream: DemoUpstream, model: str, extra: dict[str, Any], param: str
+) -> None:
+    body = {"model": model, "prompt": "a fox", "size": "2048x2048", **extra}
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("InvalidParameter", param)
+    assert error["message"].startswith(f"The parameter `{param}` specified in the request")
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        (SEEDREAM_4, {"optimize_prompt_options": {"mode": "fast"}}),
+        (SEEDREAM_45, {"optimize_prompt_options": {"mode": "standard"}}),
+        (
+            SEEDREAM_5_LITE,
+            {"optimize_prompt_options": {"mode": "standard"}, "output_format": "jpeg"},
+        ),
+        (SEEDREAM_4, {"optimize_prompt_options": None, "output_format": None}),  # the SDK's nulls
+    ],
+)
+def test_ark_models_take_the_optional_parameters_they_take(
+    demo_upstream: DemoUpstream, model: str, extra: dict[str, Any]
+) -> None:
+    body = {"model": model, "prompt": "a fox", "size": "2048x2048", **extra}
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == 200, response.text
+    image = requests.get(response.json()["data"][0]["url"], timeout=10)
+    assert image.headers["Content-Type"] == "image/jpeg"
+
+
+def test_output_format_png_answers_a_png(demo_upstream: DemoUpstream) -> None:
+    body = {"model": SEEDREAM_5_LITE, "prompt": "a fox", "size": "2K", "output_format": "png"}
+    response = generate_body(demo_upstream, body)
+
+    assert response.status_code == 200, response.text
+    image = requests.get(response.json()["data"][0]["url"], timeout=10)
+    assert image.headers["Content-Type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG\r\n\x1a\n")
