@@ -20,12 +20,12 @@ from django.core.management import call_command
 from generations.models import GenerationResult
 
 S = GenerationResult.StorageStatus
-_DEMO_IMAGE_RE = re.compile(r"/images/([0-9a-f]{32})\.")
+DEMO_IMAGE_RE = re.compile(r"/images/([0-9a-f]{32})\.")
 
 
 def upstream_bytes(demo: Any, url: str) -> bytes:
     """The bytes the demo upstream serves at `url`, read from its memory (no request)."""
-    match = _DEMO_IMAGE_RE.match(urlsplit(url).path)
+    match = DEMO_IMAGE_RE.match(urlsplit(url).path)
     assert match, url
     image = demo.stored_image(match[1])
     assert image is not None, f"the demo upstream no longer holds {url}"
