@@ -120,6 +120,7 @@ ROUTES = [
     Route("GET", "/gallery/usage/?groupBy=user", "gallery", 200),
     Route("GET", "/generate/", "gallery", 200),
     Route("GET", "/generate/?from={result}", "gallery", 200),
+    Route("GET", "/generate/{generation}/cards/", "gallery", 200),
     Route("POST", "/generate/", "gallery", 200, {"prompt": ""}),  # the form, with its errors
     Route("POST", "/gallery/{result}/delete/", "gallery", 302),
     Route("POST", "/gallery/clear/", "gallery", 302, {"confirmation": "DELETE"}),

@@ -114,7 +114,13 @@ def test_no_get_changes_anything(
         for path in sorted(paths):
             url = path.format(result=pending.pk, generation=world.generation.pk, tag=TAG)
             response = make_client().get(url)
-            assert response.status_code < 500, (caller, url, response.status_code)
+            if url == "/healthz":
+                # Its 503 is an answer, not a failure: a result is at risk (the failed one
+                # above) and no worker runs to store it.
+                assert response.status_code in (200, 503), (caller, response.status_code)
+                assert set(response.json()) >= {"database", "workers", "atRisk"}
+            else:
+                assert response.status_code < 500, (caller, url, response.status_code)
             assert snapshot(image_storage_root, own_broker) == before, (caller, url)
 
 
