@@ -15,6 +15,7 @@ urlpatterns = [
     path("gallery/<int:result_id>/tags/", views.add_tags, name="add_tags"),
     path("gallery/<int:result_id>/tags/remove/", views.remove_tag, name="remove_tag"),
     path("gallery/bulk/", views.bulk, name="bulk"),
+    path("gallery/download/", views.download, name="download"),
     path("gallery/restore-all/", views.restore_all, name="restore_all"),
     path("gallery/clear/", views.clear_all, name="clear_all"),
     path("generate/", views.generate, name="generate"),

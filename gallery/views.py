@@ -20,9 +20,16 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generations.api.serve import archive_response
 from generations.checks import parse_id
 from generations.models import Generation, GenerationResult, ImageModel, Prompt
 from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
+from generations.services.downloads import (
+    TooManyToDownload,
+    download_limit,
+    results_archive,
+    results_for_download,
+)
 from generations.services.generate import generation_create
 from generations.services.organize import (
     results_add_tags,
@@ -154,6 +161,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "active_storage": filters.get("storage_status") or "",
             "at_risk_active": bool(filters.get("at_risk")),
             "at_risk": counts["at_risk"],
+            "download_limit": download_limit(),
         },
     )
 
@@ -298,6 +306,9 @@ def bulk(request: HttpRequest) -> HttpResponse:
         done = "Starred" if starred else "Removed the star from"
         messages.success(request, f"{done} {_plural(matched, 'result')}.")
         return _back(request, index_url)
+    if action == "download":
+        selected = GenerationResult.objects.filter(pk__in=ids).order_by("-id")
+        return _download(request, selected, back=safe_next(request, index_url))
     if action in ("add_tags", "remove_tags"):
         return _bulk_tags(request, ids, add=action == "add_tags", index_url=index_url)
     if action == "restore":
@@ -337,6 +348,29 @@ def bulk(request: HttpRequest) -> HttpResponse:
         )
     messages.error(request, "Unknown action.")
     return _back(request, index_url)
+
+
+@require_GET
+@staff_required
+def download(request: HttpRequest) -> HttpResponse:
+    """A ZIP of every result the index's filters (in the query string) match."""
+    models = list(ImageModel.objects.order_by("name"))
+    filters = ResultFilterForm(request.GET or None, models=models).filters()
+    index_url = reverse("gallery:index")
+    back = f"{index_url}?{request.GET.urlencode()}" if request.GET else index_url
+    return _download(request, selectors.results_for_gallery(filters=filters), back=back)
+
+
+def _download(request: HttpRequest, results: Any, *, back: str) -> HttpResponse:
+    try:
+        rows = results_for_download(results)
+    except TooManyToDownload as exc:
+        messages.error(request, f"Nothing downloaded: {exc}.")
+        return HttpResponseRedirect(back)
+    if not any(row.is_stored for row in rows):
+        messages.warning(request, "Nothing to download: none of these results is stored.")
+        return HttpResponseRedirect(back)
+    return archive_response(results_archive(results=rows))  # type: ignore[return-value]
 
 
 def _bulk_tags(request: HttpRequest, ids: list[int], *, add: bool, index_url: str) -> HttpResponse:

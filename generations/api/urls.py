@@ -12,6 +12,7 @@ urlpatterns = [
     # A path, not a str: a tag name may hold a slash.
     path("results/<int:result_id>/tags/<path:tag_name>", api.result_tag, name="result_tag"),
     path("tags", api.tags, name="tags"),
+    path("downloads", api.downloads, name="downloads"),
     path("images/<int:result_id>", api.image, name="image"),
     path("images/<int:result_id>/thumbnail", api.thumbnail, name="thumbnail"),
     path("export", api.export, name="export"),

@@ -14,10 +14,10 @@ from django.http.response import HttpResponseBase
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 
-from generations.api.serve import image_response
-from generations.checks import is_safe_external_url
+from generations.api.serve import archive_response, image_response
+from generations.checks import is_safe_external_url, parse_id
 from generations.inputs import InvalidInput, parse_generate
-from generations.models import Generation, GenerationResult, InvalidTagName, Tag
+from generations.models import Generation, GenerationResult, ImageModel, InvalidTagName, Tag
 from generations.services.generate import generation_create
 from generations.services.organize import (
     results_add_tags,
@@ -185,6 +185,86 @@ def result_tag(request: HttpRequest, result_id: int, tag_name: str) -> HttpRespo
     _check_result_exists(result_id)
     results_remove_tags(result_ids=[result_id], names=[tag_name])
     return _result_json_or_404(request, result_id)
+
+
+# The filter of a download, as the gallery's URL holds it (`storage` is its storage_status).
+_DOWNLOAD_FILTER_KEYS = {
+    "q": "q",
+    "since": "since",
+    "until": "until",
+    "model": "model",
+    "storage": "storage_status",
+    "status": "status",
+    "favorite": "favorite",
+    "tag": "tag",
+    "size": "size",
+    "aspect": "aspect",
+    "seed": "seed",
+    "reference": "reference",
+}
+
+
+@api_endpoint(methods=("POST",))
+def downloads(request: HttpRequest) -> HttpResponseBase:
+    """`{"resultIds": [ids]}` or `{"filter": {...}}`: the ZIP of those results' stored
+    images and their metadata.json, streamed with its Content-Length."""
+    from gallery.forms import ResultFilterForm
+    from gallery.selectors import results_for_gallery
+    from generations.services.downloads import (
+        TooManyToDownload,
+        results_archive,
+        results_for_download,
+    )
+
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object", "body")
+    unknown = sorted(set(body) - {"resultIds", "filter"})
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown field {unknown[0]!r}", unknown[0])
+    if ("resultIds" in body) == ("filter" in body):
+        raise ApiError(400, "invalid", "send resultIds or filter, one of the two", "resultIds")
+    if "resultIds" in body:
+        ids = _result_ids(body["resultIds"])
+        results = GenerationResult.objects.filter(pk__in=ids).order_by("-id")
+    else:
+        wanted = body["filter"]
+        if not isinstance(wanted, dict):
+            raise ApiError(400, "invalid", "filter must be an object", "filter")
+        data: dict[str, str] = {}
+        for key, value in wanted.items():
+            if key not in _DOWNLOAD_FILTER_KEYS:
+                raise ApiError(400, "invalid", f"unknown filter {key!r}", f"filter.{key}")
+            if value is None or value is False:
+                continue
+            if not isinstance(value, str | int | bool):
+                raise ApiError(400, "invalid", f"{key} must be text or a number", f"filter.{key}")
+            data[_DOWNLOAD_FILTER_KEYS[key]] = "on" if value is True else str(value)
+        form = ResultFilterForm(data, models=list(ImageModel.objects.all()))
+        if not form.is_valid():
+            field, errors = next(iter(form.errors.items()))
+            key = next((k for k, v in _DOWNLOAD_FILTER_KEYS.items() if v == field), field)
+            raise ApiError(400, "invalid", str(errors[0]), f"filter.{key}")
+        results = results_for_gallery(filters=form.filters())
+    try:
+        rows = results_for_download(results)
+    except TooManyToDownload as exc:
+        field = "filter" if "filter" in body else "resultIds"
+        raise ApiError(400, "too_many", str(exc), field) from None
+    return archive_response(results_archive(results=rows))
+
+
+def _result_ids(value: Any) -> list[int]:
+    from generations.services.downloads import download_limit
+
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "invalid", "resultIds must be a list of result ids", "resultIds")
+    if len(value) > download_limit():
+        raise ApiError(400, "too_many", f"at most {download_limit()} results at once", "resultIds")
+    ids = [parse_id(v) if not isinstance(v, bool) else None for v in value]
+    if any(i is None for i in ids):
+        raise ApiError(400, "invalid", "resultIds must be a list of result ids", "resultIds")
+    return [i for i in ids if i is not None]
 
 
 @api_endpoint(methods=("GET",))
