@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from generations.api.serve import archive_response
 from generations.checks import parse_id
-from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.models import Generation, GenerationResult, ImageModel, Prompt, Share
 from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
 from generations.services.downloads import (
     TooManyToDownload,
@@ -36,6 +36,7 @@ from generations.services.organize import (
     results_remove_tags,
     results_set_favorite,
 )
+from generations.services.sharing import ShareRefused, share_create, share_revoke
 from generations.services.storing import results_restore
 
 from . import selectors
@@ -309,6 +310,8 @@ def bulk(request: HttpRequest) -> HttpResponse:
     if action == "download":
         selected = GenerationResult.objects.filter(pk__in=ids).order_by("-id")
         return _download(request, selected, back=safe_next(request, index_url))
+    if action == "share":
+        return _share(request, result_ids=ids, back=safe_next(request, index_url))
     if action in ("add_tags", "remove_tags"):
         return _bulk_tags(request, ids, add=action == "add_tags", index_url=index_url)
     if action == "restore":
@@ -390,6 +393,64 @@ def _bulk_tags(request: HttpRequest, ids: list[int], *, add: bool, index_url: st
     else:
         messages.info(request, f"None of the selected results carries {_quoted(names)}.")
     return _back(request, index_url)
+
+
+# --- Share links -----------------------------------------------------------------------
+
+
+@require_GET
+@staff_required
+def shares(request: HttpRequest) -> HttpResponse:
+    """Every share link, newest first, with what it shows, its state and a revoke button."""
+    return render(
+        request,
+        "gallery/shares.html",
+        {"nav": "shares", "shares": selectors.shares_for_gallery()},
+    )
+
+
+@require_POST
+@staff_required
+def share_new(request: HttpRequest) -> HttpResponse:
+    """Share one result (`result`, from its page or card) or a tag (`tag`)."""
+    result_id = parse_id(request.POST.get("result"))
+    tag = (request.POST.get("tag") or "").strip()
+    back = safe_next(request, reverse("gallery:shares"))
+    if result_id is not None:
+        return _share(request, result_ids=[result_id], back=back)
+    if tag:
+        return _share(request, tag=tag, back=back)
+    messages.error(request, "No share made: choose a result or type a tag.")
+    return HttpResponseRedirect(back)
+
+
+def _share(
+    request: HttpRequest, *, back: str, result_ids: list[int] | None = None, tag: str | None = None
+) -> HttpResponse:
+    try:
+        share = share_create(user=request.user, result_ids=result_ids, tag=tag)
+    except ShareRefused as exc:
+        messages.error(request, f"No share made: {exc.message}.")
+        return HttpResponseRedirect(back)
+    url = request.build_absolute_uri(share.path)
+    messages.success(
+        request,
+        f"Shared {share.describe()} until {share.expires_at:%Y-%m-%d %H:%M} UTC: {url}",
+    )
+    return redirect("gallery:shares")
+
+
+@require_POST
+@staff_required
+def share_revoke_view(request: HttpRequest, share_id: int) -> HttpResponse:
+    share = Share.objects.filter(pk=share_id).first()
+    if share is None:
+        raise Http404("No such share.")
+    if share_revoke(share=share, user=request.user):
+        messages.success(request, f"Revoked share {share_id}: its link opens nothing now.")
+    else:
+        messages.info(request, f"Share {share_id} was revoked already.")
+    return _back(request, reverse("gallery:shares"))
 
 
 @require_POST
