@@ -206,3 +206,23 @@ def test_a_shared_image_no_longer_stored_is_404_never_a_redirect_upstream(
     assert "Location" not in response
     page = visitor.get(share.path).content.decode()
     assert "a grey heron" in page and "a heron at dawn" not in page
+
+
+@pytest.mark.s3
+def test_a_shared_image_in_a_bucket_is_streamed_under_the_link_never_a_bucket_url(
+    staff_user: Any, visitor: Client, moto_s3: Any
+) -> None:
+    """Staff get a presigned redirect, which names the bucket and the key; a share
+    link's visitor gets the bytes from the link's own URL."""
+    moto_s3.use_as_active()
+    shared = stored("a heron at dawn")
+    assert shared.storage_backend == "s3"
+    share = share_create(user=staff_user, result_ids=[shared.pk])
+
+    response = visitor.get(f"/s/{share.token}/images/{shared.pk}")
+
+    assert response.status_code == 200
+    assert "Location" not in response
+    assert body(response) == moto_s3.get(shared.storage_key)
+    page = visitor.get(share.path).content.decode()
+    assert moto_s3.bucket not in page and shared.storage_key not in page
