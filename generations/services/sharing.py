@@ -96,8 +96,13 @@ def share_create(
         kind = Share.Kind.RESULT if len(ids) == 1 else Share.Kind.SELECTION
     shared = list(chosen.order_by("-id").values_list("pk", flat=True)[: MAX_SHARED_RESULTS + 1])
     if not shared:
-        what = f"the tag “{tag_name}” has" if tag is not None else "of these, there is"
-        raise ShareRefused(f"nothing to share: {what} no stored image")
+        if tag is not None:
+            what = f"the tag “{tag_name}” has no stored image"
+        elif kind == Share.Kind.RESULT:
+            what = f"result {ids[0]} has no stored image"
+        else:
+            what = "none of these results has a stored image"
+        raise ShareRefused(f"nothing to share: {what}")
     if len(shared) > MAX_SHARED_RESULTS:
         raise ShareRefused(f"at most {MAX_SHARED_RESULTS} images in one share")
 

@@ -70,7 +70,10 @@ def test_share_a_selection_and_a_tag(staff_client: Client) -> None:
 def test_a_share_refused_says_why(staff_client: Client) -> None:
     pending = GenerationResultFactory()
     response = staff_client.post("/gallery/shares/new/", {"result": pending.pk}, follow=True)
-    assert "No share made: nothing to share" in response.content.decode()
+    assert (
+        f"No share made: nothing to share: result {pending.pk} has no stored image."
+        in response.content.decode()
+    )
     response = staff_client.post("/gallery/shares/new/", {"tag": "nowhere"}, follow=True)
     assert "No share made: no tag “nowhere”." in response.content.decode()
     assert not Share.objects.exists()
