@@ -48,7 +48,20 @@ from bench.common import (
 from bench.memory import IMAGES as MEMORY_IMAGES
 
 RESULTS = REPO / "bench" / "results"
-MEASUREMENTS = ("storing", "memory", "pixels", "gallery", "serving", "generate", "operations")
+MEASUREMENTS = (
+    "storing",
+    "memory",
+    "pixels",
+    "gallery",
+    "organize",
+    "serving",
+    "generate",
+    "operations",
+)
+# The tag and favorites filters: at this many results against the small count, with
+# more repetitions than the gallery's (a page is a few tens of ms on a noisy machine).
+ORGANIZE_SMALL, ORGANIZE_LARGE = 1000, 1_000_000
+ORGANIZE_MIN_REPS = 31
 MiB = 1024 * 1024
 
 
@@ -312,6 +325,64 @@ def measure_gallery(root: Path, demo_url: str, sizes: Sizes, args: argparse.Name
     return rows
 
 
+def measure_organize(
+    root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace
+) -> list[Row]:
+    """The tag and favorites filters' pages at a million results against a thousand."""
+    names = [
+        ("tag", "8. tag filter"),
+        ("favorite", "8b. favorites filter"),
+    ]
+    if not service_reachable("127.0.0.1", 5432):
+        return [
+            Row(label, "n/a", "n/a", None, "<= 1.3", None, "no PostgreSQL") for _, label in names
+        ]
+    import psycopg
+
+    name = f"genvault_bench_organize_{os.getpid()}"
+    with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = BenchEnv(root, "organize", demo_url=demo_url, DATABASE_URL=f"{POSTGRES_URL}/{name}")
+        env.migrate()
+        out = run_child(
+            "organize",
+            [
+                "--small",
+                str(ORGANIZE_SMALL),
+                "--large",
+                str(ORGANIZE_LARGE),
+                "--reps",
+                str(max(sizes.gallery_reps, ORGANIZE_MIN_REPS)),
+            ],
+            env.env,
+            timeout=1800,
+        )
+    finally:
+        with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    rows = []
+    for kind, label in names:
+        for page, words in (("page_1", "page 1"), ("deep_page", "oldest page")):
+            small, large = out["small"][f"{kind}_{page}"], out["large"][f"{kind}_{page}"]
+            r = ratio(large["median"], small["median"])
+            same_queries = small["queries"] == large["queries"]
+            rows.append(
+                Row(
+                    name=f"{label} {words}, PostgreSQL",
+                    measured=f"{large['median'] * 1000:.1f} ms at {out['large_count']:,}",
+                    baseline=f"{small['median'] * 1000:.1f} ms at {out['small_count']:,}",
+                    ratio=r,
+                    goal="<= 1.3, same queries",
+                    met=None if r is None else (r <= 1.3 and same_queries),
+                    note=f"queries {small['queries']} vs {large['queries']}",
+                    samples={"small": small, "large": large},
+                )
+            )
+    return rows
+
+
 def measure_serving(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
     static_dir = root / "serving" / "static"
     env = BenchEnv(root, "serving", demo_url=demo_url, GENVAULT_BENCH_STATIC_DIR=str(static_dir))
@@ -533,6 +604,7 @@ RUNNERS: dict[str, Callable[[Path, str, Sizes, argparse.Namespace], list[Row]]] 
     "memory": measure_memory,
     "pixels": measure_pixels,
     "gallery": measure_gallery,
+    "organize": measure_organize,
     "serving": measure_serving,
     "generate": measure_generate,
     "operations": measure_operations,

@@ -1,4 +1,4 @@
-"""Top-level routes: the gallery, the JSON API, auth views, admin and /healthz."""
+"""Top-level routes: the gallery, the JSON API, auth views, admin, share links and /healthz."""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("s/", include("gallery.shared_urls")),
     path("", include("gallery.urls")),
 ]
 

@@ -18,7 +18,13 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import Abs
 from django.utils import timezone
 
-from generations.models import GenerationResult, GenerationResultQuerySet, Tag, WorkerHeartbeat
+from generations.models import (
+    GenerationResult,
+    GenerationResultQuerySet,
+    Share,
+    Tag,
+    WorkerHeartbeat,
+)
 
 S = GenerationResult.StorageStatus
 
@@ -240,3 +246,36 @@ def result_for_detail(*, result_id: int) -> GenerationResult | None:
         .filter(pk=result_id)
         .first()
     )
+
+
+def shared_results(*, share: Share) -> list[GenerationResult]:
+    """The stored results a share shows, newest first, with their prompts and models (one
+    query)."""
+    return list(
+        share.results.filter(storage_status=S.STORED)
+        .select_related("generation", "model")
+        .order_by("-id")
+    )
+
+
+def shared_result(*, share: Share, result_id: int) -> GenerationResult | None:
+    """One stored result of the share, with what serving its bytes reads; None when the
+    share does not hold it."""
+    return (
+        share.results.filter(pk=result_id, storage_status=S.STORED)
+        .select_related("generation")
+        .only(
+            "storage_status",
+            "storage_backend",
+            "storage_key",
+            "content_type",
+            "byte_size",
+            "generation__prompt_text",
+        )
+        .first()
+    )
+
+
+def shares_for_gallery() -> list[Share]:
+    """Every share, newest first, with who made it and its results (three queries)."""
+    return list(Share.objects.select_related("created_by").prefetch_related("results"))

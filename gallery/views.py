@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generations.api.serve import archive_response
 from generations.checks import parse_id
 from generations.models import (
     Generation,
@@ -27,14 +28,22 @@ from generations.models import (
     GenerationResult,
     ImageModel,
     Prompt,
+    Share,
 )
 from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
+from generations.services.downloads import (
+    TooManyToDownload,
+    download_limit,
+    results_archive,
+    results_for_download,
+)
 from generations.services.generate import generation_create
 from generations.services.organize import (
     results_add_tags,
     results_remove_tags,
     results_set_favorite,
 )
+from generations.services.sharing import ShareRefused, share_create, share_revoke
 from generations.services.storing import results_restore
 from generations.usage import UsageQueryForm, usage_rows, usage_totals
 
@@ -162,6 +171,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "at_risk_active": bool(filters.get("at_risk")),
             "at_risk": counts["at_risk"],
             "workers_alive": selectors.workers_alive(),
+            "download_limit": download_limit(),
         },
     )
 
@@ -306,6 +316,11 @@ def bulk(request: HttpRequest) -> HttpResponse:
         done = "Starred" if starred else "Removed the star from"
         messages.success(request, f"{done} {_plural(matched, 'result')}.")
         return _back(request, index_url)
+    if action == "download":
+        selected = GenerationResult.objects.filter(pk__in=ids).order_by("-id")
+        return _download(request, selected, back=safe_next(request, index_url))
+    if action == "share":
+        return _share(request, result_ids=ids, back=safe_next(request, index_url))
     if action in ("add_tags", "remove_tags"):
         return _bulk_tags(request, ids, add=action == "add_tags", index_url=index_url)
     if action == "restore":
@@ -347,6 +362,29 @@ def bulk(request: HttpRequest) -> HttpResponse:
     return _back(request, index_url)
 
 
+@require_GET
+@staff_required
+def download(request: HttpRequest) -> HttpResponse:
+    """A ZIP of every result the index's filters (in the query string) match."""
+    models = list(ImageModel.objects.order_by("name"))
+    filters = ResultFilterForm(request.GET or None, models=models).filters()
+    index_url = reverse("gallery:index")
+    back = f"{index_url}?{request.GET.urlencode()}" if request.GET else index_url
+    return _download(request, selectors.results_for_gallery(filters=filters), back=back)
+
+
+def _download(request: HttpRequest, results: Any, *, back: str) -> HttpResponse:
+    try:
+        rows = results_for_download(results)
+    except TooManyToDownload as exc:
+        messages.error(request, f"Nothing downloaded: {exc}.")
+        return HttpResponseRedirect(back)
+    if not any(row.is_stored for row in rows):
+        messages.warning(request, "Nothing to download: none of these results is stored.")
+        return HttpResponseRedirect(back)
+    return archive_response(results_archive(results=rows))  # type: ignore[return-value]
+
+
 def _bulk_tags(request: HttpRequest, ids: list[int], *, add: bool, index_url: str) -> HttpResponse:
     form = TagNamesForm(request.POST)
     if not form.is_valid():
@@ -364,6 +402,64 @@ def _bulk_tags(request: HttpRequest, ids: list[int], *, add: bool, index_url: st
     else:
         messages.info(request, f"None of the selected results carries {_quoted(names)}.")
     return _back(request, index_url)
+
+
+# --- Share links -----------------------------------------------------------------------
+
+
+@require_GET
+@staff_required
+def shares(request: HttpRequest) -> HttpResponse:
+    """Every share link, newest first, with what it shows, its state and a revoke button."""
+    return render(
+        request,
+        "gallery/shares.html",
+        {"nav": "shares", "shares": selectors.shares_for_gallery()},
+    )
+
+
+@require_POST
+@staff_required
+def share_new(request: HttpRequest) -> HttpResponse:
+    """Share one result (`result`, from its page or card) or a tag (`tag`)."""
+    result_id = parse_id(request.POST.get("result"))
+    tag = (request.POST.get("tag") or "").strip()
+    back = safe_next(request, reverse("gallery:shares"))
+    if result_id is not None:
+        return _share(request, result_ids=[result_id], back=back)
+    if tag:
+        return _share(request, tag=tag, back=back)
+    messages.error(request, "No share made: choose a result or type a tag.")
+    return HttpResponseRedirect(back)
+
+
+def _share(
+    request: HttpRequest, *, back: str, result_ids: list[int] | None = None, tag: str | None = None
+) -> HttpResponse:
+    try:
+        share = share_create(user=request.user, result_ids=result_ids, tag=tag)
+    except ShareRefused as exc:
+        messages.error(request, f"No share made: {exc.message}.")
+        return HttpResponseRedirect(back)
+    url = request.build_absolute_uri(share.path)
+    messages.success(
+        request,
+        f"Shared {share.describe()} until {share.expires_at:%Y-%m-%d %H:%M} UTC: {url}",
+    )
+    return redirect("gallery:shares")
+
+
+@require_POST
+@staff_required
+def share_revoke_view(request: HttpRequest, share_id: int) -> HttpResponse:
+    share = Share.objects.filter(pk=share_id).first()
+    if share is None:
+        raise Http404("No such share.")
+    if share_revoke(share=share, user=request.user):
+        messages.success(request, f"Revoked share {share_id}: its link opens nothing now.")
+    else:
+        messages.info(request, f"Share {share_id} was revoked already.")
+    return _back(request, reverse("gallery:shares"))
 
 
 @require_POST

@@ -1,5 +1,5 @@
-"""Django admin for every model of the domain, with a re-store action on results and
-rename and merge of tags."""
+"""Django admin for every model of the domain, with a re-store action on results,
+rename and merge of tags, and revoking share links."""
 
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ from .models import (
     ImageModel,
     Prompt,
     ResultTag,
+    Share,
     Tag,
     WorkerHeartbeat,
 )
 from .services.deleting import generations_delete, results_delete
 from .services.organize import tags_merge
+from .services.sharing import share_revoke
 from .services.storing import results_restore
 from .signals import announce_results_changed
 from .sizes import RESOLUTIONS
@@ -315,6 +317,57 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+@admin.register(Share)
+class ShareAdmin(admin.ModelAdmin):
+    """Share links are made in the gallery and the API (which check and log them); here
+    they are listed, searched and revoked."""
+
+    list_display = ("id", "what", "created_by", "created_at", "expires_at", "revoked_at", "state")
+    list_filter = ("kind", "created_at", "expires_at", "revoked_at")
+    search_fields = ("tag_name", "created_by__username", "results__id")
+    readonly_fields = (
+        "kind",
+        "tag_name",
+        "results",
+        "created_by",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+        "link",
+    )
+    fields = readonly_fields
+    actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Share]:
+        return (
+            super().get_queryset(request).select_related("created_by").prefetch_related("results")
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    @admin.display(description="What")
+    def what(self, obj: Share) -> str:
+        return obj.describe()
+
+    @admin.display(description="State")
+    def state(self, obj: Share) -> str:
+        return obj.state
+
+    @admin.display(description="Link")
+    def link(self, obj: Share) -> str:
+        return format_html('<a href="{0}">{0}</a>', obj.path)
+
+    @admin.action(description="Revoke selected share links")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Share]) -> None:
+        count = sum(share_revoke(share=share, user=request.user) for share in queryset)
+        self.message_user(request, f"Revoked {count} share link(s).", messages.SUCCESS)
 
 
 @admin.register(WorkerHeartbeat)

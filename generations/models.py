@@ -776,3 +776,97 @@ class WorkerHeartbeat(models.Model):
     @property
     def is_alive(self) -> bool:
         return self.seen_at >= _worker_seen_since()
+
+
+SHARE_SIGNING_SALT = "genvault.share-link"
+
+
+def new_share_key() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class ShareQuerySet(models.QuerySet["Share"]):
+    def active(self) -> ShareQuerySet:
+        """Shares whose link still opens: not revoked and not expired, as of now."""
+        return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+
+class Share(models.Model):
+    """A link that shows exactly these results to anyone holding it, until it expires or is
+    revoked.
+
+    What was shared is fixed when the link is made: one result, a selection, or the
+    results a tag had then (a snapshot: the link never shows more than the person who
+    made it saw, so tagging something later cannot publish it by accident). The link is
+    `key` signed with SECRET_KEY (`django.core.signing`): `key` is random, so a link
+    tells nothing of how many shares or results there are, and a link that was altered,
+    or made with another secret, opens nothing.
+    """
+
+    class Kind(models.TextChoices):
+        RESULT = "result", "One result"
+        SELECTION = "selection", "A selection"
+        TAG = "tag", "A tag's results"
+
+    key = models.CharField(max_length=32, unique=True, default=new_share_key, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    tag_name = models.CharField(
+        max_length=TAG_NAME_MAX_CHARS, blank=True, help_text="The tag shared, as it was named."
+    )
+    results: models.ManyToManyField[GenerationResult, Any] = models.ManyToManyField(
+        GenerationResult, related_name="shares"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="shares",
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    objects = ShareQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Share {self.pk}: {self.describe()}"
+
+    def describe(self) -> str:
+        """What was shared, in words for the gallery, the admin and the log."""
+        if self.kind == self.Kind.TAG:
+            return f"the tag “{self.tag_name}”"
+        ids = sorted(result.pk for result in self.results.all())  # prefetch `results` for many
+        if self.kind == self.Kind.RESULT:
+            return f"result {ids[0]}" if ids else "a deleted result"
+        return f"a selection of {len(ids)}"
+
+    @property
+    def token(self) -> str:
+        from django.core import signing
+
+        return signing.Signer(salt=SHARE_SIGNING_SALT).sign(self.key)
+
+    @property
+    def path(self) -> str:
+        return reverse("shared:page", args=[self.token])
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if self.expires_at > timezone.now() else "expired"

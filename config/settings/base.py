@@ -157,6 +157,13 @@ STORAGE_SWEEP_SECONDS = env.int("STORAGE_SWEEP_SECONDS", default=300)
 STORAGE_SWEEP_SETTLE_SECONDS = env.int("STORAGE_SWEEP_SETTLE_SECONDS", default=60)
 STORAGE_MAX_ATTEMPTS = env.int("STORAGE_MAX_ATTEMPTS", default=5)
 
+# --- Downloads and share links ------------------------------------------------
+# The most results one ZIP takes (a selection, or every result a filter matches).
+DOWNLOAD_MAX_RESULTS = env.int("DOWNLOAD_MAX_RESULTS", default=500)
+# How long a share link lives unless asked otherwise, and the longest it may.
+SHARE_DEFAULT_SECONDS = env.int("SHARE_DEFAULT_SECONDS", default=7 * 24 * 3600)
+SHARE_MAX_SECONDS = env.int("SHARE_MAX_SECONDS", default=90 * 24 * 3600)
+
 # --- Upstream: Ark, or the bundled demo upstream when no key is set -----------
 ARK_API_KEY = env.str("ARK_API_KEY", default="")
 ARK_BASE_URL = env.str("ARK_BASE_URL", default="https://ark.cn-beijing.volces.com/api/v3")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from django.http import (
     FileResponse,
@@ -31,6 +31,9 @@ from django.utils.http import content_disposition_header
 
 from generations.models import IMAGE_VERSION_LENGTH, GenerationResult
 from storage_backends import images as image_storage
+
+if TYPE_CHECKING:
+    from generations.services.downloads import ResultsArchive
 
 CACHE_CONTROL = "private, max-age=86400"
 IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
@@ -47,6 +50,18 @@ def download_name(result: GenerationResult) -> str:
     slug = slugify(result.generation.prompt_text)[:40].strip("-") or "image"
     extension = image_storage.IMAGE_EXTENSIONS.get(result.content_type, "bin")
     return f"genvault-{result.pk}-{slug}.{extension}"
+
+
+def archive_response(archive: ResultsArchive) -> StreamingHttpResponse:
+    """A ZIP of results as an attachment, streamed, with its length known up front."""
+    response = StreamingHttpResponse(archive.chunks, content_type="application/zip")
+    response["Content-Length"] = str(archive.size)
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=archive.filename
+    )
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def image_response(

@@ -1,5 +1,5 @@
-"""The JSON API: generate, poll a generation, stars and tags on results, the stable image
-route, health."""
+"""The JSON API: generate, poll a generation, stars and tags on results, ZIP downloads,
+share links, the stable image route, health."""
 
 from __future__ import annotations
 
@@ -14,16 +14,29 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 
-from generations.api.serve import image_response
-from generations.checks import is_safe_external_url
+from generations.api.serve import archive_response, image_response
+from generations.checks import is_safe_external_url, parse_id
 from generations.inputs import InvalidInput, parse_generate
-from generations.models import Generation, GenerationResult, InvalidTagName, Tag
+from generations.models import (
+    Generation,
+    GenerationResult,
+    ImageModel,
+    InvalidTagName,
+    Share,
+    Tag,
+)
 from generations.services.generate import generation_create
 from generations.services.health import health_report
 from generations.services.organize import (
     results_add_tags,
     results_remove_tags,
     results_set_favorite,
+)
+from generations.services.sharing import (
+    ShareRefused,
+    share_create,
+    share_lifetime,
+    share_revoke,
 )
 from generations.usage import (
     UsageQueryForm,
@@ -207,6 +220,152 @@ def result_tag(request: HttpRequest, result_id: int, tag_name: str) -> HttpRespo
     _check_result_exists(result_id)
     results_remove_tags(result_ids=[result_id], names=[tag_name])
     return _result_json_or_404(request, result_id)
+
+
+# The filter of a download, as the gallery's URL holds it (`storage` is its storage_status).
+_DOWNLOAD_FILTER_KEYS = {
+    "q": "q",
+    "since": "since",
+    "until": "until",
+    "model": "model",
+    "storage": "storage_status",
+    "status": "status",
+    "favorite": "favorite",
+    "tag": "tag",
+    "size": "size",
+    "aspect": "aspect",
+    "seed": "seed",
+    "reference": "reference",
+}
+
+
+@api_endpoint(methods=("POST",))
+def downloads(request: HttpRequest) -> HttpResponseBase:
+    """`{"resultIds": [ids]}` or `{"filter": {...}}`: the ZIP of those results' stored
+    images and their metadata.json, streamed with its Content-Length."""
+    from gallery.forms import ResultFilterForm
+    from gallery.selectors import results_for_gallery
+    from generations.services.downloads import (
+        TooManyToDownload,
+        results_archive,
+        results_for_download,
+    )
+
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object", "body")
+    unknown = sorted(set(body) - {"resultIds", "filter"})
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown field {unknown[0]!r}", unknown[0])
+    if ("resultIds" in body) == ("filter" in body):
+        raise ApiError(400, "invalid", "send resultIds or filter, one of the two", "resultIds")
+    if "resultIds" in body:
+        ids = _result_ids(body["resultIds"])
+        results = GenerationResult.objects.filter(pk__in=ids).order_by("-id")
+    else:
+        wanted = body["filter"]
+        if not isinstance(wanted, dict):
+            raise ApiError(400, "invalid", "filter must be an object", "filter")
+        data: dict[str, str] = {}
+        for key, value in wanted.items():
+            if key not in _DOWNLOAD_FILTER_KEYS:
+                raise ApiError(400, "invalid", f"unknown filter {key!r}", f"filter.{key}")
+            if value is None or value is False:
+                continue
+            if not isinstance(value, str | int | bool):
+                raise ApiError(400, "invalid", f"{key} must be text or a number", f"filter.{key}")
+            data[_DOWNLOAD_FILTER_KEYS[key]] = "on" if value is True else str(value)
+        form = ResultFilterForm(data, models=list(ImageModel.objects.all()))
+        if not form.is_valid():
+            field, errors = next(iter(form.errors.items()))
+            key = next((k for k, v in _DOWNLOAD_FILTER_KEYS.items() if v == field), field)
+            raise ApiError(400, "invalid", str(errors[0]), f"filter.{key}")
+        results = results_for_gallery(filters=form.filters())
+    try:
+        rows = results_for_download(results)
+    except TooManyToDownload as exc:
+        field = "filter" if "filter" in body else "resultIds"
+        raise ApiError(400, "too_many", str(exc), field) from None
+    return archive_response(results_archive(results=rows))
+
+
+def _result_ids(value: Any) -> list[int]:
+    from generations.services.downloads import download_limit
+
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "invalid", "resultIds must be a list of result ids", "resultIds")
+    if len(value) > download_limit():
+        raise ApiError(400, "too_many", f"at most {download_limit()} results at once", "resultIds")
+    ids = [parse_id(v) if not isinstance(v, bool) else None for v in value]
+    if any(i is None for i in ids):
+        raise ApiError(400, "invalid", "resultIds must be a list of result ids", "resultIds")
+    return [i for i in ids if i is not None]
+
+
+def share_json(request: HttpRequest, share: Share) -> dict[str, Any]:
+    return {
+        "id": share.pk,
+        "url": request.build_absolute_uri(share.path),
+        "kind": share.kind,
+        "resultIds": sorted(result.pk for result in share.results.all()),
+        "tag": share.tag_name or None,
+        "createdBy": share.created_by.get_username() if share.created_by else None,
+        "createdAt": share.created_at.isoformat(),
+        "expiresAt": share.expires_at.isoformat(),
+        "revokedAt": share.revoked_at.isoformat() if share.revoked_at else None,
+        "active": share.is_active,
+    }
+
+
+@api_endpoint(methods=("GET", "POST"))
+def shares(request: HttpRequest) -> HttpResponse:
+    """GET lists every share link, newest first; POST makes one: `{"resultId": N}`,
+    `{"resultIds": [ids]}` or `{"tag": name}`, and optional `"expiresIn"` seconds."""
+    if request.method == "GET":
+        listed = Share.objects.select_related("created_by").prefetch_related("results")
+        return JsonResponse({"shares": [share_json(request, share) for share in listed]})
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object", "body")
+    unknown = sorted(set(body) - {"resultId", "resultIds", "tag", "expiresIn"})
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown field {unknown[0]!r}", unknown[0])
+    named = [key for key in ("resultId", "resultIds", "tag") if key in body]
+    if len(named) != 1:
+        raise ApiError(400, "invalid", "send one of resultId, resultIds or tag", "resultId")
+    result_ids: list[int] | None = None
+    tag: str | None = None
+    if "resultId" in body:
+        result_id = parse_id(body["resultId"])
+        if result_id is None:
+            raise ApiError(400, "invalid", "resultId must be a result id", "resultId")
+        result_ids = [result_id]
+    elif "resultIds" in body:
+        result_ids = _result_ids(body["resultIds"])
+    else:
+        if not isinstance(body["tag"], str) or not body["tag"].strip():
+            raise ApiError(400, "invalid", "tag must be a tag name", "tag")
+        tag = body["tag"]
+    try:
+        share = share_create(
+            user=request.user,
+            result_ids=result_ids,
+            tag=tag,
+            lifetime=share_lifetime(body.get("expiresIn")),
+        )
+    except ShareRefused as exc:
+        raise ApiError(400, "invalid", exc.message, exc.field or named[0]) from None
+    return JsonResponse(share_json(request, share), status=201)
+
+
+@api_endpoint(methods=("DELETE",))
+def share_detail(request: HttpRequest, share_id: int) -> HttpResponse:
+    """Revoke the share: its link and images answer 404 from now on; answers the share."""
+    share = Share.objects.filter(pk=share_id).first()
+    if share is None:
+        raise ApiError(404, "not_found", f"no share with id {share_id}")
+    share_revoke(share=share, user=request.user)
+    return JsonResponse(share_json(request, share))
 
 
 @api_endpoint(methods=("GET",))

@@ -1,8 +1,10 @@
 """The backup bundle: what it holds, and how one is read and checked before anything is written.
 
 A bundle is the export JSON (`version`, `exportedAt`, `prompts`, `models`,
-`generations` with their `results` nested), with every field needed to restore each
-row under its id; as a ZIP it adds `manifest.json` (key -> SHA-256 and size) and the
+`generations` with their `results` nested, each with its `favorite` and `tags` names;
+`tags` and `shares`), with every field needed to restore each row under its id (bundles
+written before stars, tags and share links have none of those keys, and import as
+results without them); as a ZIP it adds `manifest.json` (key -> SHA-256 and size) and the
 objects under `images/<key>`.
 
 A bundle is read as a stranger's: the JSON's size is bounded before it is parsed,
@@ -28,7 +30,14 @@ from django.utils.dateparse import parse_datetime
 from storage_backends import images as image_storage
 
 from ..checks import UnsafeUrl, checked_external_url, parse_id
-from ..models import COLUMN_PARAM_KEYS, GenerationResult, not_stored_fields
+from ..models import (
+    COLUMN_PARAM_KEYS,
+    GenerationResult,
+    InvalidTagName,
+    Share,
+    clean_tag_name,
+    not_stored_fields,
+)
 
 EXPORT_VERSION = 1
 EXPORT_NAME = "export.json"
@@ -38,7 +47,6 @@ CHUNK_SIZE = 1024 * 1024
 # export.json (or a plain JSON export) is parsed whole, so its size is bounded first:
 # 512 MiB holds some 400,000 results, and parsing it takes a few GB of memory.
 MAX_JSON_BYTES = 512 * 1024 * 1024
-_CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 # What reading a damaged or hostile ZIP may raise, besides our own refusals.
 ZIP_READ_ERRORS = (
     zipfile.BadZipFile,
@@ -321,13 +329,66 @@ def _check_result(result: dict[str, Any]) -> None:
         raise BundleRefused(
             f"refused: result {result_id} has a foreign thumbnail key {_show(thumb)}"
         )
-    if result.get("contentType") != _CONTENT_TYPES[named.extension]:
+    if result.get("contentType") != image_storage.CONTENT_TYPES[named.extension]:
         raise BundleRefused(
             f"refused: result {result_id} is stored as {_show(result.get('contentType'))} "
             f"under {key}"
         )
     if not _is_count(result.get("byteSize")):
         raise BundleRefused(f"refused: result {result_id} is stored without a byte size")
+
+
+_SHARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{8,32}")
+
+
+def _check_tag_name(name: object, what: str) -> None:
+    try:
+        clean_tag_name(name)
+    except InvalidTagName as exc:
+        raise BundleRefused(f"refused: {what} has a tag we would not keep: {exc.message}") from None
+
+
+def _check_organizing(data: dict[str, Any]) -> None:
+    """Stars, tags and shares, when the bundle has them (older ones do not)."""
+    for generation in data["generations"]:
+        for result in generation["results"]:
+            if not isinstance(result.get("favorite", False), bool):
+                raise BundleRefused(f"refused: result {result['id']}'s favorite is not true/false")
+            names = result.get("tags", [])
+            if not isinstance(names, list):
+                raise BundleRefused(f"refused: result {result['id']}'s tags are not a list")
+            for name in names:
+                _check_tag_name(name, f"result {result['id']}")
+    tags = data.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, dict) for t in tags):
+        raise BundleRefused("refused: the export's 'tags' is not a list of tags")
+    for tag in tags:
+        _check_tag_name(tag.get("name"), "the export's 'tags'")
+    shares = data.get("shares", [])
+    if not isinstance(shares, list):
+        raise BundleRefused("refused: the export's 'shares' is not a list")
+    for share in shares:
+        if not isinstance(share, dict) or not _is_id(share.get("id")):
+            raise BundleRefused("refused: the export's 'shares' holds an item with no id")
+        share_id = share["id"]
+        key = share.get("key")
+        if not isinstance(key, str) or not _SHARE_KEY_RE.fullmatch(key):
+            raise BundleRefused(f"refused: share {share_id} has no key we would make")
+        if share.get("kind") not in Share.Kind.values:
+            raise BundleRefused(f"refused: share {share_id} shares {_show(share.get('kind'))}")
+        ids = share.get("resultIds")
+        if not isinstance(ids, list) or not all(_is_id(i) for i in ids):
+            raise BundleRefused(f"refused: share {share_id}'s resultIds are not result ids")
+        for moment in ("createdAt", "expiresAt", "revokedAt"):
+            value = share.get(moment)
+            if value is None and moment != "expiresAt":
+                continue
+            try:
+                valid = isinstance(value, str) and parse_datetime(value) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                raise BundleRefused(f"refused: share {share_id}'s {moment} is not a time")
 
 
 def check_export(data: Any) -> None:
@@ -357,3 +418,4 @@ def check_export(data: Any) -> None:
                     f"refused: generation {generation_id} holds a result with no id"
                 )
             _check_result(result)
+    _check_organizing(data)

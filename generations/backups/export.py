@@ -22,7 +22,7 @@ from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
 
 from ..checks import is_safe_external_url
-from ..models import Generation, GenerationResult, ImageModel, Prompt
+from ..models import Generation, GenerationResult, ImageModel, Prompt, ResultTag, Share, Tag
 from .bundle import (
     CHUNK_SIZE,
     EXPORT_NAME,
@@ -89,6 +89,35 @@ def _generation_json(generation: Generation, problems: list[str]) -> dict[str, A
     }
 
 
+def _tag_json(tag: Tag) -> dict[str, Any]:
+    return {"id": tag.pk, "name": tag.name, "createdAt": iso(tag.created_at)}
+
+
+def _share_json(share: Share, result_ids: list[int]) -> dict[str, Any]:
+    return {
+        "id": share.pk,
+        "key": share.key,  # with the same SECRET_KEY, a restored share's link still opens
+        "kind": share.kind,
+        "tag": share.tag_name,
+        "resultIds": sorted(result_ids),
+        "createdBy": share.created_by.get_username() if share.created_by else None,
+        "createdAt": iso(share.created_at),
+        "expiresAt": iso(share.expires_at),
+        "revokedAt": iso(share.revoked_at),
+        "revokedBy": share.revoked_by.get_username() if share.revoked_by else None,
+    }
+
+
+def _shares_json() -> list[dict[str, Any]]:
+    links: dict[int, list[int]] = {}
+    for share_id, result_id in Share.results.through.objects.values_list(
+        "share_id", "generationresult_id"
+    ).iterator(chunk_size=2000):
+        links.setdefault(share_id, []).append(result_id)
+    shares = Share.objects.select_related("created_by", "revoked_by").order_by("pk")
+    return [_share_json(share, links.get(share.pk, [])) for share in shares]
+
+
 def _result_json(result: GenerationResult, problems: list[str]) -> dict[str, Any]:
     external = _kept_url(result.external_url, f"result {result.pk}", problems)
     data: dict[str, Any] = {
@@ -100,6 +129,8 @@ def _result_json(result: GenerationResult, problems: list[str]) -> dict[str, Any
         "paramsUsed": result.params_used_json(external_url=external),
         # Kept for readers of older bundles: no version of genvault ever filled it.
         "paramsOverride": {},
+        "favorite": result.favorite,
+        "tags": [],  # filled in by export_data, from the tags' links
     }
     for column, key in RESULT_COLUMN_KEYS.items():
         value = getattr(result, column)
@@ -108,11 +139,21 @@ def _result_json(result: GenerationResult, problems: list[str]) -> dict[str, Any
 
 
 def export_data(*, problems: list[str] | None = None) -> dict[str, Any]:
-    """Every prompt, model, generation and result, as the export JSON (a dict).
+    """Every prompt, model, generation and result (with its star and tags), every tag and
+    every share link, as the export JSON (a dict).
 
     What was left out (URLs import would refuse) is appended to `problems`.
     """
     problems = problems if problems is not None else []
+    tags = {tag.pk: tag for tag in Tag.objects.order_by("key")}
+    tags_of: dict[int, list[str]] = {}
+    for result_id, tag_id in (
+        ResultTag.objects.order_by("result_id", "tag__key")
+        .values_list("result_id", "tag_id")
+        .iterator(chunk_size=2000)
+    ):
+        if tag_id in tags:  # not: a tag made while the export ran
+            tags_of.setdefault(result_id, []).append(tags[tag_id].name)
     generations: dict[int, dict[str, Any]] = {}
     for generation in (
         Generation.objects.select_related("created_by").order_by("pk").iterator(chunk_size=2000)
@@ -123,7 +164,9 @@ def export_data(*, problems: list[str] | None = None) -> dict[str, Any]:
     ):
         owner = generations.get(result.generation_id)
         if owner is not None:  # None: made after the generations were read
-            owner["results"].append(_result_json(result, problems))
+            data = _result_json(result, problems)
+            data["tags"] = tags_of.get(result.pk, [])
+            owner["results"].append(data)
     return {
         "version": EXPORT_VERSION,
         "exportedAt": timezone.now().isoformat(),
@@ -132,6 +175,8 @@ def export_data(*, problems: list[str] | None = None) -> dict[str, Any]:
         ],
         "models": [_model_json(m) for m in ImageModel.objects.order_by("pk")],
         "generations": list(generations.values()),
+        "tags": [_tag_json(tag) for tag in tags.values()],
+        "shares": _shares_json(),
     }
 
 

@@ -25,8 +25,19 @@ from django.utils import timezone
 from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
 
+from ..checks import parse_id
 from ..imaging import ImageRefused, inspect_and_thumbnail
-from ..models import Generation, GenerationResult, ImageModel, Prompt
+from ..models import (
+    Generation,
+    GenerationResult,
+    ImageModel,
+    Prompt,
+    ResultTag,
+    Share,
+    Tag,
+    clean_tag_name,
+    tag_key,
+)
 from ..signals import announce_results_changed
 from .bundle import (
     Bundle,
@@ -60,6 +71,8 @@ class ImportReport:
     results: int = 0
     images: int = 0
     thumbnails: int = 0
+    tags: int = 0  # created: a tag already here by its name is the same tag
+    shares: int = 0
     unstored: int = 0  # JSON import: stored rows whose object is not in storage
     skipped: int = 0  # --merge: rows whose id already exists
 
@@ -70,6 +83,8 @@ class ImportReport:
             f"generations {self.generations}, results {self.results}, images {self.images}, "
             f"thumbnails {self.thumbnails}"
         )
+        if self.tags or self.shares:
+            line += f", tags {self.tags}, shares {self.shares}"
         if self.unstored:
             line += f", {self.unstored} marked for re-store (object not found)"
         if self.skipped:
@@ -295,13 +310,15 @@ def _import_rows(
             references = _import_generations(
                 data["generations"], users=users, merge=merge, report=report
             )
-            _import_results(
+            imported = _import_results(
                 data["generations"],
                 model_ids=model_ids,
                 backend=backend,
                 zip_import=zip_import,
                 report=report,
             )
+            _import_tags(data, imported=imported, report=report)
+            _import_shares(data, users=users, report=report)
             # Only a result the bundle carries: on a merge, an id of ours is someone else's.
             bundled = {r["id"] for g in data["generations"] for r in g["results"]}
             for generation_id, result_id in references:
@@ -320,7 +337,7 @@ def _reset_sequences() -> None:
     """Rows came with their ids: move the id sequences past them (PostgreSQL has them,
     SQLite needs none), so that the rows made after the import get fresh ids."""
     statements = connection.ops.sequence_reset_sql(
-        no_style(), [Prompt, ImageModel, Generation, GenerationResult]
+        no_style(), [Prompt, ImageModel, Generation, GenerationResult, Tag, Share]
     )
     with connection.cursor() as cursor:
         for statement in statements:
@@ -414,7 +431,8 @@ def _import_results(
     backend: str,
     zip_import: bool,
     report: ImportReport,
-) -> None:
+) -> set[int]:
+    """Create the bundle's results we do not hold; returns their ids."""
     existing = set(GenerationResult.objects.values_list("pk", flat=True))
     rows = []
     for generation in generations:
@@ -453,6 +471,7 @@ def _import_results(
                 storage_attempts=item.get("storageAttempts") or 0,
                 stored_at=parse_time(item.get("storedAt")),
                 created_at=parse_time(item.get("createdAt")) or timezone.now(),
+                favorite=item.get("favorite") is True,
                 **params_and_columns(item),
             )
             if stored:
@@ -460,3 +479,88 @@ def _import_results(
             rows.append(row)
     GenerationResult.objects.bulk_create(rows, batch_size=1000)
     report.results += len(rows)
+    return {row.pk for row in rows}
+
+
+def _import_tags(data: dict[str, Any], *, imported: set[int], report: ImportReport) -> None:
+    """Every tag of the bundle (one already here by another case is the same tag), and
+    the imported results' links to theirs. A merge leaves the tags of results it skips
+    as they are here."""
+    named: dict[str, dict[str, Any]] = {}
+    for item in data.get("tags", []):
+        name = clean_tag_name(item["name"])
+        named.setdefault(
+            tag_key(name),
+            {"name": name, "createdAt": item.get("createdAt"), "id": parse_id(item.get("id"))},
+        )
+    wanted: list[tuple[int, str]] = []
+    for generation in data["generations"]:
+        for item in generation["results"]:
+            if item["id"] not in imported:
+                continue
+            for raw in item.get("tags", []):
+                name = clean_tag_name(raw)
+                named.setdefault(tag_key(name), {"name": name, "createdAt": None, "id": None})
+                wanted.append((item["id"], tag_key(name)))
+    existing = set(Tag.objects.filter(key__in=named).values_list("key", flat=True))
+    new_keys = [key for key in named if key not in existing]
+    taken = set(Tag.objects.values_list("pk", flat=True))
+    Tag.objects.bulk_create(
+        [
+            # Under its id when that is free here, as every other row.
+            Tag(
+                pk=named[key]["id"] if named[key]["id"] not in taken else None,
+                name=named[key]["name"],
+                key=key,
+            )
+            for key in new_keys
+        ],
+        batch_size=1000,
+    )
+    report.tags += len(new_keys)
+    ids = dict(Tag.objects.filter(key__in=named).values_list("key", "pk"))
+    for key in new_keys:  # auto_now_add wrote now: put the exported time back
+        created = parse_time(named[key]["createdAt"])
+        if created is not None:
+            Tag.objects.filter(pk=ids[key]).update(created_at=created)
+    ResultTag.objects.bulk_create(
+        (ResultTag(result_id=result_id, tag_id=ids[key]) for result_id, key in wanted),
+        ignore_conflicts=True,
+        batch_size=1000,
+    )
+
+
+def _import_shares(data: dict[str, Any], *, users: dict[str, int], report: ImportReport) -> None:
+    """The bundle's share links, under their ids and keys (so that, with the same
+    SECRET_KEY, their links open again), holding those of their results that are here.
+    A merge skips a share whose id or key is taken."""
+    items = data.get("shares", [])
+    taken_ids = set(Share.objects.values_list("pk", flat=True))
+    taken_keys = set(Share.objects.values_list("key", flat=True))
+    results_here = set(
+        GenerationResult.objects.filter(
+            pk__in={i for item in items for i in item["resultIds"]}
+        ).values_list("pk", flat=True)
+    )
+    links: list[Any] = []
+    for item in items:
+        if item["id"] in taken_ids or item["key"] in taken_keys:
+            continue  # here already (a merge of the same backup again)
+        share = Share.objects.create(
+            pk=item["id"],
+            key=item["key"],
+            kind=item["kind"],
+            tag_name=item.get("tag") or "",
+            created_by_id=users.get(item.get("createdBy") or ""),
+            created_at=parse_time(item.get("createdAt")) or timezone.now(),
+            expires_at=parse_time(item["expiresAt"]) or timezone.now(),
+            revoked_at=parse_time(item.get("revokedAt")),
+            revoked_by_id=users.get(item.get("revokedBy") or ""),
+        )
+        links.extend(
+            Share.results.through(share_id=share.pk, generationresult_id=result_id)
+            for result_id in item["resultIds"]
+            if result_id in results_here
+        )
+        report.shares += 1
+    Share.results.through.objects.bulk_create(links, ignore_conflicts=True, batch_size=1000)

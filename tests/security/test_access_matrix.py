@@ -68,7 +68,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {result} and {generation} are filled in from the world, {tag} with TAG
+    # {result} and {generation} are filled in from the world, {tag} with TAG, {share} and
+    # {token} with NO_SHARE and NO_TOKEN
+    path: str
     kind: str
     ok: int
     data: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +80,9 @@ class Route:
 
 
 TAG = "night sky"
+# A share id and a link token that no share has: the routes' refusals, for every caller.
+NO_SHARE = 999999
+NO_TOKEN = "not-a-share:link"
 GENERATE_BODY = {"prompt": "a fox", "modelIds": ["doubao-seedream-4-0-250828"], "size": "1280x720"}
 
 ROUTES = [
@@ -92,6 +97,13 @@ ROUTES = [
     Route("DELETE", "/api/results/{result}/tags/{tag}", "api", 200),
     Route("GET", "/api/tags", "api", 200),
     Route("GET", "/api/usage?groupBy=model", "api", 200),
+    Route("POST", "/api/downloads", "api", 200, {"resultIds": [1]}),
+    Route("POST", "/api/shares", "api", 201, {"resultId": "{result}"}),
+    Route("GET", "/api/shares", "api", 200),
+    Route("DELETE", "/api/shares/{share}", "api", 404),
+    # Share links answer anyone; one that no share signed opens nothing.
+    Route("GET", "/s/{token}/", "public", 404),
+    Route("GET", "/s/{token}/images/{result}", "public", 404),
     Route("GET", "/api/images/{result}", "api", 200),
     Route("HEAD", "/api/images/{result}", "api", 200),
     Route("GET", "/api/images/{result}?download=1", "api", 200),
@@ -115,6 +127,12 @@ ROUTES = [
     ),
     Route("POST", "/gallery/bulk/", "gallery", 302, {"action": "restore", "ids": "{result}"}),
     Route("POST", "/gallery/bulk/", "gallery", 200, {"action": "delete", "ids": "{result}"}),
+    Route("POST", "/gallery/bulk/", "gallery", 200, {"action": "download", "ids": "{result}"}),
+    Route("GET", "/gallery/download/", "gallery", 200),
+    Route("POST", "/gallery/bulk/", "gallery", 302, {"action": "share", "ids": "{result}"}),
+    Route("GET", "/gallery/shares/", "gallery", 200),
+    Route("POST", "/gallery/shares/new/", "gallery", 302, {"result": "{result}"}),
+    Route("POST", "/gallery/shares/{share}/revoke/", "gallery", 404),
     Route("POST", "/gallery/restore-all/", "gallery", 302),
     Route("GET", "/gallery/clear/", "gallery", 200),
     Route("GET", "/gallery/usage/?groupBy=user", "gallery", 200),
@@ -133,7 +151,13 @@ ROUTES = [
 
 
 def path_of(route: Route, world: World) -> str:
-    return route.path.format(result=world.result.pk, generation=world.generation.pk, tag=TAG)
+    return route.path.format(
+        result=world.result.pk,
+        generation=world.generation.pk,
+        tag=TAG,
+        share=NO_SHARE,
+        token=NO_TOKEN,
+    )
 
 
 def request(client: Any, route: Route, world: World, **extra: Any) -> HttpResponseBase:
@@ -146,7 +170,8 @@ def request(client: Any, route: Route, world: World, **extra: Any) -> HttpRespon
         return client.head(path, **extra)
     if route.kind == "api":
         send = getattr(client, route.method.lower())
-        return send(path, data=json.dumps(route.data), content_type="application/json", **extra)
+        body = {k: v.format(**ids) if isinstance(v, str) else v for k, v in route.data.items()}
+        return send(path, data=json.dumps(body), content_type="application/json", **extra)
     return client.post(path, data=data, **extra)
 
 
@@ -211,6 +236,8 @@ def test_the_table_covers_every_route_of_the_product() -> None:
         .replace("{result}", "<int:result_id>")
         .replace("{generation}", "<int:generation_id>")
         .replace("{tag}", "<path:tag_name>")
+        .replace("{share}", "<int:share_id>")
+        .replace("{token}", "<str:token>")
         .lstrip("/")
         for route in ROUTES
     }

@@ -12,9 +12,17 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from generations.models import ApiToken, Generation, GenerationResult, Prompt, ResultTag
+from generations.models import (
+    ApiToken,
+    Generation,
+    GenerationResult,
+    Prompt,
+    ResultTag,
+    Share,
+)
+from generations.services.sharing import share_create
 from tests.security.conftest import World, stored_result
-from tests.security.test_access_matrix import ROUTES, TAG, Route, request
+from tests.security.test_access_matrix import ROUTES, TAG, Route, path_of, request
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
@@ -39,6 +47,7 @@ def snapshot(storage_root: Path, broker: Any) -> dict[str, Any]:
         ),
         "tags": sorted(ResultTag.objects.values_list("result_id", "tag__name")),
         "tokens": list(ApiToken.objects.values_list("pk", "revoked_at")),
+        "shares": list(Share.objects.values_list("pk", "revoked_at")),
         "objects": sorted(str(p) for p in storage_root.rglob("*") if p.is_file()),
         "queued": queued,
     }
@@ -70,9 +79,7 @@ def test_a_session_post_without_its_csrf_token_is_refused_and_changes_nothing(
     else:
         ids = {"result": world.result.pk, "generation": world.generation.pk}
         data = {k: str(v).format(**ids) for k, v in route.data.items()}
-        accepted = client.post(
-            route.path.format(**ids), data={**data, "csrfmiddlewaretoken": token}
-        )
+        accepted = client.post(path_of(route, world), data={**data, "csrfmiddlewaretoken": token})
     assert accepted.status_code == route.ok
 
 
@@ -108,11 +115,18 @@ def test_no_get_changes_anything(
     """Every route, including the POST-only ones, fetched with GET by every caller."""
     pending = stored_result(prompt="a pending fox")
     GenerationResult.objects.filter(pk=pending.pk).update(storage_status="failed")
+    share = share_create(user=_staff(world), result_ids=[world.result.pk])
     paths = {r.path for r in ROUTES} | {"/accounts/logout/"}
     before = snapshot(image_storage_root, own_broker)
     for caller, make_client in world.callers.items():
         for path in sorted(paths):
-            url = path.format(result=pending.pk, generation=world.generation.pk, tag=TAG)
+            url = path.format(
+                result=pending.pk,
+                generation=world.generation.pk,
+                tag=TAG,
+                share=share.pk,
+                token=share.token,
+            )
             response = make_client().get(url)
             if url == "/healthz":
                 # Its 503 is an answer, not a failure: a result is at risk (the failed one

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.utils import timezone
 
-from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.models import Generation, GenerationResult, ImageModel, Prompt, Share, Tag
 from storage_backends import images as image_storage
 from tests.factories import ImageModelFactory, jpeg_bytes
 
@@ -116,7 +116,23 @@ def populate(*, results: int = 300) -> dict[int, bytes]:
         batch_size=500,
     )
     Generation.objects.filter(pk=generations[1].pk).update(reference_result=stored[0])
+    organize(stored, user=user)
     return images
+
+
+def organize(stored: list[GenerationResult], *, user: Any) -> None:
+    """Stars, tags and share links (active, revoked, of a tag) on some of the results."""
+    from generations.services.organize import results_add_tags, results_set_favorite
+    from generations.services.sharing import share_create, share_revoke
+
+    ids = [row.pk for row in stored]
+    results_set_favorite(result_ids=ids[::5], favorite=True)
+    results_add_tags(result_ids=ids[::3], names=["Harbour", "night sky"])
+    results_add_tags(result_ids=ids[1::4], names=["dusk"])
+    Tag.objects.create(name="Unused")  # a tag on nothing is kept too
+    share_create(user=user, result_ids=ids[:1])
+    share_create(user=None, result_ids=ids[2:5])
+    share_revoke(share=share_create(user=user, tag="dusk"), user=user)
 
 
 def wipe(settings: Any, tmp_path: Path) -> Path:
@@ -124,6 +140,8 @@ def wipe(settings: Any, tmp_path: Path) -> Path:
     GenerationResult.objects.all().delete()
     Generation.objects.all().delete()
     Prompt.objects.all().delete()
+    Tag.objects.all().delete()
+    Share.objects.all().delete()
     ImageModel.objects.exclude(upstream_model_id__startswith="doubao-").delete()
     root = tmp_path / "media-after"
     root.mkdir()

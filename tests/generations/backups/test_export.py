@@ -31,7 +31,15 @@ def test_api_export_json_shape(token_client: Client, client: Client) -> None:
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"version", "exportedAt", "prompts", "models", "generations"}
+    assert set(body) == {
+        "version",
+        "exportedAt",
+        "prompts",
+        "models",
+        "generations",
+        "tags",
+        "shares",
+    }
     assert body["version"] == 1
     generation = next(g for g in body["generations"] if g["createdBy"] and g["promptId"])
     assert {

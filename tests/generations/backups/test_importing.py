@@ -19,7 +19,15 @@ from django.db import OperationalError, connection
 from django.test import Client
 
 from generations.backups.export import export_data
-from generations.models import Generation, GenerationResult, ImageModel, Prompt
+from generations.models import (
+    Generation,
+    GenerationResult,
+    ImageModel,
+    Prompt,
+    ResultTag,
+    Share,
+    Tag,
+)
 from storage_backends import images as image_storage
 from tests.factories import jpeg_bytes
 from tests.generations.backups.bundles import (
@@ -252,6 +260,9 @@ def test_a_bundle_with_copies_inside_params_used_imports_them_into_the_columns(
         only_copy,
         "HTTP 503",
     )
+    # Written before stars, tags and share links: it imports as results without them.
+    assert not any(row.favorite for row in rows.values())
+    assert not Tag.objects.exists() and not Share.objects.exists()
     # And a backup made now carries the compatible keys again, rendered from the columns.
     exported = {r["id"]: r for g in export_data()["generations"] for r in g["results"]}
     assert exported[41]["paramsUsed"] == {
@@ -394,3 +405,59 @@ def test_a_json_bundle_row_that_names_no_backend_is_imported_for_re_store(
     row = GenerationResult.objects.get(pk=7)
     assert (row.storage_status, row.storage_backend, row.storage_key) == (S.PENDING, "", "")
     assert row.image_url == "https://images.example.test/7.jpeg"
+
+
+def test_stars_tags_and_share_links_come_back_and_the_links_open_again(
+    settings: Any, tmp_path: Path
+) -> None:
+    populate(results=30)
+    shares = {share.pk: (share.path, share.is_active) for share in Share.objects.all()}
+    starred = set(GenerationResult.objects.filter(favorite=True).values_list("pk", flat=True))
+    tagged = sorted(ResultTag.objects.values_list("result_id", "tag__name"))
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    wipe(settings, tmp_path)
+    assert not Share.objects.exists() and not Tag.objects.exists()
+
+    out = command("import_backup", str(bundle))
+
+    assert "tags 4, shares 3" in out
+    assert set(GenerationResult.objects.filter(favorite=True).values_list("pk", flat=True)) == (
+        starred
+    )
+    assert sorted(ResultTag.objects.values_list("result_id", "tag__name")) == tagged
+    assert Tag.objects.filter(name="Unused").exists()
+    visitor = Client()
+    for path, active in shares.values():
+        assert visitor.get(path).status_code == (200 if active else 404)
+    # A merge of the same bundle again adds no second copy of anything.
+    command("import_backup", str(bundle), "--merge")
+    assert Share.objects.count() == 3 and Tag.objects.count() == 4
+    assert sorted(ResultTag.objects.values_list("result_id", "tag__name")) == tagged
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        (lambda d: d["generations"][0]["results"][0].update(tags=["a, b"]), "a tag we would not"),
+        (lambda d: d["generations"][0]["results"][0].update(favorite="yes"), "favorite"),
+        (lambda d: d.update(tags=[{"name": ""}]), "a tag we would not keep"),
+        (lambda d: d["shares"][0].update(key="../../etc"), "no key we would make"),
+        (lambda d: d["shares"][0].update(kind="everything"), "shares 'everything'"),
+        (lambda d: d["shares"][0].update(resultIds=["1"]), "resultIds are not result ids"),
+        (lambda d: d["shares"][0].update(expiresAt=12), "expiresAt is not a time"),
+    ],
+)
+def test_stars_tags_and_shares_we_would_not_write_are_refused(
+    change: Any, refusal: str, tmp_path: Path
+) -> None:
+    populate(results=12)
+    data = export_data()
+    change(data)
+    bundle = tmp_path / "odd.json"
+    bundle.write_text(json.dumps(data))
+    GenerationResult.objects.all().delete()
+    Generation.objects.all().delete()
+    Prompt.objects.all().delete()
+    with pytest.raises(CommandError, match=refusal):
+        call_command("import_backup", str(bundle), stdout=io.StringIO(), stderr=io.StringIO())
