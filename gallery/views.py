@@ -439,7 +439,11 @@ def generate(request: HttpRequest) -> HttpResponse:
             "models": models,
             "generation": shown,
             "results": results,
-            "polling": any(r.storage_status in STORAGE_IN_PROGRESS for r in results),
+            # Cards show thumbnails: follow them until every stored one has its own.
+            "polling": any(
+                r.storage_status in STORAGE_IN_PROGRESS or (r.is_stored and not r.has_thumbnail)
+                for r in results
+            ),
         },
     )
 
