@@ -489,9 +489,10 @@ def test_stored_images_are_linked_at_urls_the_browser_keeps_for_good(
     detail = page_text(staff_client.get(reverse("gallery:detail", args=[with_thumbnail.pk])))
     confirm = page_text(staff_client.get(reverse("gallery:delete", args=[with_thumbnail.pk])))
 
+    # A card without its thumbnail yet shows a placeholder, never the full image.
+    assert f'<img src="/api/images/{without.pk}' not in index
     sources = {
         "card thumbnail": _img_src(index, f"/api/images/{with_thumbnail.pk}/thumbnail"),
-        "card without a thumbnail": _img_src(index, f"/api/images/{without.pk}"),
         "detail image": _img_src(detail, f"/api/images/{with_thumbnail.pk}"),
         "delete confirmation": _img_src(confirm, f"/api/images/{with_thumbnail.pk}/thumbnail"),
     }
