@@ -36,8 +36,8 @@ def main() -> None:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from generations import services
     from generations.models import ApiToken, GenerationResult
+    from generations.services import generate as services  # where the service looks it up
 
     user = User.objects.create_user(username="bench-generate", password="x", is_staff=True)
     key = ApiToken.new_key()

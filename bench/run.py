@@ -7,8 +7,8 @@ measurement runs in child processes on a throwaway SQLite database and storage f
 (PostgreSQL for the gallery: a database of its own, dropped afterwards), with the demo
 upstream in a process of its own, Redis for Celery on queues of this run, loopback only.
 
-    make bench                       # --quick: smaller counts, about 3-4 minutes
-    make bench ARGS=--full           # the full sizes (500 images, more repetitions)
+    make bench                       # --quick: smaller counts, about 10 minutes
+    make bench ARGS=--full           # the full sizes (500 images, a million gallery rows)
     make bench ARGS="--only storing,memory"
     make bench ARGS=--profile        # also write a pyinstrument profile of storing
 
@@ -50,10 +50,13 @@ from bench.memory import IMAGES as MEMORY_IMAGES
 RESULTS = REPO / "bench" / "results"
 MEASUREMENTS = (
     "storing",
+    "burst",
+    "thumbnails",
     "memory",
     "pixels",
     "gallery",
     "organize",
+    "browser",
     "serving",
     "generate",
     "operations",
@@ -82,10 +85,53 @@ class Sizes:
     generate_calls: int
     operations_images: int
     operations_reps: int
+    burst_count: int
+    burst_backlog: int
+    burst_reps: int
+    thumbnail_count: int
+    thumbnail_reps: int
 
 
-QUICK = Sizes("quick", 60, 5, 200, 3, 100, 100_000, 15, 2.0, 3, 80, 200, 3)
-FULL = Sizes("full", 500, 5, 200, 5, 100, 100_000, 21, 4.0, 5, 120, 2000, 5)
+QUICK = Sizes(
+    label="quick",
+    store_count=60,
+    store_reps=5,
+    memory_megabytes=200,
+    memory_reps=3,
+    gallery_small=1000,
+    gallery_large=200_000,
+    gallery_reps=15,
+    serving_seconds=2.0,
+    serving_reps=3,
+    generate_calls=80,
+    operations_images=200,
+    operations_reps=3,
+    burst_count=100,
+    burst_backlog=400,
+    burst_reps=5,
+    thumbnail_count=60,
+    thumbnail_reps=5,
+)
+FULL = Sizes(
+    label="full",
+    store_count=500,
+    store_reps=5,
+    memory_megabytes=200,
+    memory_reps=5,
+    gallery_small=1000,
+    gallery_large=1_000_000,
+    gallery_reps=21,
+    serving_seconds=4.0,
+    serving_reps=5,
+    generate_calls=120,
+    operations_images=2000,
+    operations_reps=5,
+    burst_count=500,
+    burst_backlog=2000,
+    burst_reps=5,
+    thumbnail_count=500,
+    thumbnail_reps=5,
+)
 
 
 def ratio(measured: float, baseline: float) -> float | None:
@@ -162,6 +208,21 @@ def measure_storing(root: Path, demo_url: str, sizes: Sizes, args: argparse.Name
             samples=out["restore"],
         )
     ]
+    rows.append(
+        Row(
+            name="1c. storing: with fsync vs without",
+            measured=f"{m['restore']:.1f} img/s with fsync",
+            baseline=f"{m['restore_no_fsync']:.1f} img/s without",
+            ratio=ratio(m["restore_no_fsync"], m["restore"]),
+            goal="<= 1.15",
+            met=at_most(ratio(m["restore_no_fsync"], m["restore"]), 1.15),
+            note=(
+                size_note + "; restore_images --sync into local storage, against the same "
+                "with os.fsync patched out in the harness (file and folder), alternating"
+            ),
+            samples=out["restore"],
+        )
+    )
     if skip_celery:
         note = "no Redis at 127.0.0.1:6379"
         rows.append(Row("1b. storing: Celery worker", "n/a", "n/a", None, ">= 0.85", None, note))
@@ -190,6 +251,111 @@ def measure_storing(root: Path, demo_url: str, sizes: Sizes, args: argparse.Name
         )
     )
     return rows
+
+
+def measure_burst(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
+    if not service_reachable("127.0.0.1", 6379):
+        return [Row("1d. burst behind derivatives", "n/a", "n/a", None, "<= 1.2", None, "no Redis")]
+    env = BenchEnv(root, "burst", demo_url=demo_url)
+    env.migrate()
+    out = run_child(
+        "storing",
+        [
+            "burst",
+            "--count",
+            str(sizes.burst_count),
+            "--backlog",
+            str(sizes.burst_backlog),
+            "--reps",
+            str(sizes.burst_reps),
+            "--log-dir",
+            str(env.dir),
+        ],
+        env.env,
+        timeout=1800,
+    )
+    m = out["medians"]
+    r = ratio(m["backlog"], m["empty"])
+    return [
+        Row(
+            name=f"1d. {out['count']} new results stored, {out['backlog']:,} derivatives queued",
+            measured=f"{m['backlog']:.2f} s behind the backlog",
+            baseline=f"{m['empty']:.2f} s queue empty",
+            ratio=r,
+            goal="<= 1.2",
+            met=at_most(r, 1.2),
+            note=(
+                "one worker as the Procfile starts it (prefork, concurrency 2, "
+                "--queues storing,derivatives) on Redis; 2K demo JPEGs; the backlog's jobs "
+                "are real decodes of stored 2K JPEGs; seconds until the burst is stored"
+            ),
+            samples=out["samples"],
+        )
+    ]
+
+
+def measure_thumbnails(
+    root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace
+) -> list[Row]:
+    env = BenchEnv(root, "thumbnails", demo_url=demo_url)
+    env.migrate()
+    processes = os.cpu_count() or 2
+    child_args = [
+        "--count",
+        str(sizes.thumbnail_count),
+        "--processes",
+        str(processes),
+        "--reps",
+        str(sizes.thumbnail_reps),
+    ]
+    out = run_child("derivatives", child_args, env.env, timeout=1800)
+    m = out["medians"]
+    r = ratio(m["product"], m["bare"])
+    note = (
+        f"{out['count']} stored 2048x2048 demo JPEGs of {out['bytes_each'] / MiB:.2f} MiB, "
+        f"{processes} processes each; result_make_derivatives (copy out and check the "
+        "SHA-256, decode, thumbnail, fsync'd write, record) against open, draft, load, "
+        "thumbnail, save WebP"
+    )
+    if args.profile or not at_least(r, 0.8):
+        target = RESULTS / "thumbnails-profile.txt"
+        run_child("derivatives", [*child_args, "--profile", str(target)], env.env, timeout=900)
+        note += f"; profile (one process, both loops): {target.relative_to(REPO)}"
+    return [
+        row_at_least(
+            "1e. thumbnails: derivatives stage vs bare Pillow",
+            measured=f"{m['product']:.1f} img/s",
+            baseline=f"{m['bare']:.1f} img/s bare Pillow",
+            ratio=r,
+            floor=0.8,
+            note=note,
+            samples=out["samples"],
+        )
+    ]
+
+
+def measure_browser(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
+    if not Path("/usr/bin/chromium").exists():
+        return [Row("4b. gallery opened again", "n/a", "n/a", None, "0", None, "no Chromium")]
+    env = BenchEnv(root, "browser", demo_url=demo_url)
+    env.migrate()
+    out = run_child("browser", ["--results", "48"], env.env, timeout=600)
+    again = out["second_visit_requests"]
+    return [
+        Row(
+            name=f"4b. gallery opened again in Chromium ({out['shown_again']} thumbnails)",
+            measured=f"{again} image requests reached the server",
+            baseline=f"{out['first_visit_requests']} on the first visit",
+            ratio=None,
+            goal="0",
+            met=again == 0 and out["shown_again"] == out["results"],
+            note=(
+                f"{out['pages']} gallery pages, headless Chromium (Playwright), gunicorn as "
+                "in the Procfile; requests for /api/images/ counted in gunicorn's access log"
+            ),
+            samples=out,
+        )
+    ]
 
 
 def measure_memory(root: Path, demo_url: str, sizes: Sizes, args: argparse.Namespace) -> list[Row]:
@@ -301,13 +467,18 @@ def measure_gallery(root: Path, demo_url: str, sizes: Sizes, args: argparse.Name
     if not out.get("available"):
         return [Row("4. gallery", "n/a", "n/a", None, "<= 1.3", None, "/gallery/ not available")]
     rows = []
-    for key, label in (("page_1", "page 1"), ("deep_page", "last page")):
+    for key, label in (
+        ("page_1", "page 1"),
+        ("deep_page", "last page"),
+        ("search", f"search ?q={out.get('search', '')}"),
+    ):
         small, large = out["small"][key], out["large"][key]
         r = ratio(large["median"], small["median"])
         same_queries = small["queries"] == large["queries"]
         rows.append(
             Row(
-                name=f"4. gallery {label}, PostgreSQL",
+                name=f"4. gallery {label}, PostgreSQL"
+                + ("" if out["large_count"] >= 1_000_000 else " (--quick: fewer rows)"),
                 measured=f"{large['median'] * 1000:.1f} ms at {out['large_count']:,}",
                 baseline=f"{small['median'] * 1000:.1f} ms at {out['small_count']:,}",
                 ratio=r,
@@ -601,10 +772,13 @@ def profile_storing(root: Path, demo_url: str) -> Path:
 
 RUNNERS: dict[str, Callable[[Path, str, Sizes, argparse.Namespace], list[Row]]] = {
     "storing": measure_storing,
+    "burst": measure_burst,
+    "thumbnails": measure_thumbnails,
     "memory": measure_memory,
     "pixels": measure_pixels,
     "gallery": measure_gallery,
     "organize": measure_organize,
+    "browser": measure_browser,
     "serving": measure_serving,
     "generate": measure_generate,
     "operations": measure_operations,

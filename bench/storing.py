@@ -9,21 +9,33 @@ folder, then times one of:
   (the baseline: what a copy costs with no checks, no thumbnail and no database);
 - restore: `manage.py restore_images --sync --concurrency C` (through call_command, so
   only the storing is timed, not Python's start-up);
+- restore without fsync: the same, with `os.fsync` patched out in this process (the
+  baseline of what durable writes cost; the product has no switch for it);
 - celery-1 / celery-2: the same ids queued on Redis to one worker process, and to two
   (each `--pool threads --concurrency C`: one OS process with C storing threads).
 
+`burst` times a burst of new results stored by one worker as the Procfile starts it
+(both queues, storing first) while a backlog of derivative jobs waits on the
+derivatives queue, against the same burst with that queue empty. The backlog's
+results are stored already, each its own hard link to one stored JPEG, so every job
+is the real decode and thumbnail.
+
 Usage: python -m bench.storing suite --count N --megabytes MB --concurrency C --reps R
+       python -m bench.storing burst --count N --backlog M --reps R
        python -m bench.storing profile --count N --megabytes MB --out FILE
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +158,17 @@ def raw_copy(urls: list[str], *, concurrency: int) -> float:
     return elapsed
 
 
+@contextmanager
+def fsync_patched_out() -> Iterator[None]:
+    """The baseline of the fsync row: every `os.fsync` of this process does nothing."""
+    real = os.fsync
+    os.fsync = lambda fd: None
+    try:
+        yield
+    finally:
+        os.fsync = real
+
+
 def restore(*, count: int, concurrency: int) -> float:
     """`restore_images --sync --concurrency C`, as an operator runs it. Seconds."""
     from django.core.management import call_command
@@ -264,10 +287,18 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     raw_copy(urls[: args.concurrency], concurrency=args.concurrency)
     restore(count=count, concurrency=args.concurrency)
 
-    samples: dict[str, list[float]] = {"raw": [], "restore": []}
-    for _ in range(args.reps):
+    samples: dict[str, list[float]] = {"raw": [], "restore": [], "restore_no_fsync": []}
+    for rep in range(args.reps):
         samples["raw"].append(count / raw_copy(urls, concurrency=args.concurrency))
-        samples["restore"].append(count / restore(count=count, concurrency=args.concurrency))
+        # With and without fsync back to back, in alternating order.
+        for durable in (True, False) if rep % 2 == 0 else (False, True):
+            if durable:
+                seconds = restore(count=count, concurrency=args.concurrency)
+                samples["restore"].append(count / seconds)
+            else:
+                with fsync_patched_out():
+                    seconds = restore(count=count, concurrency=args.concurrency)
+                samples["restore_no_fsync"].append(count / seconds)
 
     celery: dict[str, list[float]] = {"raw": [], "celery_1": [], "celery_2": []}
     if not args.skip_celery:
@@ -294,10 +325,214 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
         "medians": {
             "raw": median(samples["raw"]),
             "restore": median(samples["restore"]),
+            "restore_no_fsync": median(samples["restore_no_fsync"]),
             "celery_raw": median(celery["raw"]),
             "celery_1": median(celery["celery_1"]),
             "celery_2": median(celery["celery_2"]),
         },
+    }
+
+
+def start_worker(
+    *, name: str, queues: list[str], log: Path, pool: str = "prefork", concurrency: int = 2
+) -> subprocess.Popen[bytes]:
+    """One `celery worker` process on `queues`, read in that order."""
+    return subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            ",".join(queues),
+            "--hostname",
+            f"bench-{name}-{time.time_ns()}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_worker_ready(process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
+        if b"ready." in log.read_bytes():
+            return
+        time.sleep(0.2)
+    raise RuntimeError("Celery worker not ready in time")
+
+
+def stored_backlog(*, count: int) -> list[int]:
+    """`count` results stored without their thumbnail, each a hard link to one stored
+    JPEG: what the derivatives queue holds after a burst of storing."""
+    from django.conf import settings
+    from django.db.models import F, Value
+    from django.db.models.functions import Concat
+
+    from generations.models import GenerationResult
+    from generations.services.storing import StoreOutcome, result_store_image
+
+    (first,) = prepare_results(count=1, megabytes=1.5)
+    assert result_store_image(result_id=first) is StoreOutcome.STORED
+    model = GenerationResult.objects.get(pk=first)
+    rows = [
+        GenerationResult(
+            generation_id=model.generation_id,
+            upstream_model_id="bench",
+            image_index=index,
+            status=model.status,
+            storage_status=model.storage_status,
+            storage_backend=model.storage_backend,
+            content_type=model.content_type,
+            byte_size=model.byte_size,
+            sha256=model.sha256,
+            width=model.width,
+            height=model.height,
+            stored_at=model.stored_at,
+            external_url=model.external_url,
+            image_url=model.image_url,
+            params_used={},
+            created_at=model.created_at,
+        )
+        for index in range(count)
+    ]
+    ids = [row.pk for row in GenerationResult.objects.bulk_create(rows)]
+    GenerationResult.objects.filter(pk__in=ids).update(
+        storage_key=Concat(Value("generations/"), F("id"), Value(".jpg"))
+    )
+    media = Path(settings.MEDIA_ROOT)
+    for result_id in ids:
+        os.link(media / model.storage_key, media / f"generations/{result_id}.jpg")
+    return ids
+
+
+def reset_burst(*, burst: list[int], backlog: list[int]) -> None:
+    """The burst back to `pending` with its objects gone; the backlog without thumbnails."""
+    from django.conf import settings
+    from django.db.models import F
+
+    from generations.models import GenerationResult
+
+    media = Path(settings.MEDIA_ROOT)
+    for key in GenerationResult.objects.filter(pk__in=burst).values_list("storage_key", flat=True):
+        if key:
+            (media / key).unlink(missing_ok=True)
+    GenerationResult.objects.filter(pk__in=burst).update(
+        storage_status=GenerationResult.StorageStatus.PENDING,
+        storage_claim=None,
+        storage_claimed_at=None,
+        storage_backend="",
+        storage_key="",
+        stored_at=None,
+        storage_attempts=0,
+        image_url=F("external_url"),
+    )
+    GenerationResult.objects.filter(pk__in=burst + backlog).update(thumbnail_key="")
+    shutil.rmtree(media / "thumbnails", ignore_errors=True)
+
+
+def burst_seconds(*, burst: list[int], backlog: list[int], timeout: float) -> float:
+    """Queue the backlog's derivatives (if any), then the burst; seconds from the first
+    store task queued until the whole burst is stored."""
+    from generations.models import GenerationResult
+    from generations.tasks import make_result_derivatives, store_result_image
+
+    for result_id in backlog:
+        make_result_derivatives.apply_async(args=[result_id], retry=False)
+    started = time.perf_counter()
+    for result_id in burst:
+        store_result_image.apply_async(args=[result_id], retry=False)
+    stored = GenerationResult.objects.filter(
+        pk__in=burst, storage_status=GenerationResult.StorageStatus.STORED
+    )
+    deadline = time.monotonic() + timeout
+    while stored.count() < len(burst):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"stored {stored.count()} of {len(burst)} in {timeout}s")
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    left = GenerationResult.objects.filter(pk__in=backlog, thumbnail_key="").count()
+    if backlog and not left:
+        raise RuntimeError("the backlog ran out before the burst was stored: make it longer")
+    return elapsed
+
+
+def _queue_length(*, derivatives: bool) -> int:
+    import redis
+    from django.conf import settings
+
+    queue = settings.DERIVATIVES_QUEUE if derivatives else settings.CELERY_TASK_DEFAULT_QUEUE
+    return int(redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(queue))
+
+
+def _drain(*, idle_seconds: float = 1.0, timeout: float = 300) -> None:
+    """Empty the derivatives queue, then wait for the worker's tasks in flight."""
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(settings.DERIVATIVES_QUEUE)
+    time.sleep(idle_seconds)
+    deadline = time.monotonic() + timeout
+    while _queue_length(derivatives=False) or _queue_length(derivatives=True):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker did not go idle")
+        time.sleep(0.2)
+    time.sleep(idle_seconds)
+
+
+def burst(args: argparse.Namespace) -> dict[str, Any]:
+    from django.conf import settings
+
+    burst_ids = prepare_results(count=args.count, megabytes=args.megabytes)
+    backlog_ids = stored_backlog(count=args.backlog)
+    log = Path(args.log_dir) / "worker-burst.log"
+    # As the Procfile starts it: one process, both queues, storing first.
+    worker = start_worker(
+        name="burst",
+        queues=[settings.CELERY_TASK_DEFAULT_QUEUE, settings.DERIVATIVES_QUEUE],
+        log=log,
+    )
+    samples: dict[str, list[float]] = {"empty": [], "backlog": []}
+    try:
+        wait_worker_ready(worker, log)
+        reset_burst(burst=burst_ids, backlog=backlog_ids)
+        burst_seconds(burst=burst_ids, backlog=[], timeout=args.timeout)  # warm
+        for rep in range(args.reps):
+            for with_backlog in (False, True) if rep % 2 == 0 else (True, False):
+                _drain()
+                reset_burst(burst=burst_ids, backlog=backlog_ids)
+                seconds = burst_seconds(
+                    burst=burst_ids,
+                    backlog=backlog_ids if with_backlog else [],
+                    timeout=args.timeout,
+                )
+                samples["backlog" if with_backlog else "empty"].append(seconds)
+    finally:
+        stop_process(worker)
+        import redis
+
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        client.delete(settings.CELERY_TASK_DEFAULT_QUEUE, settings.DERIVATIVES_QUEUE)
+    return {
+        "count": len(burst_ids),
+        "backlog": len(backlog_ids),
+        "samples": samples,
+        "medians": {name: median(values) for name, values in samples.items()},
     }
 
 
@@ -331,7 +566,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["suite", "profile"])
+    parser.add_argument("mode", choices=["suite", "profile", "burst"])
+    parser.add_argument("--backlog", type=int, default=2000)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--megabytes", type=float, default=1.5)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -342,7 +578,7 @@ def main() -> None:
     parser.add_argument("--out", default="storing-profile.txt")
     args = parser.parse_args()
     django_setup()
-    report(suite(args) if args.mode == "suite" else profile(args))
+    report({"suite": suite, "profile": profile, "burst": burst}[args.mode](args))
 
 
 if __name__ == "__main__":

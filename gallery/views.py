@@ -570,8 +570,12 @@ def generate(request: HttpRequest) -> HttpResponse:
             "models": models,
             "generation": shown,
             "results": results,
+            # Cards show thumbnails: follow them until every stored one has its own.
             "polling": (shown is not None and shown.status == Generation.Status.RUNNING)
-            or any(r.storage_status in STORAGE_IN_PROGRESS for r in results),
+            or any(
+                r.storage_status in STORAGE_IN_PROGRESS or (r.is_stored and not r.has_thumbnail)
+                for r in results
+            ),
         },
     )
 

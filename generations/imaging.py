@@ -325,9 +325,13 @@ def _reduced(image: Image.Image, *, mode: str, max_side: int) -> Image.Image:
     target_width, target_height = _thumbnail_size(image.size, max_side)
     factor_x = max(1, int(width / target_width / _REDUCING_GAP))
     factor_y = max(1, int(height / target_height / _REDUCING_GAP))
+    image.load()
+    if factor_x == 1 and factor_y == 1:
+        # Nothing to reduce (a JPEG drafted near the thumbnail's size, a small image):
+        # the tiles would only copy it, and a whole copy of it is no larger.
+        return image if image.mode == mode else image.convert(mode)
     tile_width = factor_x * max(1, _TILE_SIDE // factor_x)
     tile_height = factor_y * max(1, _TILE_SIDE // factor_y)
-    image.load()
     reduced = Image.new(mode, (-(-width // factor_x), -(-height // factor_y)))
     for top in range(0, height, tile_height):
         for left in range(0, width, tile_width):

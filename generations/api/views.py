@@ -85,6 +85,12 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
             result.external_url_expires_at.isoformat() if result.external_url_expires_at else None
         ),
         "storageStatus": result.storage_status or None,
+        # Made by the derivatives stage a moment after storing: null until then.
+        "thumbnailUrl": (
+            request.build_absolute_uri(result.versioned_thumbnail_url)
+            if result.has_thumbnail
+            else None
+        ),
         "storageError": result.storage_error or None,
         "lost": result.is_lost,
         "paramsUsed": result.params_used_json(external_url=external_url),

@@ -29,10 +29,37 @@
     return result.lost ? "lost" : result.storageStatus || "";
   }
 
-  function showStored(item) {
+  // A card shows the stored image's thumbnail, which the derivatives stage makes a
+  // moment after storing: until the API gives its URL, a neutral placeholder (never an
+  // image that is not there yet).
+  function showsThumbnail(item) {
+    return item.hasAttribute("data-shows-thumbnail");
+  }
+
+  function waitsForThumbnail(item, result) {
+    return showsThumbnail(item) && result.storageStatus === "stored" && !result.thumbnailUrl;
+  }
+
+  function thumbnailPlaceholder() {
+    var placeholder = document.createElement("span");
+    placeholder.className = "placeholder placeholder--stored";
+    placeholder.setAttribute("data-thumbnail-placeholder", "");
+    var title = document.createElement("strong");
+    title.textContent = "Stored";
+    var note = document.createElement("small");
+    note.textContent = "thumbnail on its way";
+    placeholder.append(title, note);
+    return placeholder;
+  }
+
+  function showStored(item, result) {
     var media = item.querySelector("[data-media]");
-    var src = item.getAttribute("data-stored-src");
-    if (media && src) {
+    var src = showsThumbnail(item) ? result.thumbnailUrl : item.getAttribute("data-stored-src");
+    if (media && showsThumbnail(item) && !src) {
+      if (!media.querySelector("[data-thumbnail-placeholder]")) {
+        media.replaceChildren(thumbnailPlaceholder());
+      }
+    } else if (media && src) {
       var shown = media.querySelector("img");
       var img = document.createElement("img");
       img.src = src;
@@ -66,10 +93,15 @@
       var label = item.querySelector("[data-storage-error-label]");
       if (label) label.hidden = error.hidden;
     }
-    // data-storage-status starts as the server rendered it: show the image only once.
+    // data-storage-status starts as the server rendered it: show the image only once,
+    // and a card's thumbnail once it is made.
     var before = item.getAttribute("data-storage-status");
     item.setAttribute("data-storage-status", status);
-    if (status === "stored" && before !== "stored") showStored(item);
+    var thumbnailArrived =
+      showsThumbnail(item) && result.thumbnailUrl && !item.querySelector("[data-media] img");
+    if (status === "stored" && (before !== "stored" || thumbnailArrived)) {
+      showStored(item, result);
+    }
   }
 
   var generationNotes = {
@@ -114,7 +146,9 @@
           if (cards && cardsUrl) missing = true;
           return;
         }
-        if (busyStatuses[result.storageStatus]) stillBusy = true;
+        if (busyStatuses[result.storageStatus] || waitsForThumbnail(item, result)) {
+          stillBusy = true;
+        }
         showResult(item, result);
       });
       if (panel.getAttribute("data-generation-status") !== data.status && data.status) {

@@ -318,6 +318,45 @@ def header_link(page: Any, label: str) -> Any:
     return header.get_by_role("link", name=re.compile(rf"^{label}\s*\d+$"))
 
 
+def test_a_card_shows_a_placeholder_until_its_thumbnail_is_made_then_the_thumbnail(
+    page: Any, live_server: Any, staff_user: Any
+) -> None:
+    """On the generation's page the card follows its result: stored first, with a
+    neutral placeholder while the derivatives stage works, then its thumbnail; the
+    browser never asks for an image that is not there."""
+    base = live_server.url
+    model = ImageModelFactory(name="Seedream 4.0 (demo)")
+    result = make_result(prompt="a lighthouse in fog", model=model)
+    failed_images: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            failed_images.append(r.url) if "/api/images/" in r.url and r.status >= 400 else None
+        ),
+    )
+    log_in(page, base)
+    page.goto(f"{base}/generate/?generation={result.generation_id}")
+    page.evaluate("window.__sameDocument = true")
+    card = page.locator(f'[data-result-id="{result.pk}"]')
+    expect(card.locator(".placeholder--pending")).to_be_visible()
+
+    mark_stored(result, thumbnail=False)  # the safe stage is done; no thumbnail yet
+    expect(card.locator("[data-storage-badge]")).to_have_text("stored")
+    expect(card.get_by_text("thumbnail on its way")).to_be_visible()
+    expect(card.locator("img")).to_have_count(0)
+    expect(page.get_by_text("Every image of this generation has been handled.")).to_be_hidden()
+
+    mark_stored(result)  # the derivatives stage has made it
+    image = card.locator("img")
+    expect(image).to_be_visible()
+    expect(card.get_by_text("thumbnail on its way")).to_have_count(0)
+    expect(page.get_by_text("Every image of this generation has been handled.")).to_be_visible()
+    assert image.evaluate("img => img.complete && img.naturalWidth") > 0
+    assert image.get_attribute("src") == f"{base}{result.versioned_thumbnail_url}"
+    assert page.evaluate("window.__sameDocument") is True
+    assert failed_images == []
+
+
 def test_browse_filter_paginate_open_delete_and_log_out(
     page: Any, live_server: Any, staff_user: Any, image_storage_root: Path
 ) -> None:

@@ -214,6 +214,35 @@ def test_index_shows_newest_first_with_thumbnails_and_placeholders(staff_client:
     assert reverse("api:image", args=[stored.pk]) + "?download=1" in html
 
 
+def test_a_stored_result_without_its_thumbnail_yet_shows_a_placeholder_not_an_image(
+    staff_client: Client,
+) -> None:
+    """The derivatives stage makes the thumbnail a moment after storing: until then the
+    card shows a neutral placeholder, and its generation's page follows it."""
+    waiting = mark_stored(
+        GenerationResultFactory(generation=GenerationFactory(prompt_text="a harbour at dusk")),
+        thumbnail=False,
+    )
+    for url in (
+        reverse("gallery:index"),
+        f"{reverse('gallery:generate')}?generation={waiting.generation_id}",
+    ):
+        html = page_text(staff_client.get(url))
+        card = html[html.index(f'data-result-id="{waiting.pk}"') :]
+        card = card[: card.index("</li>")]
+        assert "<img" not in card, url
+        assert 'class="placeholder placeholder--stored"' in card, url
+        assert "thumbnail on its way" in card, url
+    assert f'data-poll-url="{reverse("api:generation", args=[waiting.generation_id])}"' in html
+
+    made = stored_result(generation=waiting.generation)
+    GenerationResult.objects.filter(pk=waiting.pk).delete()
+    shown = f"{reverse('gallery:generate')}?generation={made.generation_id}"
+    html = page_text(staff_client.get(shown))
+    assert "data-poll-url" not in html  # every image has its thumbnail: nothing to follow
+    assert f'<img src="{made.versioned_thumbnail_url}"' in html
+
+
 def test_header_counts_link_to_their_filters(staff_client: Client) -> None:
     stored_result()
     GenerationResultFactory(storage_status=S.PENDING, external_url_expires_at=None)
@@ -463,9 +492,10 @@ def test_stored_images_are_linked_at_urls_the_browser_keeps_for_good(
     detail = page_text(staff_client.get(reverse("gallery:detail", args=[with_thumbnail.pk])))
     confirm = page_text(staff_client.get(reverse("gallery:delete", args=[with_thumbnail.pk])))
 
+    # A card without its thumbnail yet shows a placeholder, never the full image.
+    assert f'<img src="/api/images/{without.pk}' not in index
     sources = {
         "card thumbnail": _img_src(index, f"/api/images/{with_thumbnail.pk}/thumbnail"),
-        "card without a thumbnail": _img_src(index, f"/api/images/{without.pk}"),
         "detail image": _img_src(detail, f"/api/images/{with_thumbnail.pk}"),
         "delete confirmation": _img_src(confirm, f"/api/images/{with_thumbnail.pk}/thumbnail"),
     }

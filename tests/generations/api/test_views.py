@@ -344,6 +344,23 @@ def test_a_result_whose_link_expired_before_it_was_stored_is_lost_in_the_json(
     assert lost == {fresh.pk: False, expired_link.pk: True, given_up.pk: True}
 
 
+def test_a_result_s_thumbnail_url_is_null_until_its_thumbnail_is_made(
+    token_client: Client,
+) -> None:
+    """What the gallery's cards wait for before they show an image: a URL that serves."""
+    result = mark_stored(GenerationResultFactory(), thumbnail=False)
+    url = f"/api/generations/{result.generation_id}"
+    (waiting,) = token_client.get(url).json()["results"]
+    assert (waiting["storageStatus"], waiting["thumbnailUrl"]) == ("stored", None)
+
+    mark_stored(result)
+    (made,) = token_client.get(url).json()["results"]
+    assert made["thumbnailUrl"] == f"http://testserver{result.versioned_thumbnail_url}"
+    thumbnail = token_client.get(made["thumbnailUrl"])
+    assert thumbnail.status_code == 200 and thumbnail["Content-Type"] == "image/webp"
+    assert thumbnail["Cache-Control"] == "private, max-age=31536000, immutable"
+
+
 def test_reference_result_is_passed_upstream(demo: Any, token_client: Client) -> None:
     first = post(token_client, {"prompt": "a fox", "modelIds": [SEEDREAM_4]}).json()["results"][0]
     response = post(
