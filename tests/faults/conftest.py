@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import (
     WorkerProcess,
@@ -97,9 +98,14 @@ def start_worker(
 
 @pytest.fixture
 def moto_endpoint() -> Iterator[MotoServer]:
-    """moto's S3 server of this test, on a port it keeps across a stop and a start."""
+    """moto's S3 server of this test, on a port it keeps across a stop and a start.
+
+    moto keeps its buckets in this process, whichever server answers: they are emptied
+    first, so that a test never finds the objects of the one before it.
+    """
     server = MotoServer()
     server.start()
+    requests.post(f"{server.url}/moto-api/reset", timeout=10).raise_for_status()
     try:
         yield server
     finally:
