@@ -1,4 +1,4 @@
-"""Fixtures of the hosts suite: a network of test hosts of the test's own.
+"""Fixtures of the hosts suite: a network of test hosts, and genvault spread over it.
 
 Making network namespaces needs root and iproute2; without them the suite skips,
 saying why (and fails on CI, where GENVAULT_REQUIRE_SERVICES=1).
@@ -7,11 +7,15 @@ saying why (and fails on CI, where GENVAULT_REQUIRE_SERVICES=1).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_service
 from tests.hosts.netns import Network, namespaces_unavailable
+from tests.hosts.services import Deployment, postgres_unavailable
+
+LEASE_SECONDS = 4
 
 
 @pytest.fixture
@@ -29,3 +33,17 @@ def network(namespaces: None) -> Iterator[Network]:
         yield network
     finally:
         network.close()
+
+
+@pytest.fixture
+def deployment(network: Network, tmp_path: Path) -> Iterator[Deployment]:
+    """genvault on five hosts (services, upstream, web, worker-1, worker-2), no worker
+    started yet: each test starts the ones it needs."""
+    why_not = postgres_unavailable()
+    require_service(why_not is None, why_not or "")
+    deployment = Deployment(network, tmp_path, lease_seconds=LEASE_SECONDS)
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.close()
