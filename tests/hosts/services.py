@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import boto3
 import psycopg
+import redis
 import requests
 from botocore.config import Config
 
@@ -470,6 +471,15 @@ class Deployment:
             settled, timeout=timeout, what=f"{len(result_ids)} results to settle", interval=0.3
         )
 
+    def lease_ran_out(self, result_id: int) -> bool:
+        return bool(
+            self.sql(
+                "SELECT 1 FROM generations_generationresult WHERE id = %s"
+                " AND storage_claimed_at <= now() - %s * interval '1 second'",
+                (result_id, self.lease_seconds),
+            )
+        )
+
     def wait_lease_out(self, result_ids: list[int]) -> None:
         """Until the claims on `result_ids` are older than the lease: others may take them."""
         wait_until(
@@ -500,6 +510,14 @@ class Deployment:
         assert response.status_code == 200, response.text[:2000]
         return [result["id"] for result in response.json()["results"]]
 
+    def queued(self) -> int:
+        """Tasks waiting on the broker, in this deployment's queues."""
+        broker = redis.Redis(host=self.services.address, port=REDIS_PORT, socket_timeout=5)
+        try:
+            return sum(int(broker.llen(key)) for key in broker.keys(f"{self.queue}*"))  # type: ignore[union-attr]
+        finally:
+            broker.close()
+
     def image_fetches(self) -> list[dict[str, Any]]:
         """The demo upstream's GETs of image URLs, from its request log."""
         log = requests.get(f"{self.demo_url}/_demo/requests", timeout=5).json()
@@ -522,11 +540,12 @@ class Deployment:
         )
         return int(out.strip().splitlines()[-1])
 
-    def check_invariants(self) -> dict[str, Any]:
+    def check_invariants(self, *, settled: bool = True) -> dict[str, Any]:
         """No image lost, rows and bucket agreeing both ways, `verify_images` clean: run
-        in the web host against the hosts' database and bucket."""
+        in the web host against the hosts' database and bucket. Without `settled`,
+        results may still be on their way (`pending`, `storing`)."""
         done = self.web_host.run(
-            [PYTHON, "-m", "tests.hosts.check_invariants"],
+            [PYTHON, "-m", "tests.hosts.check_invariants", *(() if settled else ("--in-flight",))],
             env=self.env(self.web_host),
             timeout=60,
             cwd=REPO,

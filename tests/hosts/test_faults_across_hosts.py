@@ -9,6 +9,7 @@ lost, rows and objects agreeing both ways, `verify_images` clean.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -71,5 +72,93 @@ def test_a_worker_host_cut_off_mid_download_loses_its_claim_to_the_other_host(
     assert row["status"] == "stored"
     assert row["attempts"] >= 2
     assert cut_worker.running
+    assert deployment.object_keys() == keys_of(result_id)
+    assert deployment.check_invariants()["counts"] == {"stored": 1}
+
+
+def test_redis_restarted_forgets_the_queued_results_and_the_sweep_queues_them_again(
+    deployment: Deployment,
+) -> None:
+    """Redis keeps nothing on disk: the store tasks queued while no worker ran are gone
+    when it comes back. The rows still say `pending`; the sweep queues them again."""
+    result_ids = [deployment.generate(f"a lantern, number {n}")[0] for n in range(3)]
+    assert deployment.queued() == 3
+
+    deployment.restart_redis()
+    assert deployment.queued() == 0
+    deployment.start_workers(1, 2)
+    assert {r["status"] for r in deployment.results(result_ids).values()} == {"pending"}
+
+    deployment.age(result_ids)
+    assert deployment.sweep() == 3
+    deployment.wait_settled(result_ids, timeout=40)
+    assert deployment.object_keys() == keys_of(*result_ids)
+    assert deployment.check_invariants()["counts"] == {"stored": 3}
+
+
+def test_postgresql_restarted_while_workers_store_leaves_nothing_half_written(
+    deployment: Deployment,
+) -> None:
+    """`pg_ctl restart -m fast` cuts every connection while both workers download:
+    an attempt that cannot record removes what it wrote, and its result is stored
+    once the sweep queues it again."""
+    deployment.start_workers(1, 2)
+    result_ids = [
+        deployment.generate(f"a kite, slowly, number {n} [demo:slow_image=3]")[0] for n in range(4)
+    ]
+    wait_until(lambda: len(deployment.image_fetches()) >= 2, timeout=20, what="two downloads")
+    time.sleep(1)
+
+    deployment.postgres.restart()
+
+    # Every attempt ends, one way or another, within the downloads' time; none leaves
+    # an object its row does not record.
+    wait_until(
+        lambda: (
+            not any(
+                r["status"] == "storing" and not deployment.lease_ran_out(i)
+                for i, r in deployment.results(result_ids).items()
+            )
+        ),
+        timeout=30,
+        what="the attempts to end",
+    )
+    deployment.check_invariants(settled=False)
+
+    deployment.wait_lease_out(result_ids)
+    deployment.age(result_ids)
+    deployment.sweep()
+    deployment.wait_settled(result_ids, timeout=40)
+    assert deployment.object_keys() == keys_of(*result_ids)
+    assert deployment.check_invariants()["counts"] == {"stored": 4}
+
+
+def test_a_stuck_worker_loses_its_claim_and_its_late_record_is_refused_when_it_wakes(
+    deployment: Deployment,
+) -> None:
+    """A worker stopped (SIGSTOP) mid-download holds its claim until the lease runs out;
+    the other host stores the image. Woken (SIGCONT), the stuck worker finishes its
+    download and its record is refused by the claim: one object, the upstream's bytes."""
+    (stuck,) = deployment.start_workers(1)
+    (result_id,) = deployment.generate("an owl, streamed slowly [demo:slow_image=6]")
+    deployment.wait_status([result_id], "storing", timeout=20)
+    wait_until(deployment.image_fetches, timeout=10, what="the download to start")
+    time.sleep(1)
+    stuck.signal(signal.SIGSTOP)
+
+    deployment.start_workers(2)
+    deployment.wait_lease_out([result_id])
+    deployment.age([result_id])
+    assert deployment.sweep() == 1
+    deployment.wait_settled([result_id], timeout=40)
+    assert deployment.results([result_id])[result_id]["attempts"] == 2
+
+    stuck.signal(signal.SIGCONT)
+    wait_until(
+        lambda: "claim lost before recording" in stuck.log(),
+        timeout=30,
+        what="the stuck worker's late record",
+    )
+    assert deployment.results([result_id])[result_id]["status"] == "stored"
     assert deployment.object_keys() == keys_of(result_id)
     assert deployment.check_invariants()["counts"] == {"stored": 1}
