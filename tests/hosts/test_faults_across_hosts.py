@@ -162,3 +162,37 @@ def test_a_stuck_worker_loses_its_claim_and_its_late_record_is_refused_when_it_w
     assert deployment.results([result_id])[result_id]["status"] == "stored"
     assert deployment.object_keys() == keys_of(result_id)
     assert deployment.check_invariants()["counts"] == {"stored": 1}
+
+
+def test_a_stuck_worker_that_wakes_to_a_restarted_database_keeps_the_other_hosts_image(
+    deployment: Deployment,
+) -> None:
+    """Stuck past its lease while the other host stored the image, then woken after a
+    PostgreSQL restart: the stuck worker writes the same key again and cannot record
+    (its connection is gone). What it cleans up must not be the object the other
+    host's row records."""
+    (stuck,) = deployment.start_workers(1)
+    (result_id,) = deployment.generate("a moth, streamed slowly [demo:slow_image=4]")
+    deployment.wait_status([result_id], "storing", timeout=20)
+    wait_until(deployment.image_fetches, timeout=10, what="the download to start")
+    time.sleep(1)
+    stuck.signal(signal.SIGSTOP)
+    deployment.start_workers(2)
+    deployment.wait_lease_out([result_id])
+    deployment.age([result_id])
+    assert deployment.sweep() == 1
+    deployment.wait_settled([result_id], timeout=40)
+
+    deployment.postgres.restart()
+    stuck.signal(signal.SIGCONT)
+    wait_until(
+        lambda: (
+            "store_result_image" in stuck.log()
+            and ("raised unexpected" in stuck.log() or "claim lost" in stuck.log())
+        ),
+        timeout=30,
+        what="the stuck worker's attempt to end",
+    )
+    assert deployment.results([result_id])[result_id]["status"] == "stored"
+    assert deployment.object_keys() == keys_of(result_id)
+    assert deployment.check_invariants()["counts"] == {"stored": 1}
