@@ -136,6 +136,31 @@ class HostProcess:
             self._log = None
 
 
+class Tmpfs:
+    """A small tmpfs mounted at a folder of the test's own: a disk that fills up, and
+    whose size may be changed while it is mounted (in every host that sees it)."""
+
+    def __init__(self, path: Path, *, size: str) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+            check=True,
+            timeout=10,
+        )
+
+    def resize(self, size: str) -> None:
+        subprocess.run(
+            ["mount", "-o", f"remount,size={size}", str(self.path)], check=True, timeout=10
+        )
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.path.iterdir())
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False, timeout=10)
+
+
 class Postgres:
     """A PostgreSQL cluster of the test's own in `host`: fast to make, restartable."""
 
@@ -220,6 +245,7 @@ class Deployment:
         self.redis: HostProcess | None = None
         self.workers: dict[str, HostProcess] = {}
         self.token = ""
+        self.disks: list[Tmpfs] = []
         self._sql: psycopg.Connection[Any] | None = None
 
     # --- addresses and environment -------------------------------------------------
@@ -384,6 +410,14 @@ class Deployment:
             wait_until(ready, timeout=40, what=f"the worker on {worker.host.name}", interval=0.2)
         return started
 
+    def download_disk(self, index: int, *, size: str) -> Tmpfs:
+        """Make worker host `index`'s download folder a disk of `size`; before its
+        worker starts (a host sees the mounts made before it started)."""
+        folder = self.workdir / self.worker_hosts[index - 1].name / "downloads"
+        disk = Tmpfs(folder, size=size)
+        self.disks.append(disk)
+        return disk
+
     def manage(self, *args: str, timeout: float = 60, host: Host | None = None) -> str:
         """`manage.py args...` run in the web host (or `host`); its output."""
         host = host or self.web_host
@@ -400,6 +434,8 @@ class Deployment:
                 self._sql.close()
         if self.postgres is not None:
             self.postgres.close()
+        for disk in self.disks:
+            disk.close()
 
     # --- what the test process looks at ----------------------------------------------
 

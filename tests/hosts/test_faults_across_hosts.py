@@ -196,3 +196,34 @@ def test_a_stuck_worker_that_wakes_to_a_restarted_database_keeps_the_other_hosts
     assert deployment.results([result_id])[result_id]["status"] == "stored"
     assert deployment.object_keys() == keys_of(result_id)
     assert deployment.check_invariants()["counts"] == {"stored": 1}
+
+
+def test_a_full_download_folder_fails_the_attempt_cleanly_and_storing_resumes_with_space(
+    deployment: Deployment,
+) -> None:
+    """worker-1's download folder is a 256 KiB disk and the image 1 MiB: the attempt
+    fails with the error recorded, the partial download removed and nothing in the
+    bucket; once the disk has room, the task's next try stores the image."""
+    disk = deployment.download_disk(1, size="256k")
+    deployment.start_workers(1)
+    (result_id,) = deployment.generate("a glacier in fine noise [demo:big=1]")
+
+    wait_until(
+        lambda: deployment.results([result_id])[result_id]["error"],
+        timeout=20,
+        what="the attempt to fail",
+    )
+    row = deployment.results([result_id])[result_id]
+    assert row["status"] == "pending"  # its task tries again
+    assert row["error"].startswith("disk_error: cannot write the download file"), row["error"]
+    assert "No space left on device" in row["error"]
+    assert disk.files() == []
+    assert deployment.object_keys() == []
+    deployment.check_invariants(settled=False)
+
+    disk.resize("16m")
+    deployment.wait_settled([result_id], timeout=30)
+    assert deployment.results([result_id])[result_id]["attempts"] >= 2
+    assert disk.files() == []
+    assert deployment.object_keys() == keys_of(result_id)
+    assert deployment.check_invariants()["counts"] == {"stored": 1}
