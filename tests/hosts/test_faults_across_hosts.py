@@ -13,6 +13,7 @@ import signal
 import time
 
 import pytest
+import requests
 
 from tests.faults.processes import wait_until
 from tests.hosts.services import Deployment
@@ -225,5 +226,36 @@ def test_a_full_download_folder_fails_the_attempt_cleanly_and_storing_resumes_wi
     deployment.wait_settled([result_id], timeout=30)
     assert deployment.results([result_id])[result_id]["attempts"] >= 2
     assert disk.files() == []
+    assert deployment.object_keys() == keys_of(result_id)
+    assert deployment.check_invariants()["counts"] == {"stored": 1}
+
+
+def test_a_download_folder_that_fills_at_the_images_last_bytes_fails_as_cleanly(
+    deployment: Deployment,
+) -> None:
+    """The disk has room for all of the image but its last few bytes: those wait in the
+    file's buffer, and the full disk says so only when they are written out. The
+    attempt still fails with the error recorded and its partial download removed."""
+    (result_id,) = deployment.generate("a pebble")  # no worker yet: it waits, pending
+    (url,) = deployment.sql(
+        "SELECT external_url FROM generations_generationresult WHERE id = %s", (result_id,)
+    )[0]
+    size = len(requests.get(url, timeout=10).content)
+    disk = deployment.download_disk(1, size=str((size - 1) // 4096 * 4096))
+    deployment.start_workers(1)
+
+    wait_until(
+        lambda: deployment.results([result_id])[result_id]["error"],
+        timeout=20,
+        what="the attempt to fail",
+    )
+    row = deployment.results([result_id])[result_id]
+    assert row["status"] == "pending", row
+    assert row["error"].startswith("disk_error: cannot write the download file"), row["error"]
+    assert disk.files() == []
+    assert deployment.object_keys() == []
+
+    disk.resize("16m")
+    deployment.wait_settled([result_id], timeout=30)
     assert deployment.object_keys() == keys_of(result_id)
     assert deployment.check_invariants()["counts"] == {"stored": 1}
