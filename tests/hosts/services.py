@@ -17,6 +17,7 @@ The final checks run inside the web host, with the hosts' own settings
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import pwd
@@ -26,9 +27,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import boto3
 import psycopg
@@ -134,6 +139,92 @@ class HostProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class S3Front:
+    """An HTTP proxy in front of moto's S3 server, in the test process, on the network's
+    root-side address: every answer `delay` seconds late, and the first `slowdowns[key]`
+    PUTs of an object key answered `503 SlowDown`, as S3 does when a prefix is busy."""
+
+    def __init__(self, network: Network, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.delay = 0.0
+        self.slowdowns: dict[str, int] = {}
+        self.puts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    body = b""
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return body
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                key = urlsplit(self.path).path.split("/", 2)[-1]
+                time.sleep(front.delay)
+                if self.command == "PUT":
+                    with front._lock:
+                        front.puts[key] = front.puts.get(key, 0) + 1
+                        refuse = front.puts[key] <= front.slowdowns.get(key, 0)
+                    if refuse:
+                        self._send(503, SLOW_DOWN, {"Content-Type": "application/xml"})
+                        return
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection")
+                }
+                connection = http.client.HTTPConnection(
+                    front.upstream.hostname, front.upstream.port, timeout=30
+                )
+                try:
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    answer = connection.getresponse()
+                    payload = answer.read()
+                    self._send(answer.status, payload, dict(answer.getheaders()))
+                finally:
+                    connection.close()
+
+            def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self._server = ThreadingHTTPServer((network.gateway, 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://{network.gateway}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message>"
+    b"<RequestId>genvault-hosts</RequestId></Error>"
+)
 
 
 class Tmpfs:
@@ -246,6 +337,7 @@ class Deployment:
         self.workers: dict[str, HostProcess] = {}
         self.token = ""
         self.disks: list[Tmpfs] = []
+        self.fronts: list[S3Front] = []
         self._sql: psycopg.Connection[Any] | None = None
 
     # --- addresses and environment -------------------------------------------------
@@ -381,7 +473,7 @@ class Deployment:
         self.processes.remove(self.redis)
         self.redis = self._redis()
 
-    def start_workers(self, *indexes: int) -> list[HostProcess]:
+    def start_workers(self, *indexes: int, **extra_env: str) -> list[HostProcess]:
         """The Celery workers of worker hosts `indexes` (1, 2), as the Procfile's but with
         one slot each, started side by side; returns once all are ready."""
         started = []
@@ -397,6 +489,7 @@ class Deployment:
                     *("--hostname", f"{host.name}-{uuid.uuid4().hex[:6]}@%h"),
                 ],
                 f"{host.name}-{len(self.processes)}",
+                **extra_env,
             )
             self.workers[host.name] = worker
             started.append(worker)
@@ -409,6 +502,13 @@ class Deployment:
 
             wait_until(ready, timeout=40, what=f"the worker on {worker.host.name}", interval=0.2)
         return started
+
+    def s3_front(self) -> S3Front:
+        """A proxy in front of the bucket's endpoint; workers given its `url` as
+        STORAGE_S3_ENDPOINT store through it."""
+        front = S3Front(self.network, self.s3_endpoint)
+        self.fronts.append(front)
+        return front
 
     def download_disk(self, index: int, *, size: str) -> Tmpfs:
         """Make worker host `index`'s download folder a disk of `size`; before its
@@ -436,6 +536,8 @@ class Deployment:
             self.postgres.close()
         for disk in self.disks:
             disk.close()
+        for front in self.fronts:
+            front.close()
 
     # --- what the test process looks at ----------------------------------------------
 

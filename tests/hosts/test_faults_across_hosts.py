@@ -103,9 +103,12 @@ def test_postgresql_restarted_while_workers_store_leaves_nothing_half_written(
     """`pg_ctl restart -m fast` cuts every connection while both workers download:
     an attempt that cannot record removes what it wrote, and its result is stored
     once the sweep queues it again."""
+    # Attempts well within half the lease: past it, an attempt that cannot record
+    # leaves its object to whichever attempt may have taken the row over.
+    deployment.lease_seconds = 10
     deployment.start_workers(1, 2)
     result_ids = [
-        deployment.generate(f"a kite, slowly, number {n} [demo:slow_image=3]")[0] for n in range(4)
+        deployment.generate(f"a kite, slowly, number {n} [demo:slow_image=2]")[0] for n in range(4)
     ]
     wait_until(lambda: len(deployment.image_fetches()) >= 2, timeout=20, what="two downloads")
     time.sleep(1)
@@ -259,3 +262,30 @@ def test_a_download_folder_that_fills_at_the_images_last_bytes_fails_as_cleanly(
     deployment.wait_settled([result_id], timeout=30)
     assert deployment.object_keys() == keys_of(result_id)
     assert deployment.check_invariants()["counts"] == {"stored": 1}
+
+
+def test_s3_answering_slowly_and_with_slowdown_is_retried_within_the_tasks_time_limit(
+    deployment: Deployment,
+) -> None:
+    """Through a proxy that answers every S3 request a second late: three `503 SlowDown`
+    for one image are absorbed by the client's own retries (one attempt); four for
+    another exhaust them, the attempt gives up and the task's next try stores it."""
+    absorbed, exhausted = deployment.generate("a wren"), deployment.generate("a finch")
+    absorbed_id, exhausted_id = absorbed[0], exhausted[0]
+    front = deployment.s3_front()
+    front.delay = 1.0
+    front.slowdowns = {
+        f"generations/{absorbed_id}.jpg": 3,
+        f"generations/{exhausted_id}.jpg": 4,
+    }
+    deployment.start_workers(1, STORAGE_S3_ENDPOINT=front.url)
+
+    deployment.wait_settled([absorbed_id, exhausted_id], timeout=60)
+
+    rows = deployment.results([absorbed_id, exhausted_id])
+    assert rows[absorbed_id]["attempts"] == 1
+    assert rows[exhausted_id]["attempts"] == 2
+    assert front.puts[f"generations/{absorbed_id}.jpg"] == 4
+    assert front.puts[f"generations/{exhausted_id}.jpg"] == 5
+    assert deployment.object_keys() == keys_of(absorbed_id, exhausted_id)
+    assert deployment.check_invariants()["counts"] == {"stored": 2}
