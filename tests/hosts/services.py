@@ -9,7 +9,8 @@
   its own. Storage is S3: no folder is shared between hosts.
 
 The test process reaches the hosts through the network's root-side veth: it calls the
-API on gunicorn, reads rows with plain SQL, and asks the demo upstream what it served.
+API on gunicorn, reads rows with plain SQL, asks the demo upstream what it served, and
+serves there the S3 proxy that makes the endpoint slow (`S3Front`).
 The final checks run inside the web host, with the hosts' own settings
 (`tests.hosts.check_invariants`). Every wait is bounded.
 """
@@ -46,7 +47,12 @@ from tests.hosts.netns import Host, Network
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PYTHON = sys.executable
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian's PostgreSQL binaries, of the newest version installed.
+PG_BIN = max(
+    Path("/usr/lib/postgresql").glob("*/bin"),
+    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    default=Path("/usr/lib/postgresql/15/bin"),
+)
 REDIS_SERVER = "/usr/bin/redis-server"
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 S3_ACCESS_KEY = "genvault-hosts-key"
@@ -63,7 +69,7 @@ WEB_PORT = 8000
 
 def postgres_unavailable() -> str | None:
     if not (PG_BIN / "initdb").exists():
-        return f"no PostgreSQL 15 binaries at {PG_BIN} (apt-get install postgresql-15)"
+        return f"no PostgreSQL server binaries at {PG_BIN} (apt-get install postgresql)"
     try:
         pwd.getpwnam("postgres")
     except KeyError:

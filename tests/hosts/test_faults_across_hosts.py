@@ -18,7 +18,9 @@ import requests
 from tests.faults.processes import wait_until
 from tests.hosts.services import Deployment
 
-pytestmark = [pytest.mark.hosts, pytest.mark.faults]
+# On a PostgreSQL of their own whatever DATABASE_URL says: they run in the PostgreSQL
+# pass only.
+pytestmark = [pytest.mark.hosts, pytest.mark.faults, pytest.mark.postgres]
 
 
 def keys_of(*result_ids: int) -> list[str]:
