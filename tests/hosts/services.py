@@ -267,6 +267,14 @@ class Postgres:
         self.root = Path(tempfile.mkdtemp(prefix="gv-pg-"))
         self.data = self.root / "data"
         self.log_path = self.root / "postgres.log"
+        try:
+            self._init()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def _init(self) -> None:
+        host = self.host
         postgres = pwd.getpwnam("postgres")
         os.chown(self.root, postgres.pw_uid, postgres.pw_gid)
         self._as_postgres(
