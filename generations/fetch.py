@@ -397,8 +397,19 @@ def _stream_to_file(
                     f"the body ended after {byte_size} of {declared_length} bytes",
                     code="fetch_truncated",
                 )
+            try:
+                # The last bytes may still wait in the file's buffer: a disk that fills
+                # up with them says so only when they are written out.
+                temporary.flush()
+            except OSError as exc:
+                raise TransientFetchError(
+                    f"cannot write the download file: {exc}", code="disk_error"
+                ) from exc
         except BaseException:
-            temporary.close()
+            # Closing writes out the buffer again: on a full disk that fails once more,
+            # and must not stand in for the first error or keep the file.
+            with contextlib.suppress(OSError):
+                temporary.close()
             path.unlink(missing_ok=True)
             raise
     return FetchedFile(path=path, byte_size=byte_size, sha256=digest.hexdigest())

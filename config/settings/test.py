@@ -88,4 +88,5 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 # Each test process keeps its own cache, whatever the environment says.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-IMAGE_FETCH_TEMP_DIR = str(_TEST_VAR / "downloads")
+# A worker host of the hosts suite names a download folder of its own.
+IMAGE_FETCH_TEMP_DIR = env.str("IMAGE_FETCH_TEMP_DIR", default=str(_TEST_VAR / "downloads"))

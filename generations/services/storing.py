@@ -12,8 +12,9 @@ deadline is stored at the rate the machine copies bytes. The full decode that pr
 the image whole and the thumbnail come after, on a queue of their own
 (`generations.services.derivatives`).
 
-Every failure keeps the external URL and records the error; nothing written is left
-behind by an attempt that did not record it. Queueing, re-storing and the sweep's
+Every failure keeps the external URL and records the error; an attempt that did not
+record what it wrote removes it, unless its lease may have run out (a newer attempt
+writes the same key and may have recorded it). Queueing, re-storing and the sweep's
 choice of rows live here too: they decide when the stages run.
 """
 
@@ -132,6 +133,13 @@ class _Attempt:
     result: GenerationResult
     claim: uuid.UUID
     will_retry: bool
+    # This process's clock just before the claim: how long the row is surely ours.
+    claimed_at: float
+
+    def may_be_superseded(self) -> bool:
+        """Whether another attempt may have taken the row over: past half the lease, for
+        the lease is judged on another host's clock against the time this one wrote."""
+        return time.monotonic() - self.claimed_at > settings.STORAGE_LEASE_SECONDS / 2
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,7 @@ def _inline_file(data: bytes) -> FetchedFile:
 def _claim(result_id: int, *, will_retry: bool) -> _Attempt | None:
     """Take the row for this attempt, or None when it is not ours to store."""
     claim = uuid.uuid4()
+    claimed_at = time.monotonic()
     claimed = (
         GenerationResult.objects.storable()
         .filter(pk=result_id)
@@ -233,7 +242,10 @@ def _claim(result_id: int, *, will_retry: bool) -> _Attempt | None:
     if not claimed:
         return None
     return _Attempt(
-        result=GenerationResult.objects.get(pk=result_id), claim=claim, will_retry=will_retry
+        result=GenerationResult.objects.get(pk=result_id),
+        claim=claim,
+        will_retry=will_retry,
+        claimed_at=claimed_at,
     )
 
 
@@ -300,12 +312,12 @@ def _write(attempt: _Attempt, checked: _Checked) -> _Written:
             backend=backend, key=written.key, path=checked.fetched.path
         )
     except StorageUnavailable as exc:
-        _forget(written)
+        _forget(attempt, written)
         status = S.PENDING if attempt.will_retry else S.FAILED
         raise _NotStored(status, str(exc), retry=attempt.will_retry) from exc
     except BaseException:
         # A bug mid-write surfaces as itself, but leaves no object its row does not record.
-        _forget(written)
+        _forget(attempt, written)
         raise
     return written
 
@@ -335,7 +347,7 @@ def _record(attempt: _Attempt, checked: _Checked, written: _Written) -> StoreOut
     except BaseException:
         # The row could not be updated: remove what we wrote so no object is left
         # without its row. The claim's lease runs out and the sweep tries again.
-        _forget(written)
+        _forget(attempt, written)
         raise
     if not recorded:
         # The lease ran out and another attempt took over. It writes the same keys;
@@ -349,7 +361,21 @@ def _record(attempt: _Attempt, checked: _Checked, written: _Written) -> StoreOut
     return StoreOutcome.STORED
 
 
-def _forget(written: _Written) -> None:
+def _forget(attempt: _Attempt, written: _Written) -> None:
+    """Remove what a failed attempt wrote, unless its lease may have run out.
+
+    A newer attempt writes the same key and may have recorded it already (a worker
+    stuck, or cut off the network, past its lease): deleting it then would lose the
+    image its row points at. Left in place, the object is that row's, or the next
+    attempt at this row writes it again and records it.
+    """
+    if attempt.may_be_superseded():
+        logger.warning(
+            "result %s: leaving %s in place; a newer attempt may have recorded it",
+            attempt.result.pk,
+            written.key,
+        )
+        return
     image_storage.delete_objects(backend=written.backend, keys=[written.key])
 
 
