@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import require_service
 from tests.hosts.netns import Network, namespaces_unavailable
-from tests.hosts.services import Deployment, postgres_unavailable
+from tests.hosts.services import Deployment, postgres_unavailable, rabbitmq_unavailable
 
 LEASE_SECONDS = 4
 
@@ -36,12 +36,16 @@ def network(namespaces: None) -> Iterator[Network]:
 
 
 @pytest.fixture
-def deployment(network: Network, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    request: pytest.FixtureRequest, network: Network, tmp_path: Path
+) -> Iterator[Deployment]:
     """genvault on five hosts (services, upstream, web, worker-1, worker-2), no worker
-    started yet: each test starts the ones it needs."""
-    why_not = postgres_unavailable()
+    started yet: each test starts the ones it needs. On Redis, or on RabbitMQ for a
+    test parametrized with `@pytest.mark.parametrize("deployment", [...], indirect=True)`."""
+    broker = getattr(request, "param", "redis")
+    why_not = postgres_unavailable() or (rabbitmq_unavailable() if broker == "rabbitmq" else None)
     require_service(why_not is None, why_not or "")
-    deployment = Deployment(network, tmp_path, lease_seconds=LEASE_SECONDS)
+    deployment = Deployment(network, tmp_path, lease_seconds=LEASE_SECONDS, broker=broker)
     try:
         deployment.start()
         yield deployment

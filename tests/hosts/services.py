@@ -1,8 +1,8 @@
 """genvault spread over test hosts: each service a real process in a host of its own.
 
 - `services`: a PostgreSQL of the test's own (initdb into a temporary folder, listening
-  on the host's address only), a `redis-server` keeping nothing on disk, moto's S3
-  server;
+  on the host's address only), the broker (a `redis-server` keeping nothing on disk,
+  or a RabbitMQ node of the test's own), moto's S3 server;
 - `upstream`: the demo upstream (`manage.py demo_upstream`), standing in for Ark;
 - `web`: gunicorn;
 - `worker-1`, `worker-2`: a Celery worker each, with a temporary download folder of
@@ -54,6 +54,7 @@ PG_BIN = max(
     default=Path("/usr/lib/postgresql/15/bin"),
 )
 REDIS_SERVER = "/usr/bin/redis-server"
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 S3_ACCESS_KEY = "genvault-hosts-key"
 S3_SECRET_KEY = "genvault-hosts-secret"
@@ -62,9 +63,16 @@ API_TOKEN_HEADER = "Authorization"
 
 PG_PORT = 5432
 REDIS_PORT = 6379
+RABBITMQ_PORT = 5672
 MOTO_PORT = 5000
 DEMO_PORT = 8001
 WEB_PORT = 8000
+
+
+def rabbitmq_unavailable() -> str | None:
+    if not Path(RABBITMQ_SERVER).exists():
+        return f"no RabbitMQ server at {RABBITMQ_SERVER} (apt-get install rabbitmq-server)"
+    return None
 
 
 def postgres_unavailable() -> str | None:
@@ -336,8 +344,11 @@ class Postgres:
 class Deployment:
     """genvault on five hosts; see the module's docstring."""
 
-    def __init__(self, network: Network, workdir: Path, *, lease_seconds: int) -> None:
+    def __init__(
+        self, network: Network, workdir: Path, *, lease_seconds: int, broker: str = "redis"
+    ) -> None:
         self.network = network
+        self.broker = broker
         self.workdir = workdir
         self.lease_seconds = lease_seconds
         self.queue = f"genvault-hosts-{uuid.uuid4().hex[:8]}"
@@ -370,6 +381,8 @@ class Deployment:
 
     @property
     def broker_url(self) -> str:
+        if self.broker == "rabbitmq":
+            return f"amqp://guest:guest@{self.services.address}:{RABBITMQ_PORT}//"
         return f"redis://{self.services.address}:{REDIS_PORT}/0"
 
     def env(self, host: Host, **extra: str) -> dict[str, str]:
@@ -388,8 +401,10 @@ class Deployment:
                 "DATABASE_URL": f"postgres://postgres@{self.services.address}:{PG_PORT}/genvault",
                 "CELERY_BROKER_URL": self.broker_url,
                 "GENVAULT_TEST_BROKER_URL": self.broker_url,
-                "GENVAULT_TEST_REDIS_URL": self.broker_url,
                 "GENVAULT_TEST_QUEUE": self.queue,
+                # The broker, never the filesystem fallback the test settings take when it
+                # does not answer yet (RabbitMQ takes seconds to start beside gunicorn).
+                "GENVAULT_REQUIRE_SERVICES": "1",
                 "GENVAULT_TEST_VAR_DIR": str(var),
                 "IMAGE_FETCH_TEMP_DIR": str(var / "downloads"),
                 "MEDIA_ROOT": str(var / "media"),
@@ -425,7 +440,10 @@ class Deployment:
             [PYTHON, "-m", "moto.server", "-H", self.services.address, "-p", str(MOTO_PORT)],
             "moto",
         )
-        self.redis = self._redis(wait=False)
+        if self.broker == "rabbitmq":
+            rabbit = self._rabbitmq()
+        else:
+            self.redis = self._redis(wait=False)
         self.postgres = Postgres(self.services)
         demo = self._process(
             self.upstream,
@@ -458,7 +476,11 @@ class Deployment:
         self.token = out.strip().splitlines()[-1]
         moto.wait_port(MOTO_PORT)
         self.s3().create_bucket(Bucket=BUCKET)
-        self.redis.wait_port(REDIS_PORT, timeout=10)
+        if self.broker == "rabbitmq":
+            rabbit.wait_port(RABBITMQ_PORT, timeout=60)
+        else:
+            assert self.redis is not None
+            self.redis.wait_port(REDIS_PORT, timeout=10)
         demo.wait_port(DEMO_PORT)
         web.wait_port(WEB_PORT)
 
@@ -475,6 +497,30 @@ class Deployment:
         if wait:
             redis.wait_port(REDIS_PORT, timeout=10)
         return redis
+
+    def _rabbitmq(self) -> HostProcess:
+        """A RabbitMQ node of the test's own, its files in a folder of the test's: the
+        machine's listens on its own loopback, which no test host can reach. Its epmd
+        and Erlang distribution port live in the services host's network alone."""
+        home = self.workdir / "rabbitmq"
+        home.mkdir()
+        # guest may log in from other hosts: these are the test's own.
+        (home / "rabbitmq.conf").write_text(
+            f"loopback_users = none\nlisteners.tcp.default = {RABBITMQ_PORT}\n"
+        )
+        (home / "enabled_plugins").write_text("[].\n")
+        return self._process(
+            self.services,
+            [RABBITMQ_SERVER],
+            "rabbitmq",
+            HOME=str(home),
+            RABBITMQ_NODENAME="rabbit@localhost",
+            RABBITMQ_CONFIG_FILE=str(home / "rabbitmq"),
+            RABBITMQ_MNESIA_BASE=str(home / "mnesia"),
+            RABBITMQ_LOG_BASE=str(home / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(home / "enabled_plugins"),
+            RABBITMQ_PID_FILE=str(home / "rabbitmq.pid"),
+        )
 
     def restart_redis(self) -> None:
         assert self.redis is not None

@@ -21,6 +21,8 @@ from tests.hosts.services import Deployment
 # On a PostgreSQL of their own whatever DATABASE_URL says: they run in the PostgreSQL
 # pass only.
 pytestmark = [pytest.mark.hosts, pytest.mark.faults, pytest.mark.postgres]
+# The faults whose broker matters (how a lost connection's task comes back) run on both.
+BOTH_BROKERS = pytest.mark.parametrize("deployment", ["redis", "rabbitmq"], indirect=True)
 
 
 def keys_of(*result_ids: int) -> list[str]:
@@ -29,6 +31,7 @@ def keys_of(*result_ids: int) -> list[str]:
     )
 
 
+@BOTH_BROKERS
 def test_an_image_generated_on_the_web_host_is_stored_by_a_worker_host_in_the_bucket(
     deployment: Deployment,
 ) -> None:
@@ -42,6 +45,7 @@ def test_an_image_generated_on_the_web_host_is_stored_by_a_worker_host_in_the_bu
     assert checked["counts"] == {"stored": 2}
 
 
+@BOTH_BROKERS
 def test_a_worker_host_cut_off_mid_download_loses_its_claim_to_the_other_host(
     deployment: Deployment,
 ) -> None:
@@ -139,6 +143,7 @@ def test_postgresql_restarted_while_workers_store_leaves_nothing_half_written(
     assert deployment.check_invariants()["counts"] == {"stored": 4}
 
 
+@BOTH_BROKERS
 def test_a_stuck_worker_loses_its_claim_and_its_late_record_is_refused_when_it_wakes(
     deployment: Deployment,
 ) -> None:
