@@ -316,8 +316,6 @@
     }
 
     function open(id) {
-      if (busy) return Promise.resolve();
-      busy = true;
       return fetchHtml(viewerUrl(id))
         .then(function (html) {
           show(html, false);
@@ -330,8 +328,24 @@
           } else if (error.status === 404) {
             showInUrl(null); // deleted since the link was made
           }
-        })
-        .finally(function () { busy = false; });
+        });
+    }
+
+    // One result loads at a time; a key pressed meanwhile is kept (the last one) and
+    // done next, so that quick presses all count.
+    var queued = null;
+    function whenFree(work) {
+      if (busy) {
+        queued = work;
+        return;
+      }
+      busy = true;
+      work().finally(function () {
+        busy = false;
+        var next = queued;
+        queued = null;
+        if (next) whenFree(next);
+      });
     }
 
     // The page of the grid that holds the result past this end of the page shown: the
@@ -353,14 +367,17 @@
     }
 
     function step(direction) {
-      if (!current || busy) return;
-      var target = current.getAttribute(direction === "older" ? "data-older-id" : "data-newer-id");
-      if (!target) return;
-      var from = current.getAttribute("data-result-id");
-      var ready = !cardFor(target) && cardFor(from) ? turnPage(direction, from) : Promise.resolve();
-      ready
-        .then(function () { return open(target); })
-        .catch(function () { status.textContent = "Could not load the next page of results."; });
+      whenFree(function () {
+        var target = current && current.getAttribute(
+          direction === "older" ? "data-older-id" : "data-newer-id"
+        );
+        if (!target) return Promise.resolve();
+        var from = current.getAttribute("data-result-id");
+        var ready = !cardFor(target) && cardFor(from) ? turnPage(direction, from) : Promise.resolve();
+        return ready
+          .then(function () { return open(target); })
+          .catch(function () { status.textContent = "Could not load the next page of results."; });
+      });
     }
 
     var returnFromHelp = null;
@@ -402,7 +419,7 @@
       var card = link.closest("[data-result-id]");
       event.preventDefault();
       opener = card.querySelector("[data-card-focus]") || link;
-      open(card.getAttribute("data-result-id"));
+      whenFree(function () { return open(card.getAttribute("data-result-id")); });
     });
 
     dialog.addEventListener("click", function (event) {
@@ -456,7 +473,35 @@
       };
     });
 
+    // A modal dialog keeps the page behind inert, but Tab would still leave it for the
+    // browser's own controls: from its last control, Tab goes round to its first.
+    var focusable =
+      'a[href], button:not([disabled]), input:not([type="hidden"]):not([disabled]), ' +
+      "select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
+    function trapFocus(event) {
+      var box = help && help.open ? help : dialog.open ? dialog : null;
+      if (!box) return;
+      var inside = Array.prototype.filter.call(box.querySelectorAll(focusable), function (el) {
+        return el.getClientRects().length > 0;
+      });
+      if (!inside.length) return;
+      var first = inside[0];
+      var last = inside[inside.length - 1];
+      var active = document.activeElement;
+      if (event.shiftKey && (active === first || !box.contains(active))) {
+        event.preventDefault();
+        last.focus();
+      } else if (!event.shiftKey && (active === last || !box.contains(active))) {
+        event.preventDefault();
+        first.focus();
+      }
+    }
+
     document.addEventListener("keydown", function (event) {
+      if (event.key === "Tab") {
+        trapFocus(event);
+        return;
+      }
       if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
       var target = event.target;
       if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
@@ -474,7 +519,7 @@
     if (linked && /^[0-9]+$/.test(linked)) {
       var linkedCard = cardFor(linked);
       opener = linkedCard && linkedCard.querySelector("[data-card-focus]");
-      open(linked);
+      whenFree(function () { return open(linked); });
     }
   }
 
