@@ -142,6 +142,16 @@ def test_step_across_pages_link_reload_star_download_help_and_close(
     expect(card.locator(".star")).to_have_attribute("aria-pressed", "true")
     assert page.evaluate("window.__sameDocument") is True
 
+    # Tags typed in the viewer are added in place too; the shortcuts wait while one types.
+    field = dialog.get_by_label(f"Add tags to result {boats.pk}")
+    field.press_sequentially("fjords")
+    field.press("Enter")
+    expect(dialog.get_by_role("link", name="fjords")).to_be_visible()
+    expect(card.get_by_role("link", name="fjords")).to_have_count(1)
+    assert GenerationResult.objects.get(pk=boats.pk).tag_names == ["fjords"]
+    expect(star).to_have_attribute("aria-pressed", "true")
+    dialog.get_by_role("button", name="Next result").focus()
+
     # d downloads the stored bytes.
     with page.expect_download() as waiting:
         page.keyboard.press("d")
@@ -203,3 +213,18 @@ def test_without_javascript_a_card_opens_the_result_page(
         expect(page).to_have_url(f"{base}/gallery/{result.pk}/")
     finally:
         context.close()
+
+
+def test_the_viewer_moves_only_for_those_who_have_not_asked_for_less_motion(
+    page: Any, live_server: Any, staff_user: Any
+) -> None:
+    base = live_server.url
+    model = ImageModelFactory(name="Seedream 4.0 (demo)")
+    result = mark_stored(make_result(prompt="a grey heron at dawn", model=model))
+    log_in(page, base)
+    animation = "getComputedStyle(document.querySelector('[data-viewer]')).animationName"
+    for preference, expected in (("reduce", "none"), ("no-preference", "viewer-in")):
+        page.emulate_media(reduced_motion=preference)
+        page.goto(f"{base}/gallery/?view={result.pk}")
+        expect(viewer_heading(page)).to_have_text(f"Result #{result.pk}")
+        assert page.evaluate(animation) == expected
