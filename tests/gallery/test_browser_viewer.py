@@ -228,3 +228,28 @@ def test_the_viewer_moves_only_for_those_who_have_not_asked_for_less_motion(
         page.goto(f"{base}/gallery/?view={result.pk}")
         expect(viewer_heading(page)).to_have_text(f"Result #{result.pk}")
         assert page.evaluate(animation) == expected
+
+
+def test_c_and_i_start_a_generation_from_the_result_and_a_dead_link_opens_nothing(
+    page: Any, live_server: Any, staff_user: Any
+) -> None:
+    base = live_server.url
+    model = ImageModelFactory(name="Seedream 4.0 (demo)")
+    heron = mark_stored(make_result(prompt="a grey heron at dawn", model=model))
+    log_in(page, base)
+
+    page.goto(f"{base}/gallery/?view={heron.pk}")
+    expect(viewer_heading(page)).to_have_text(f"Result #{heron.pk}")
+    page.keyboard.press("c")
+    expect(page).to_have_url(f"{base}/generate/?from={heron.pk}")
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("a grey heron at dawn")
+
+    page.goto(f"{base}/gallery/?view={heron.pk}")
+    expect(viewer_heading(page)).to_have_text(f"Result #{heron.pk}")
+    page.keyboard.press("i")
+    expect(page).to_have_url(f"{base}/generate/?reference={heron.pk}")
+
+    # A link to a result deleted since: the gallery, without a viewer or the dead id.
+    page.goto(f"{base}/gallery/?q=heron&view={heron.pk + 100}")
+    expect(page).to_have_url(f"{base}/gallery/?q=heron")
+    expect(page.locator("[data-viewer]")).to_be_hidden()
