@@ -293,7 +293,7 @@
     // so its card behind takes the fresh rendering too.
     function show(html, changed) {
       var content = fragmentOf(html).querySelector("[data-viewer-content]");
-      if (!content) throw new Error("not a viewer");
+      if (!content) throw new Error("an unexpected answer: reload the page");
       var card = content.querySelector("template[data-viewer-card]");
       var shown = cardFor(content.getAttribute("data-result-id"));
       if (changed && card && shown) {
