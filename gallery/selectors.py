@@ -174,6 +174,25 @@ def gallery_page(
     )
 
 
+@dataclass(frozen=True)
+class Neighbours:
+    """The ids either side of a result in a filtered list, newest first: None at an end."""
+
+    newer: int | None
+    older: int | None
+
+
+def gallery_neighbours(results: GenerationResultQuerySet, *, result_id: int) -> Neighbours:
+    """The results just newer and just older than `result_id` in `results` (whether or not
+    it is one of them), in two queries that each read one row from the cursor on: the
+    viewer steps across page boundaries as `gallery_page` cuts them, at any depth."""
+    key = PAGE_KEY if PAGE_KEY in results.query.annotations else "id"
+    ids = results.select_related(None).prefetch_related(None)
+    newer = ids.filter(**{f"{key}__gt": result_id}).order_by(key).values_list("pk", flat=True)
+    older = ids.filter(**{f"{key}__lt": result_id}).values_list("pk", flat=True)
+    return Neighbours(newer=newer.first(), older=older.first())
+
+
 def header_counts(*, fresh: bool = False) -> dict[str, int]:
     """Results in all, by storage status, by result status, and at risk; cached briefly.
 

@@ -9,6 +9,7 @@ app_name = "gallery"
 urlpatterns = [
     path("gallery/", views.index, name="index"),
     path("gallery/<int:result_id>/", views.detail, name="detail"),
+    path("gallery/<int:result_id>/viewer/", views.viewer, name="viewer"),
     path("gallery/<int:result_id>/delete/", views.delete, name="delete"),
     path("gallery/<int:result_id>/restore/", views.restore, name="restore"),
     path("gallery/<int:result_id>/favorite/", views.favorite, name="favorite"),

@@ -45,7 +45,7 @@ from generations.services.organize import (
 )
 from generations.services.sharing import ShareRefused, share_create, share_revoke
 from generations.services.storing import results_restore
-from generations.usage import UsageQueryForm, usage_rows, usage_totals
+from generations.usage import Cost, UsageQueryForm, generation_cost, usage_rows, usage_totals
 
 from . import selectors
 from .forms import (
@@ -192,8 +192,50 @@ def detail(request: HttpRequest, result_id: int) -> HttpResponse:
             # The storage error has its own row on the page; the list is what was sent.
             "params_items": sorted(result.params_sent().items()),
             "polling": result.storage_status in STORAGE_IN_PROGRESS,
+            "cost": _image_cost(result),
         },
     )
+
+
+@require_GET
+@staff_required
+def viewer(request: HttpRequest, result_id: int) -> HttpResponse:
+    """One result as the gallery's viewer shows it, over the gallery page it was opened
+    from: the query string is that page's (filters and cursor), so that the neighbours
+    are those of the list the person is looking at, across its page boundaries."""
+    result = selectors.result_for_detail(result_id=result_id)
+    if result is None:
+        raise Http404("No such result.")
+    models = list(ImageModel.objects.order_by("name"))
+    filters = ResultFilterForm(request.GET or None, models=models).filters()
+    neighbours = selectors.gallery_neighbours(
+        selectors.results_for_gallery(filters=filters), result_id=result_id
+    )
+    gallery_query = request.GET.copy()
+    gallery_query.pop("view", None)
+    index_url = reverse("gallery:index")
+    back = f"{index_url}?{gallery_query.urlencode()}" if gallery_query else index_url
+    gallery_query["view"] = str(result_id)
+    return render(
+        request,
+        "gallery/_viewer.html",
+        {
+            "result": result,
+            "newer_id": neighbours.newer,
+            "older_id": neighbours.older,
+            "cost": _image_cost(result),
+            # The viewer's forms (and the card's) come back to the gallery with it open.
+            "page_path": f"{index_url}?{gallery_query.urlencode()}",
+            "back": back,
+        },
+    )
+
+
+def _image_cost(result: GenerationResult) -> Cost | None:
+    """What the image cost, when it was made and its model has a price."""
+    if result.status != GenerationResult.Status.SUCCESS:
+        return None
+    return generation_cost([result])
 
 
 # --- Changing things (POST only) -----------------------------------------------------

@@ -228,11 +228,307 @@
     });
   }
 
+
+  // The viewer: a card opens its result over the gallery, in a modal dialog whose
+  // content the server renders (the same pieces as the result's page). The arrow keys
+  // step through the gallery's filtered list; past the end of the page shown, the grid
+  // behind moves to the next page, so that closing puts the focus back on the card.
+  // The URL names the result shown (?view=ID, with the filters and the page), so that
+  // a link or a reload opens it again. Without this script, cards link to the page.
+  function setUpViewer() {
+    var dialog = document.querySelector("[data-viewer]");
+    if (!dialog) return;
+    var body = dialog.querySelector("[data-viewer-body]");
+    var status = dialog.querySelector("[data-viewer-status]");
+    var help = document.querySelector("[data-shortcuts]");
+    var steps = {
+      newer: dialog.querySelector('[data-viewer-step="newer"]'),
+      older: dialog.querySelector('[data-viewer-step="older"]')
+    };
+    var current = null; // the content shown: [data-viewer-content]
+    var busy = false;
+
+    function galleryQuery() {
+      var query = new URLSearchParams(window.location.search);
+      query.delete("view");
+      return query;
+    }
+
+    function viewerUrl(id) {
+      var query = galleryQuery().toString();
+      return dialog.getAttribute("data-viewer-url").replace("/0/", "/" + id + "/") +
+        (query ? "?" + query : "");
+    }
+
+    function showInUrl(id) {
+      var query = galleryQuery();
+      if (id) query.set("view", id);
+      var search = query.toString();
+      window.history.replaceState(null, "", window.location.pathname + (search ? "?" + search : ""));
+    }
+
+    function cardFor(id) {
+      return document.querySelector('[data-viewer-grid] [data-result-id="' + id + '"]');
+    }
+
+    function fetchHtml(url, init) {
+      var options = { credentials: "same-origin", headers: { Accept: "text/html" } };
+      return fetch(url, Object.assign(options, init || {})).then(function (response) {
+        if (!response.ok) {
+          var error = new Error("HTTP " + response.status);
+          error.status = response.status;
+          throw error;
+        }
+        return response.text();
+      });
+    }
+
+    function fragmentOf(html) {
+      var template = document.createElement("template");
+      template.innerHTML = html;
+      return template.content;
+    }
+
+    // Put the server's rendering in the dialog; `changed`: a form changed the result,
+    // so its card behind takes the fresh rendering too.
+    function show(html, changed) {
+      var content = fragmentOf(html).querySelector("[data-viewer-content]");
+      if (!content) throw new Error("an unexpected answer: reload the page");
+      var card = content.querySelector("template[data-viewer-card]");
+      var shown = cardFor(content.getAttribute("data-result-id"));
+      if (changed && card && shown) {
+        var fresh = card.content.querySelector("[data-result-id]");
+        var box = shown.querySelector('input[name="ids"]');
+        var freshBox = fresh.querySelector('input[name="ids"]');
+        if (box && freshBox) freshBox.checked = box.checked;
+        shown.replaceWith(fresh);
+      }
+      if (card) card.remove();
+      body.replaceChildren(content);
+      current = content;
+      steps.newer.disabled = !content.hasAttribute("data-newer-id");
+      steps.older.disabled = !content.hasAttribute("data-older-id");
+      var messages = content.querySelector("[data-viewer-messages]");
+      status.textContent = messages ? messages.textContent.trim() : "";
+      if (!dialog.contains(document.activeElement) || document.activeElement.disabled) {
+        dialog.querySelector("[data-viewer-close]").focus();
+      }
+    }
+
+    function open(id) {
+      return fetchHtml(viewerUrl(id))
+        .then(function (html) {
+          show(html, false);
+          if (!dialog.open) dialog.showModal();
+          showInUrl(id);
+        })
+        .catch(function (error) {
+          if (dialog.open) {
+            status.textContent = "Could not open result " + id + " (" + error.message + ").";
+          } else if (error.status === 404) {
+            showInUrl(null); // deleted since the link was made
+          }
+        });
+    }
+
+    // One result loads at a time; a key pressed meanwhile is kept (the last one) and
+    // done next, so that quick presses all count.
+    var queued = null;
+    function whenFree(work) {
+      if (busy) {
+        queued = work;
+        return;
+      }
+      busy = true;
+      work().finally(function () {
+        busy = false;
+        var next = queued;
+        queued = null;
+        if (next) whenFree(next);
+      });
+    }
+
+    // The page of the grid that holds the result past this end of the page shown: the
+    // keyset cursor is the result we step from, as the pagination's links cut pages.
+    function turnPage(direction, fromId) {
+      var query = galleryQuery();
+      query.delete("before");
+      query.delete("after");
+      query.set(direction === "older" ? "before" : "after", fromId);
+      return fetchHtml(window.location.pathname + "?" + query.toString()).then(function (html) {
+        var page = new DOMParser().parseFromString(html, "text/html");
+        ["[data-viewer-grid]", ".pagination", ".summary"].forEach(function (selector) {
+          var fresh = page.querySelector(selector);
+          var shown = document.querySelector(selector);
+          if (fresh && shown) shown.replaceWith(document.adoptNode(fresh));
+        });
+        window.history.replaceState(null, "", window.location.pathname + "?" + query.toString());
+      });
+    }
+
+    function step(direction) {
+      whenFree(function () {
+        var target = current && current.getAttribute(
+          direction === "older" ? "data-older-id" : "data-newer-id"
+        );
+        if (!target) return Promise.resolve();
+        var from = current.getAttribute("data-result-id");
+        var ready = !cardFor(target) && cardFor(from) ? turnPage(direction, from) : Promise.resolve();
+        return ready
+          .then(function () { return open(target); })
+          .catch(function () { status.textContent = "Could not load the next page of results."; });
+      });
+    }
+
+    var returnFromHelp = null;
+    function toggleHelp() {
+      if (!help) return;
+      if (help.open) {
+        help.close();
+      } else {
+        returnFromHelp = document.activeElement;
+        help.showModal();
+      }
+    }
+
+    // Closed (Escape, the Close button): the URL forgets the result, and the focus goes
+    // back to its card, the one stepped to if it is on the page, else the one opened.
+    var opener = null;
+    dialog.addEventListener("close", function () {
+      var id = current && current.getAttribute("data-result-id");
+      current = null;
+      body.replaceChildren();
+      showInUrl(null);
+      var card = id && cardFor(id);
+      var target = (card && card.querySelector("[data-card-focus]")) || opener;
+      if (target && document.contains(target)) target.focus();
+    });
+
+    if (help) {
+      help.addEventListener("close", function () {
+        if (returnFromHelp && document.contains(returnFromHelp)) returnFromHelp.focus();
+      });
+      document.querySelectorAll("[data-shortcuts-open]").forEach(function (button) {
+        button.addEventListener("click", toggleHelp);
+      });
+    }
+
+    document.addEventListener("click", function (event) {
+      var link = event.target.closest("[data-viewer-grid] [data-viewer-open]");
+      if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+      var card = link.closest("[data-result-id]");
+      event.preventDefault();
+      opener = card.querySelector("[data-card-focus]") || link;
+      whenFree(function () { return open(card.getAttribute("data-result-id")); });
+    });
+
+    dialog.addEventListener("click", function (event) {
+      if (event.target.closest("[data-viewer-close]")) dialog.close();
+      var stepButton = event.target.closest("[data-viewer-step]");
+      if (stepButton) step(stepButton.getAttribute("data-viewer-step"));
+      var zoom = event.target.closest("[data-zoom]");
+      if (zoom) {
+        var actual = zoom.getAttribute("aria-pressed") !== "true";
+        zoom.setAttribute("aria-pressed", String(actual));
+        zoom.closest("[data-media]").classList.toggle("viewer__image--actual", actual);
+      }
+    });
+
+    // Star and tags change in place: the form is sent as it is, and comes back to the
+    // viewer's rendering of the result (with the message), instead of the page.
+    dialog.addEventListener("submit", function (event) {
+      var form = event.target;
+      if (!current || !form.closest(".organize")) return;
+      event.preventDefault();
+      var data = new FormData(form, event.submitter);
+      data.set("next", viewerUrl(current.getAttribute("data-result-id")));
+      var focused = form.contains(document.activeElement) ? document.activeElement : null;
+      var action = form.getAttribute("action");
+      fetchHtml(action, { method: "POST", body: data })
+        .then(function (html) {
+          show(html, true);
+          if (!focused) return;
+          var again = body.querySelector('form[action="' + action + '"]');
+          var twin = again && again.querySelector(focused.tagName.toLowerCase() + (focused.name ? '[name="' + focused.name + '"]' : ""));
+          (twin || body.querySelector(".organize input[name=tags]") || dialog).focus();
+        })
+        .catch(function (error) { status.textContent = "Nothing changed (" + error.message + ")."; });
+    });
+
+    var keys = Object.create(null);
+    Object.assign(keys, {
+      ArrowRight: function () { step("older"); },
+      j: function () { step("older"); },
+      ArrowLeft: function () { step("newer"); },
+      k: function () { step("newer"); },
+      f: function () {
+        var star = current && current.querySelector(".organize .star");
+        if (star) star.form.requestSubmit(star);
+      }
+    });
+    ["d", "c", "i", "Delete"].forEach(function (key) {
+      keys[key] = function () {
+        var link = current && current.querySelector('[data-shortcut="' + key + '"]');
+        if (link) link.click();
+      };
+    });
+
+    // A modal dialog keeps the page behind inert, but Tab would still leave it for the
+    // browser's own controls: from its last control, Tab goes round to its first.
+    var focusable =
+      'a[href], button:not([disabled]), input:not([type="hidden"]):not([disabled]), ' +
+      "select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
+    function trapFocus(event) {
+      var box = help && help.open ? help : dialog.open ? dialog : null;
+      if (!box) return;
+      var inside = Array.prototype.filter.call(box.querySelectorAll(focusable), function (el) {
+        return el.getClientRects().length > 0;
+      });
+      if (!inside.length) return;
+      var first = inside[0];
+      var last = inside[inside.length - 1];
+      var active = document.activeElement;
+      if (event.shiftKey && (active === first || !box.contains(active))) {
+        event.preventDefault();
+        last.focus();
+      } else if (!event.shiftKey && (active === last || !box.contains(active))) {
+        event.preventDefault();
+        first.focus();
+      }
+    }
+
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Tab") {
+        trapFocus(event);
+        return;
+      }
+      if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+      var target = event.target;
+      if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
+      if (event.key === "?") {
+        event.preventDefault();
+        toggleHelp();
+        return;
+      }
+      if (!dialog.open || (help && help.open) || !keys[event.key]) return;
+      event.preventDefault();
+      keys[event.key]();
+    });
+
+    var linked = new URLSearchParams(window.location.search).get("view");
+    if (linked && /^[0-9]+$/.test(linked)) {
+      var linkedCard = cardFor(linked);
+      opener = linkedCard && linkedCard.querySelector("[data-card-focus]");
+      whenFree(function () { return open(linked); });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     setUpSelectAll();
     setUpPolling();
     setUpBackgroundGenerate();
     setUpBusyButtons();
     setUpModelSizes();
+    setUpViewer();
   });
 })();

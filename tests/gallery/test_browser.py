@@ -2,9 +2,9 @@
 and a real Celery worker on Redis storing the images.
 
 Every action of the gallery is done here by a browser: browsing, the filters and
-header counts, pagination, the detail page (also reached by keyboard), download,
-delete, re-store (single, selected, everything), the lost statement, continue,
-image-to-image, saved prompts, form errors, clear all, log in and log out.
+header counts, pagination, the viewer and the detail page (also reached by keyboard),
+download, delete, re-store (single, selected, everything), the lost statement,
+continue, image-to-image, saved prompts, form errors, clear all, log in and log out.
 
 Also takes the README's screenshots (docs/screenshots/) with real stored images.
 """
@@ -154,8 +154,12 @@ def test_generate_watch_store_open_and_download(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "gallery.png"))
 
+    # A card opens in the viewer, whose link leads to the result's own page.
     result = last.results.order_by("id").first()
     page.locator(f'[data-result-id="{result.pk}"] .card__prompt').click()
+    viewer = page.get_by_role("dialog")
+    viewer.get_by_role("link", name=f"Full page of result #{result.pk}").click()
+    expect(page).to_have_url(f"{base}/gallery/{result.pk}/")
     expect(page.get_by_role("heading", name=f"Result #{result.pk}")).to_be_visible()
     result.refresh_from_db()
     expect(page.get_by_text(result.sha256)).to_be_visible()
@@ -503,14 +507,16 @@ def test_browse_filter_paginate_open_delete_and_log_out(
     expect(lost_card.locator("[data-storage-badge]")).to_have_text("lost")
     expect(lost_card.get_by_role("button", name="Re-store")).to_have_count(0)
     lost_card.locator(".card__link").click()
-    expect(page.get_by_role("heading", name=f"Result #{lost.pk}")).to_be_visible()
+    viewer = page.get_by_role("dialog")
+    expect(viewer.get_by_role("heading", name=f"Result #{lost.pk}")).to_be_visible()
     expect(
-        page.get_by_text("This image is lost: its upstream link expired before it was stored.")
+        viewer.get_by_text("This image is lost: its upstream link expired before it was stored.")
     ).to_be_visible()
-    expect(page.get_by_role("button", name="Re-store")).to_have_count(0)
-    expect(page.get_by_role("link", name="Image-to-image")).to_have_count(0)
+    expect(viewer.get_by_role("button", name="Re-store")).to_have_count(0)
+    expect(viewer.get_by_role("link", name="Image-to-image")).to_have_count(0)
 
-    # Keyboard: Tab from the toolbar reaches the card's link; Enter opens the detail page.
+    # Keyboard: Tab from the toolbar reaches the card's link; Enter opens it in the
+    # viewer, Escape comes back to the card, and the viewer's link opens the detail page.
     page.goto(f"{base}/gallery/?q=harbour")
     harbour_card = page.locator(f'[data-result-id="{harbour.pk}"]')
     page.get_by_role("link", name="Clear all…").focus()
@@ -519,6 +525,13 @@ def test_browse_filter_paginate_open_delete_and_log_out(
     page.keyboard.press("Tab")
     expect(harbour_card.locator(".card__prompt")).to_be_focused()
     page.keyboard.press("Enter")
+    expect(viewer.get_by_role("heading", name=f"Result #{harbour.pk}")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(harbour_card.locator(".card__prompt")).to_be_focused()
+    page.keyboard.press("Enter")
+    viewer.get_by_role("link", name=f"Full page of result #{harbour.pk}").focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{base}/gallery/{harbour.pk}/")
     expect(page.get_by_role("heading", name=f"Result #{harbour.pk}")).to_be_visible()
     page.wait_for_function("document.querySelector('.detail__image img').naturalWidth === 320")
 

@@ -112,6 +112,7 @@ ROUTES = [
     Route("GET", "/api/export?images=1", "api", 200),
     Route("GET", "/gallery/", "gallery", 200),
     Route("GET", "/gallery/{result}/", "gallery", 200),
+    Route("GET", "/gallery/{result}/viewer/?tag=night+sky&before={result}", "gallery", 200),
     Route("GET", "/gallery/{result}/delete/", "gallery", 200),
     Route("POST", "/gallery/{result}/restore/", "gallery", 302),
     Route("POST", "/gallery/{result}/favorite/", "gallery", 302, {"favorite": "1"}),
