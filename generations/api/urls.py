@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import views as api
+from .app import api as router
 
 app_name = "api"
 
@@ -19,4 +20,6 @@ urlpatterns = [
     path("images/<int:result_id>", api.image, name="image"),
     path("images/<int:result_id>/thumbnail", api.thumbnail, name="thumbnail"),
     path("export", api.export, name="export"),
+    # The operations described by /api/openapi.json (and the document and its page).
+    path("", router.urls),
 ]

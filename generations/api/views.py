@@ -97,6 +97,12 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
         "error": error,
         "favorite": result.favorite,
         "tags": result.tag_names,  # prefetch `tags` for many results
+        # Of the stored image: null until it is stored.
+        "width": result.width,
+        "height": result.height,
+        "sha256": result.sha256 or None,
+        "createdAt": result.created_at.isoformat(),
+        "generationId": result.generation_id,
     }
 
 
@@ -228,8 +234,9 @@ def result_tag(request: HttpRequest, result_id: int, tag_name: str) -> HttpRespo
     return _result_json_or_404(request, result_id)
 
 
-# The filter of a download, as the gallery's URL holds it (`storage` is its storage_status).
-_DOWNLOAD_FILTER_KEYS = {
+# The filters of the API (a listing's query, a download's body) and the gallery's fields
+# they fill (`storage` is its storage_status).
+FILTER_FIELDS = {
     "q": "q",
     "since": "since",
     "until": "until",
@@ -274,17 +281,17 @@ def downloads(request: HttpRequest) -> HttpResponseBase:
             raise ApiError(400, "invalid", "filter must be an object", "filter")
         data: dict[str, str] = {}
         for key, value in wanted.items():
-            if key not in _DOWNLOAD_FILTER_KEYS:
+            if key not in FILTER_FIELDS:
                 raise ApiError(400, "invalid", f"unknown filter {key!r}", f"filter.{key}")
             if value is None or value is False:
                 continue
             if not isinstance(value, str | int | bool):
                 raise ApiError(400, "invalid", f"{key} must be text or a number", f"filter.{key}")
-            data[_DOWNLOAD_FILTER_KEYS[key]] = "on" if value is True else str(value)
+            data[FILTER_FIELDS[key]] = "on" if value is True else str(value)
         form = ResultFilterForm(data, models=list(ImageModel.objects.all()))
         if not form.is_valid():
             field, errors = next(iter(form.errors.items()))
-            key = next((k for k, v in _DOWNLOAD_FILTER_KEYS.items() if v == field), field)
+            key = next((k for k, v in FILTER_FIELDS.items() if v == field), field)
             raise ApiError(400, "invalid", str(errors[0]), f"filter.{key}")
         results = results_for_gallery(filters=form.filters())
     try:

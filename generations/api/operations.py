@@ -1,0 +1,108 @@
+"""The operations on the router: results listed, read, deleted and re-stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Query, Router, Status
+
+from generations.checks import parse_id
+from generations.models import GenerationResult, ImageModel
+from generations.services.deleting import results_delete
+from generations.services.storing import results_restore
+
+from .auth import ApiError
+from .schemas import ERRORS, ResultFilters, ResultOut, ResultPage
+from .views import FILTER_FIELDS, result_json
+
+router = Router(tags=["results"])
+
+
+def _result_or_404(result_id: int) -> GenerationResult:
+    result = (
+        GenerationResult.objects.select_related("model")
+        .prefetch_related("tags")
+        .filter(pk=result_id)
+        .first()
+    )
+    if result is None:
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
+    return result
+
+
+@router.get("/results", response={200: ResultPage, **ERRORS}, operation_id="listResults")
+def list_results(request: HttpRequest, filters: Query[ResultFilters]) -> dict[str, Any]:
+    """Results newest first, narrowed by the filters, a page at a time: follow `next`
+    as `cursor` until it is null. Results made during the walk are not in its later
+    pages (they are newer than its cursor); none is repeated or skipped."""
+    from gallery.forms import ResultFilterForm
+    from gallery.selectors import gallery_page, results_for_gallery
+
+    before = None
+    if filters.cursor is not None:
+        before = parse_id(filters.cursor)
+        if before is None:
+            raise ApiError(400, "invalid", "cursor must be the next of an earlier page", "cursor")
+    data: dict[str, str] = {}
+    for key, form_field in FILTER_FIELDS.items():
+        value = request.GET.get(key)
+        if value is None or value == "" or (key == "favorite" and not filters.favorite):
+            continue
+        data[form_field] = "on" if key == "favorite" else value
+    form = ResultFilterForm(data, models=list(ImageModel.objects.all()))
+    if not form.is_valid():
+        field, errors = next(iter(form.errors.items()))
+        key = next((k for k, v in FILTER_FIELDS.items() if v == field), field)
+        raise ApiError(400, "invalid", str(errors[0]), key)
+    page = gallery_page(
+        results_for_gallery(filters=form.filters()),
+        before=before,
+        after=None,
+        per_page=filters.limit,
+    )
+    return {
+        "results": [result_json(request, result) for result in page.results],
+        "next": str(page.older_before) if page.older_before is not None else None,
+    }
+
+
+@router.get(
+    "/results/{int:result_id}", response={200: ResultOut, **ERRORS}, operation_id="getResult"
+)
+def get_result(request: HttpRequest, result_id: int) -> dict[str, Any]:
+    """One result."""
+    return result_json(request, _result_or_404(result_id))
+
+
+@router.delete(
+    "/results/{int:result_id}", response={204: None, **ERRORS}, operation_id="deleteResult"
+)
+def delete_result(request: HttpRequest, result_id: int) -> Status:
+    """Delete the result; its stored image and thumbnail go once the deletion is
+    committed. Nothing comes back."""
+    if not results_delete(result_ids=[result_id]):
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
+    return Status(204, None)
+
+
+@router.post(
+    "/results/{int:result_id}/restore",
+    response={200: ResultOut, 202: ResultOut, 409: ERRORS[400], **ERRORS},
+    operation_id="restoreResult",
+)
+def restore_result(request: HttpRequest, result_id: int) -> Status:
+    """Store the result's image again, from its upstream URL while that lives: 202 with
+    the result, now waiting to be stored (a moment later, once a worker takes it); 200
+    when it is stored already; 409 when its image cannot come back."""
+    result = _result_or_404(result_id)
+    if result.is_stored:
+        return Status(200, result_json(request, result))
+    if result.is_lost or result.status != GenerationResult.Status.SUCCESS:
+        raise ApiError(
+            409, "not_restorable", f"result {result_id} has no image that could be stored"
+        )
+    # Accepted or not (a worker may be storing it right now), it is on its way; what the
+    # broker could not take the sweep queues.
+    results_restore(result_ids=[result_id])
+    return Status(202, result_json(request, _result_or_404(result_id)))
