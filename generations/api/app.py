@@ -31,6 +31,10 @@ class GenvaultApi(NinjaAPI):
             for u in urls
         ]
 
+    def get_content_type(self) -> str:
+        # As the views' JsonResponse says it: clients compare it.
+        return "application/json"
+
 
 def _with_our_405(view: Any) -> Any:
     @functools.wraps(view)
@@ -71,7 +75,7 @@ api = GenvaultApi(
         'results. Every error answers `{"error": {"code", "message", "field"}}`.'
     ),
     auth=[BearerToken(), StaffSession()],
-    urls_namespace="api:ninja",
+    urls_namespace="api",
     docs=Swagger(settings={"validatorUrl": None, "persistAuthorization": False}),
     docs_url="docs",
     openapi_url="openapi.json",

@@ -1,22 +1,24 @@
-"""The operations on the router: results listed, read, deleted and re-stored."""
+"""The operations on the router: results listed, read, deleted and re-stored; a
+generation polled; the tags."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Count
 from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from generations.checks import parse_id
-from generations.models import GenerationResult, ImageModel
+from generations.models import Generation, GenerationResult, ImageModel, Tag
 from generations.services.deleting import results_delete
 from generations.services.storing import results_restore
 
 from .auth import ApiError
-from .schemas import ERRORS, ResultFilters, ResultOut, ResultPage
-from .views import FILTER_FIELDS, result_json
+from .schemas import ERRORS, GenerationOut, ResultFilters, ResultOut, ResultPage, TagList
+from .views import FILTER_FIELDS, generation_json, result_json
 
-router = Router(tags=["results"])
+router = Router()
 
 
 def _result_or_404(result_id: int) -> GenerationResult:
@@ -31,7 +33,9 @@ def _result_or_404(result_id: int) -> GenerationResult:
     return result
 
 
-@router.get("/results", response={200: ResultPage, **ERRORS}, operation_id="listResults")
+@router.get(
+    "/results", tags=["results"], response={200: ResultPage, **ERRORS}, operation_id="listResults"
+)
 def list_results(request: HttpRequest, filters: Query[ResultFilters]) -> dict[str, Any]:
     """Results newest first, narrowed by the filters, a page at a time: follow `next`
     as `cursor` until it is null. Results made during the walk are not in its later
@@ -68,7 +72,10 @@ def list_results(request: HttpRequest, filters: Query[ResultFilters]) -> dict[st
 
 
 @router.get(
-    "/results/{int:result_id}", response={200: ResultOut, **ERRORS}, operation_id="getResult"
+    "/results/{int:result_id}",
+    tags=["results"],
+    response={200: ResultOut, **ERRORS},
+    operation_id="getResult",
 )
 def get_result(request: HttpRequest, result_id: int) -> dict[str, Any]:
     """One result."""
@@ -76,7 +83,10 @@ def get_result(request: HttpRequest, result_id: int) -> dict[str, Any]:
 
 
 @router.delete(
-    "/results/{int:result_id}", response={204: None, **ERRORS}, operation_id="deleteResult"
+    "/results/{int:result_id}",
+    tags=["results"],
+    response={204: None, **ERRORS},
+    operation_id="deleteResult",
 )
 def delete_result(request: HttpRequest, result_id: int) -> Status:
     """Delete the result; its stored image and thumbnail go once the deletion is
@@ -88,6 +98,7 @@ def delete_result(request: HttpRequest, result_id: int) -> Status:
 
 @router.post(
     "/results/{int:result_id}/restore",
+    tags=["results"],
     response={200: ResultOut, 202: ResultOut, 409: ERRORS[400], **ERRORS},
     operation_id="restoreResult",
 )
@@ -106,3 +117,26 @@ def restore_result(request: HttpRequest, result_id: int) -> Status:
     # broker could not take the sweep queues.
     results_restore(result_ids=[result_id])
     return Status(202, result_json(request, _result_or_404(result_id)))
+
+
+@router.get(
+    "/generations/{int:generation_id}",
+    tags=["generations"],
+    response={200: GenerationOut, **ERRORS},
+    operation_id="getGeneration",
+    url_name="generation",
+)
+def get_generation(request: HttpRequest, generation_id: int) -> dict[str, Any]:
+    """A generation with its results, to poll until every result has its storage
+    status (`generate` with `"wait": false` answers its URL as Location)."""
+    generation = Generation.objects.filter(pk=generation_id).first()
+    if generation is None:
+        raise ApiError(404, "not_found", f"no generation with id {generation_id}")
+    return generation_json(request, generation)
+
+
+@router.get("/tags", tags=["tags"], response={200: TagList, **ERRORS}, operation_id="listTags")
+def list_tags(request: HttpRequest) -> dict[str, Any]:
+    """Every tag by name, with how many results carry it."""
+    counted = Tag.objects.annotate(n=Count("result_links")).order_by("key")
+    return {"tags": [{"name": name, "count": n} for name, n in counted.values_list("name", "n")]}

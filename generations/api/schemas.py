@@ -97,6 +97,28 @@ class ResultFilters(Schema):
     limit: int = Field(50, ge=1, le=MAX_PAGE, description=f"Results a page, up to {MAX_PAGE}.")
 
 
+class Usage(Schema):
+    generatedImages: int | None
+    outputTokens: int | None
+
+
+class Cost(Schema):
+    amount: str = Field(description="A decimal number, to the cent: `0.06`.")
+    currency: str
+
+
+class GenerationOut(Schema):
+    """A generation: one prompt sent to one or more models, and each model's results."""
+
+    generationId: int
+    status: Literal["running", "done", "interrupted"]
+    prompt: str
+    createdAt: str = Field(json_schema_extra=DATE_TIME)
+    usage: Usage | None = Field(description="What Ark counted; null when it sent nothing.")
+    cost: Cost | None = Field(description="Null when a model has no price.")
+    results: list[ResultOut]
+
+
 class TagCount(Schema):
     name: str
     count: int

@@ -7,7 +7,6 @@ import json
 import re
 from typing import Any
 
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
@@ -23,7 +22,6 @@ from generations.models import (
     ImageModel,
     InvalidTagName,
     Share,
-    Tag,
 )
 from generations.services.generate import generation_create
 from generations.services.health import health_report
@@ -170,14 +168,6 @@ def generate(request: HttpRequest) -> HttpResponse:
         reverse("api:generation", args=[generation.pk])
     )
     return response
-
-
-@api_endpoint(methods=("GET",))
-def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
-    generation = Generation.objects.filter(pk=generation_id).first()
-    if generation is None:
-        raise ApiError(404, "not_found", f"no generation with id {generation_id}")
-    return JsonResponse(generation_json(request, generation))
 
 
 def _result_json_or_404(request: HttpRequest, result_id: int) -> JsonResponse:
@@ -379,15 +369,6 @@ def share_detail(request: HttpRequest, share_id: int) -> HttpResponse:
         raise ApiError(404, "not_found", f"no share with id {share_id}")
     share_revoke(share=share, user=request.user)
     return JsonResponse(share_json(request, share))
-
-
-@api_endpoint(methods=("GET",))
-def tags(request: HttpRequest) -> HttpResponse:
-    """Every tag by name, with how many results carry it."""
-    counted = Tag.objects.annotate(n=Count("result_links")).order_by("key")
-    return JsonResponse(
-        {"tags": [{"name": name, "count": n} for name, n in counted.values_list("name", "n")]}
-    )
 
 
 @api_endpoint(methods=("GET",))

@@ -28,6 +28,8 @@ NEW_OPERATIONS = {
     ("get", "/api/results/{result_id}"): "getResult",
     ("delete", "/api/results/{result_id}"): "deleteResult",
     ("post", "/api/results/{result_id}/restore"): "restoreResult",
+    ("get", "/api/generations/{generation_id}"): "getGeneration",
+    ("get", "/api/tags"): "listTags",
 }
 
 
@@ -92,6 +94,10 @@ def test_answers_match_the_document(document: dict[str, Any], token_client: Clie
     assert not page.is_valid({"results": [{**listing["results"][0], "id": "1"}], "next": None})
     one = token_client.get(f"/api/results/{stored.pk}").json()
     _validator(document, "/api/results/{result_id}", "get", "200").validate(one)
+    generation = token_client.get(f"/api/generations/{stored.generation_id}").json()
+    _validator(document, "/api/generations/{generation_id}", "get", "200").validate(generation)
+    tags = token_client.get("/api/tags").json()
+    _validator(document, "/api/tags", "get", "200").validate(tags)
     refusal = token_client.get("/api/results?limit=500").json()
     _validator(document, "/api/results", "get", "400").validate(refusal)
     assert refusal["error"]["field"] == "limit"
