@@ -10,13 +10,15 @@ from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from generations.checks import parse_id
+from generations.filters import API_FILTER_FIELDS, InvalidFilter, api_filters
 from generations.models import Generation, GenerationResult, ImageModel, Tag
+from generations.selectors import results_filtered, results_page
 from generations.services.deleting import results_delete
 from generations.services.storing import results_restore
 
 from .auth import ApiError
 from .schemas import ERRORS, GenerationOut, ResultFilters, ResultOut, ResultPage, TagList
-from .views import FILTER_FIELDS, generation_json, result_json
+from .views import generation_json, result_json
 
 router = Router()
 
@@ -40,27 +42,20 @@ def list_results(request: HttpRequest, filters: Query[ResultFilters]) -> dict[st
     """Results newest first, narrowed by the filters, a page at a time: follow `next`
     as `cursor` until it is null. Results made during the walk are not in its later
     pages (they are newer than its cursor); none is repeated or skipped."""
-    from gallery.forms import ResultFilterForm
-    from gallery.selectors import gallery_page, results_for_gallery
-
     before = None
     if filters.cursor is not None:
         before = parse_id(filters.cursor)
         if before is None:
             raise ApiError(400, "invalid", "cursor must be the next of an earlier page", "cursor")
-    data: dict[str, str] = {}
-    for key, form_field in FILTER_FIELDS.items():
-        value = request.GET.get(key)
-        if value is None or value == "" or (key == "favorite" and not filters.favorite):
-            continue
-        data[form_field] = "on" if key == "favorite" else value
-    form = ResultFilterForm(data, models=list(ImageModel.objects.all()))
-    if not form.is_valid():
-        field, errors = next(iter(form.errors.items()))
-        key = next((k for k, v in FILTER_FIELDS.items() if v == field), field)
-        raise ApiError(400, "invalid", str(errors[0]), key)
-    page = gallery_page(
-        results_for_gallery(filters=form.filters()),
+    try:
+        wanted = api_filters(
+            filters.model_dump(include=set(API_FILTER_FIELDS)),
+            models=list(ImageModel.objects.all()),
+        )
+    except InvalidFilter as exc:
+        raise ApiError(400, "invalid", exc.message, exc.field) from None
+    page = results_page(
+        results_filtered(filters=wanted),
         before=before,
         after=None,
         per_page=filters.limit,

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 
 from generations.api.serve import archive_response, image_response
 from generations.checks import is_safe_external_url, parse_id
+from generations.filters import API_FILTER_FIELDS, InvalidFilter, api_filters
 from generations.inputs import InvalidInput, parse_generate
 from generations.models import (
     Generation,
@@ -23,6 +24,7 @@ from generations.models import (
     InvalidTagName,
     Share,
 )
+from generations.selectors import results_filtered
 from generations.services.generate import generation_create
 from generations.services.health import health_report
 from generations.services.organize import (
@@ -224,30 +226,10 @@ def result_tag(request: HttpRequest, result_id: int, tag_name: str) -> HttpRespo
     return _result_json_or_404(request, result_id)
 
 
-# The filters of the API (a listing's query, a download's body) and the gallery's fields
-# they fill (`storage` is its storage_status).
-FILTER_FIELDS = {
-    "q": "q",
-    "since": "since",
-    "until": "until",
-    "model": "model",
-    "storage": "storage_status",
-    "status": "status",
-    "favorite": "favorite",
-    "tag": "tag",
-    "size": "size",
-    "aspect": "aspect",
-    "seed": "seed",
-    "reference": "reference",
-}
-
-
 @api_endpoint(methods=("POST",))
 def downloads(request: HttpRequest) -> HttpResponseBase:
     """`{"resultIds": [ids]}` or `{"filter": {...}}`: the ZIP of those results' stored
     images and their metadata.json, streamed with its Content-Length."""
-    from gallery.forms import ResultFilterForm
-    from gallery.selectors import results_for_gallery
     from generations.services.downloads import (
         TooManyToDownload,
         results_archive,
@@ -269,21 +251,16 @@ def downloads(request: HttpRequest) -> HttpResponseBase:
         wanted = body["filter"]
         if not isinstance(wanted, dict):
             raise ApiError(400, "invalid", "filter must be an object", "filter")
-        data: dict[str, str] = {}
         for key, value in wanted.items():
-            if key not in FILTER_FIELDS:
+            if key not in API_FILTER_FIELDS:
                 raise ApiError(400, "invalid", f"unknown filter {key!r}", f"filter.{key}")
-            if value is None or value is False:
-                continue
-            if not isinstance(value, str | int | bool):
+            if value is not None and not isinstance(value, str | int | bool):
                 raise ApiError(400, "invalid", f"{key} must be text or a number", f"filter.{key}")
-            data[FILTER_FIELDS[key]] = "on" if value is True else str(value)
-        form = ResultFilterForm(data, models=list(ImageModel.objects.all()))
-        if not form.is_valid():
-            field, errors = next(iter(form.errors.items()))
-            key = next((k for k, v in FILTER_FIELDS.items() if v == field), field)
-            raise ApiError(400, "invalid", str(errors[0]), f"filter.{key}")
-        results = results_for_gallery(filters=form.filters())
+        try:
+            filters = api_filters(wanted, models=list(ImageModel.objects.all()))
+        except InvalidFilter as exc:
+            raise ApiError(400, "invalid", exc.message, f"filter.{exc.field}") from None
+        results = results_filtered(filters=filters)
     try:
         rows = results_for_download(results)
     except TooManyToDownload as exc:
