@@ -23,11 +23,19 @@ from .views import generation_json, result_json
 router = Router()
 
 
+def _result_id_or_404(result_id: int) -> int:
+    """The id when a row could have it: the database refuses to compare one above its
+    bigint (SQLite with an error), and no result has it anyway."""
+    if parse_id(result_id) is None:
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
+    return result_id
+
+
 def _result_or_404(result_id: int) -> GenerationResult:
     result = (
         GenerationResult.objects.select_related("model")
         .prefetch_related("tags")
-        .filter(pk=result_id)
+        .filter(pk=_result_id_or_404(result_id))
         .first()
     )
     if result is None:
@@ -86,7 +94,7 @@ def get_result(request: HttpRequest, result_id: int) -> dict[str, Any]:
 def delete_result(request: HttpRequest, result_id: int) -> Status:
     """Delete the result; its stored image and thumbnail go once the deletion is
     committed. Nothing comes back."""
-    if not results_delete(result_ids=[result_id]):
+    if not results_delete(result_ids=[_result_id_or_404(result_id)]):
         raise ApiError(404, "not_found", f"no result with id {result_id}")
     return Status(204, None)
 

@@ -206,3 +206,15 @@ def test_restore_queues_a_failed_result_and_leaves_a_stored_one(token_client: Cl
     refused = token_client.post(f"/api/results/{lost.pk}/restore")
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "not_restorable"
+
+
+def test_an_id_no_row_can_have_is_not_found_whatever_the_method(token_client: Client) -> None:
+    huge = "9" * 30
+    for method, path in (
+        ("get", f"/api/results/{huge}"),
+        ("delete", f"/api/results/{huge}"),
+        ("post", f"/api/results/{huge}/restore"),
+    ):
+        response = getattr(token_client, method)(path)
+        assert response.status_code == 404, (method, response.content)
+        assert response.json()["error"]["code"] == "not_found"
