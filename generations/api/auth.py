@@ -119,7 +119,8 @@ class StaffSession(APIKeyCookie):
     )
 
     def __init__(self) -> None:
-        # The CSRF check is authenticate's, answering our own error body.
+        # csrf=True tells the docs page to send the CSRF token with what it tries; the
+        # check itself is authenticate's, answering the API's own error body.
         super().__init__(csrf=True)
 
     def __call__(self, request: HttpRequest) -> Any:
