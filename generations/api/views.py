@@ -192,6 +192,8 @@ def _check_result_exists(result_id: int) -> None:
 @api_endpoint(methods=("PUT", "DELETE"))
 def result_favorite(request: HttpRequest, result_id: int) -> HttpResponse:
     """PUT stars the result, DELETE takes the star off; both answer the result."""
+    if parse_id(result_id) is None:  # above the bigint: SQLite would refuse to compare it
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
     if not results_set_favorite(result_ids=[result_id], favorite=request.method == "PUT"):
         raise ApiError(404, "not_found", f"no result with id {result_id}")
     return _result_json_or_404(request, result_id)
