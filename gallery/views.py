@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from generations.api.serve import archive_response
 from generations.checks import parse_id
+from generations.filters import ResultFilterForm
 from generations.models import (
     Generation,
     GenerationReference,
@@ -30,6 +31,7 @@ from generations.models import (
     Prompt,
     Share,
 )
+from generations.selectors import results_filtered, results_neighbours, results_page
 from generations.services.deleting import NotConfirmed, results_delete, results_delete_all
 from generations.services.downloads import (
     TooManyToDownload,
@@ -52,7 +54,6 @@ from .forms import (
     SIZE_CHOICES,
     GenerateForm,
     PageCursorForm,
-    ResultFilterForm,
     TagNamesForm,
     model_size_field,
 )
@@ -140,8 +141,8 @@ def index(request: HttpRequest) -> HttpResponse:
     filters = filter_form.filters()
     cursor_form = PageCursorForm(request.GET)
     cursor = cursor_form.cleaned_data if cursor_form.is_valid() else {}
-    page = selectors.gallery_page(
-        selectors.results_for_gallery(filters=filters),
+    page = results_page(
+        results_filtered(filters=filters),
         before=cursor.get("before"),
         after=cursor.get("after"),
         per_page=RESULTS_PER_PAGE,
@@ -208,9 +209,7 @@ def viewer(request: HttpRequest, result_id: int) -> HttpResponse:
         raise Http404("No such result.")
     models = list(ImageModel.objects.order_by("name"))
     filters = ResultFilterForm(request.GET or None, models=models).filters()
-    neighbours = selectors.gallery_neighbours(
-        selectors.results_for_gallery(filters=filters), result_id=result_id
-    )
+    neighbours = results_neighbours(results_filtered(filters=filters), result_id=result_id)
     gallery_query = request.GET.copy()
     gallery_query.pop("view", None)
     index_url = reverse("gallery:index")
@@ -412,7 +411,7 @@ def download(request: HttpRequest) -> HttpResponse:
     filters = ResultFilterForm(request.GET or None, models=models).filters()
     index_url = reverse("gallery:index")
     back = f"{index_url}?{request.GET.urlencode()}" if request.GET else index_url
-    return _download(request, selectors.results_for_gallery(filters=filters), back=back)
+    return _download(request, results_filtered(filters=filters), back=back)
 
 
 def _download(request: HttpRequest, results: Any, *, back: str) -> HttpResponse:

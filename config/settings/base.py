@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "axes",
+    "ninja",  # the API docs page's assets, served from here rather than a CDN
     "storage_backends",
     "generations",
     "gallery",

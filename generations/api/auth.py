@@ -1,4 +1,9 @@
-"""Who may call the JSON API: a staff session, or a Bearer token made by a command."""
+"""Who may call the JSON API: a staff session, or a Bearer token made by a command.
+
+One rule for every endpoint, whichever way it is routed: `authenticate` is what both
+the OpenAPI security schemes (`BearerToken`, `StaffSession`) and the `api_endpoint`
+decorator of the views not yet on the router call.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from ninja.security import APIKeyCookie, HttpBearer
 
 from generations.models import ApiToken
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class ApiError(Exception):
@@ -58,45 +67,82 @@ def _token_user(request: HttpRequest) -> Any:
 
 class _CsrfCheck(CsrfViewMiddleware):
     def _reject(self, request: HttpRequest, reason: str) -> HttpResponse:
-        return ApiError(403, "csrf_failed", f"CSRF check failed: {reason}").response()
+        raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}")
 
 
-def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
+def _check_csrf(request: HttpRequest) -> None:
     check = _CsrfCheck(lambda req: HttpResponse())
     check.process_request(request)
-    return check.process_view(request, lambda req: HttpResponse(), (), {})
+    check.process_view(request, lambda req: HttpResponse(), (), {})
+
+
+def authenticate(request: HttpRequest) -> Any:
+    """The caller's user, or ApiError (401, 403, or 403 `csrf_failed`).
+
+    A session must belong to staff and must pass the CSRF check on unsafe methods;
+    a token skips CSRF (no browser sends it on its own). A request carrying an
+    Authorization header is judged by its token alone, whatever session it has.
+    """
+    if "Authorization" in request.headers:
+        request.user = _token_user(request)
+    elif not request.user.is_authenticated:
+        raise ApiError(401, "unauthorized", "log in or send a Bearer token")
+    elif not request.user.is_staff:
+        raise ApiError(403, "forbidden", "staff only")
+    elif request.method not in SAFE_METHODS:
+        _check_csrf(request)
+    return request.user
+
+
+class BearerToken(HttpBearer):
+    """`Authorization: Bearer <token>`, a token made by `manage.py create_api_token`."""
+
+    openapi_description = "A token made by `manage.py create_api_token USERNAME` (staff only)."
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if "Authorization" not in request.headers:
+            return None  # the session scheme answers for this caller
+        return authenticate(request)
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover
+        return None  # __call__ judges the header whole, with the session's rule beside it
+
+
+class StaffSession(APIKeyCookie):
+    """A logged-in staff user's session; unsafe methods need the CSRF token
+    (the `X-CSRFToken` header, from the `csrftoken` cookie)."""
+
+    param_name = settings.SESSION_COOKIE_NAME
+    openapi_description = (
+        "The session cookie of a logged-in staff user. PUT, POST and DELETE also need "
+        "the X-CSRFToken header (the value of the csrftoken cookie)."
+    )
+
+    def __init__(self) -> None:
+        # csrf=True tells the docs page to send the CSRF token with what it tries; the
+        # check itself is authenticate's, answering the API's own error body.
+        super().__init__(csrf=True)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        return authenticate(request)
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:  # pragma: no cover
+        return None
 
 
 def api_endpoint(
     *, methods: tuple[str, ...]
 ) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
-    """Authenticate, check the method, and turn ApiError into its JSON response.
-
-    A session must belong to staff and must pass the CSRF check on unsafe methods;
-    a token skips CSRF (no browser sends it on its own).
-    """
+    """Authenticate, check the method, and turn ApiError into its JSON response."""
 
     def decorate(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @csrf_exempt
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
-                if "Authorization" in request.headers:
-                    request.user = _token_user(request)
-                elif not request.user.is_authenticated:
-                    raise ApiError(401, "unauthorized", "log in or send a Bearer token")
-                elif not request.user.is_staff:
-                    raise ApiError(403, "forbidden", "staff only")
-                elif request.method not in ("GET", "HEAD", "OPTIONS"):
-                    failure = _csrf_failure(request)
-                    if failure is not None:
-                        return failure
+                authenticate(request)
                 if request.method not in methods:
-                    response = ApiError(
-                        405, "method_not_allowed", f"use {' or '.join(methods)}"
-                    ).response()
-                    response["Allow"] = ", ".join(methods)
-                    return response
+                    return method_not_allowed(methods)
                 return view(request, *args, **kwargs)
             except ApiError as exc:
                 return exc.response()
@@ -104,3 +150,9 @@ def api_endpoint(
         return wrapper
 
     return decorate
+
+
+def method_not_allowed(methods: tuple[str, ...] | list[str]) -> JsonResponse:
+    response = ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}").response()
+    response["Allow"] = ", ".join(methods)
+    return response

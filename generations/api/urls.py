@@ -1,17 +1,16 @@
 from django.urls import path
 
 from . import views as api
+from .app import api as router
 
 app_name = "api"
 
 urlpatterns = [
     path("generate", api.generate, name="generate"),
-    path("generations/<int:generation_id>", api.generation_detail, name="generation"),
     path("results/<int:result_id>/favorite", api.result_favorite, name="result_favorite"),
     path("results/<int:result_id>/tags", api.result_tags, name="result_tags"),
     # A path, not a str: a tag name may hold a slash.
     path("results/<int:result_id>/tags/<path:tag_name>", api.result_tag, name="result_tag"),
-    path("tags", api.tags, name="tags"),
     path("usage", api.usage, name="usage"),
     path("downloads", api.downloads, name="downloads"),
     path("shares", api.shares, name="shares"),
@@ -19,4 +18,7 @@ urlpatterns = [
     path("images/<int:result_id>", api.image, name="image"),
     path("images/<int:result_id>/thumbnail", api.thumbnail, name="thumbnail"),
     path("export", api.export, name="export"),
+    # The operations described by /api/openapi.json (and the document and its page), in
+    # this namespace: `api:generation` is one of them.
+    *router.urls[0],
 ]

@@ -7,7 +7,6 @@ import json
 import re
 from typing import Any
 
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
@@ -16,6 +15,7 @@ from django.views.decorators.http import require_GET
 
 from generations.api.serve import archive_response, image_response
 from generations.checks import is_safe_external_url, parse_id
+from generations.filters import API_FILTER_FIELDS, InvalidFilter, api_filters
 from generations.inputs import InvalidInput, parse_generate
 from generations.models import (
     Generation,
@@ -23,8 +23,8 @@ from generations.models import (
     ImageModel,
     InvalidTagName,
     Share,
-    Tag,
 )
+from generations.selectors import results_filtered
 from generations.services.generate import generation_create
 from generations.services.health import health_report
 from generations.services.organize import (
@@ -97,6 +97,12 @@ def result_json(request: HttpRequest, result: GenerationResult) -> dict[str, Any
         "error": error,
         "favorite": result.favorite,
         "tags": result.tag_names,  # prefetch `tags` for many results
+        # Of the stored image: null until it is stored.
+        "width": result.width,
+        "height": result.height,
+        "sha256": result.sha256 or None,
+        "createdAt": result.created_at.isoformat(),
+        "generationId": result.generation_id,
     }
 
 
@@ -166,14 +172,6 @@ def generate(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@api_endpoint(methods=("GET",))
-def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
-    generation = Generation.objects.filter(pk=generation_id).first()
-    if generation is None:
-        raise ApiError(404, "not_found", f"no generation with id {generation_id}")
-    return JsonResponse(generation_json(request, generation))
-
-
 def _result_json_or_404(request: HttpRequest, result_id: int) -> JsonResponse:
     result = (
         GenerationResult.objects.select_related("model")
@@ -194,6 +192,8 @@ def _check_result_exists(result_id: int) -> None:
 @api_endpoint(methods=("PUT", "DELETE"))
 def result_favorite(request: HttpRequest, result_id: int) -> HttpResponse:
     """PUT stars the result, DELETE takes the star off; both answer the result."""
+    if parse_id(result_id) is None:  # above the bigint: SQLite would refuse to compare it
+        raise ApiError(404, "not_found", f"no result with id {result_id}")
     if not results_set_favorite(result_ids=[result_id], favorite=request.method == "PUT"):
         raise ApiError(404, "not_found", f"no result with id {result_id}")
     return _result_json_or_404(request, result_id)
@@ -228,29 +228,10 @@ def result_tag(request: HttpRequest, result_id: int, tag_name: str) -> HttpRespo
     return _result_json_or_404(request, result_id)
 
 
-# The filter of a download, as the gallery's URL holds it (`storage` is its storage_status).
-_DOWNLOAD_FILTER_KEYS = {
-    "q": "q",
-    "since": "since",
-    "until": "until",
-    "model": "model",
-    "storage": "storage_status",
-    "status": "status",
-    "favorite": "favorite",
-    "tag": "tag",
-    "size": "size",
-    "aspect": "aspect",
-    "seed": "seed",
-    "reference": "reference",
-}
-
-
 @api_endpoint(methods=("POST",))
 def downloads(request: HttpRequest) -> HttpResponseBase:
     """`{"resultIds": [ids]}` or `{"filter": {...}}`: the ZIP of those results' stored
     images and their metadata.json, streamed with its Content-Length."""
-    from gallery.forms import ResultFilterForm
-    from gallery.selectors import results_for_gallery
     from generations.services.downloads import (
         TooManyToDownload,
         results_archive,
@@ -272,21 +253,16 @@ def downloads(request: HttpRequest) -> HttpResponseBase:
         wanted = body["filter"]
         if not isinstance(wanted, dict):
             raise ApiError(400, "invalid", "filter must be an object", "filter")
-        data: dict[str, str] = {}
         for key, value in wanted.items():
-            if key not in _DOWNLOAD_FILTER_KEYS:
+            if key not in API_FILTER_FIELDS:
                 raise ApiError(400, "invalid", f"unknown filter {key!r}", f"filter.{key}")
-            if value is None or value is False:
-                continue
-            if not isinstance(value, str | int | bool):
+            if value is not None and not isinstance(value, str | int | bool):
                 raise ApiError(400, "invalid", f"{key} must be text or a number", f"filter.{key}")
-            data[_DOWNLOAD_FILTER_KEYS[key]] = "on" if value is True else str(value)
-        form = ResultFilterForm(data, models=list(ImageModel.objects.all()))
-        if not form.is_valid():
-            field, errors = next(iter(form.errors.items()))
-            key = next((k for k, v in _DOWNLOAD_FILTER_KEYS.items() if v == field), field)
-            raise ApiError(400, "invalid", str(errors[0]), f"filter.{key}")
-        results = results_for_gallery(filters=form.filters())
+        try:
+            filters = api_filters(wanted, models=list(ImageModel.objects.all()))
+        except InvalidFilter as exc:
+            raise ApiError(400, "invalid", exc.message, f"filter.{exc.field}") from None
+        results = results_filtered(filters=filters)
     try:
         rows = results_for_download(results)
     except TooManyToDownload as exc:
@@ -372,15 +348,6 @@ def share_detail(request: HttpRequest, share_id: int) -> HttpResponse:
         raise ApiError(404, "not_found", f"no share with id {share_id}")
     share_revoke(share=share, user=request.user)
     return JsonResponse(share_json(request, share))
-
-
-@api_endpoint(methods=("GET",))
-def tags(request: HttpRequest) -> HttpResponse:
-    """Every tag by name, with how many results carry it."""
-    counted = Tag.objects.annotate(n=Count("result_links")).order_by("key")
-    return JsonResponse(
-        {"tags": [{"name": name, "count": n} for name, n in counted.values_list("name", "n")]}
-    )
 
 
 @api_endpoint(methods=("GET",))

@@ -10,8 +10,8 @@ import pytest
 from django.db import connection, models
 from django.test.utils import CaptureQueriesContext
 
-from gallery.selectors import gallery_page, results_for_gallery
 from generations.models import Generation, GenerationResult, ResultTag
+from generations.selectors import results_filtered, results_page
 from generations.services.organize import results_add_tags
 from tests.conftest import require_service
 from tests.factories import GenerationResultFactory
@@ -68,8 +68,8 @@ def rows_query(queries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def page_queries(filters: dict[str, Any], **cursor: int) -> tuple[list[GenerationResult], Any]:
     with CaptureQueriesContext(connection) as queries:
-        page = gallery_page(
-            results_for_gallery(filters=filters),
+        page = results_page(
+            results_filtered(filters=filters),
             before=cursor.get("before"),
             after=cursor.get("after"),
             per_page=24,

@@ -11,9 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gallery.forms import ResultFilterForm
-from gallery.selectors import gallery_page, results_for_gallery
+from generations.filters import ResultFilterForm
 from generations.models import Generation, GenerationResult, ImageModel
+from generations.selectors import results_filtered, results_page
 from generations.services.organize import results_add_tags, results_set_favorite
 from tests.factories import GenerationFactory, GenerationResultFactory, ImageModelFactory
 
@@ -29,7 +29,7 @@ def filters_of(query: dict[str, Any], models: list[ImageModel] | None = None) ->
 
 
 def found(query: dict[str, Any]) -> set[int]:
-    return {r.pk for r in results_for_gallery(filters=filters_of(query))}
+    return {r.pk for r in results_filtered(filters=filters_of(query))}
 
 
 def result(
@@ -176,7 +176,7 @@ def test_a_value_that_is_not_valid_is_shown_as_an_error_and_left_out(
     filters = form.filters()
     assert set(query) <= set(form.errors)
     # The prompt filter still applies.
-    assert {r.pk for r in results_for_gallery(filters=filters)} == {fox.pk}
+    assert {r.pk for r in results_filtered(filters=filters)} == {fox.pk}
 
 
 # --- Keyset pages with filters -------------------------------------------------------
@@ -225,14 +225,14 @@ PAGE_FILTERS = [
 def test_a_deep_page_costs_what_page_one_does_with_any_filter(query: dict[str, str]) -> None:
     many_results(600)
     filters = filters_of(query)
-    matching = [r.pk for r in results_for_gallery(filters=filters)]  # newest first
+    matching = [r.pk for r in results_filtered(filters=filters)]  # newest first
     assert len(matching) > 60, "enough rows to page deep"
     deep = matching[-40]
 
     def page(**cursor: int | None) -> tuple[list[int], int]:
         with CaptureQueriesContext(connection) as queries:
-            cut = gallery_page(
-                results_for_gallery(filters=filters),
+            cut = results_page(
+                results_filtered(filters=filters),
                 before=cursor.get("before"),
                 after=cursor.get("after"),
                 per_page=24,

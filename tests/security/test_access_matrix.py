@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.http.response import HttpResponseBase
 
-from tests.security.conftest import World
+from tests.security.conftest import World, stored_result
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
@@ -69,7 +69,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
 class Route:
     method: str
     # {result} and {generation} are filled in from the world, {tag} with TAG, {share} and
-    # {token} with NO_SHARE and NO_TOKEN
+    # {token} with NO_SHARE and NO_TOKEN; {doomed} with a result of each caller's own (a
+    # DELETE takes it away, and every permitted caller must find one)
     path: str
     kind: str
     ok: int
@@ -109,6 +110,15 @@ ROUTES = [
     Route("GET", "/api/images/{result}?download=1", "api", 200),
     Route("GET", "/api/images/{result}/thumbnail", "api", 200),
     Route("GET", "/api/export", "api", 200),
+    Route("GET", "/api/results", "api", 200),
+    Route("GET", "/api/results?q=fox&favorite=true&limit=200", "api", 200),
+    Route("GET", "/api/results/{result}", "api", 200),
+    Route("DELETE", "/api/results/{doomed}", "api", 204),
+    Route("POST", "/api/results/{result}/restore", "api", 200),
+    Route("GET", "/api/openapi.json", "api", 200),
+    Route("GET", "/api/docs", "api", 200),
+    # The router's root only names where its docs are: nothing, for anyone.
+    Route("GET", "/api/", "public", 404),
     Route("GET", "/api/export?images=1", "api", 200),
     Route("GET", "/gallery/", "gallery", 200),
     Route("GET", "/gallery/{result}/", "gallery", 200),
@@ -151,9 +161,10 @@ ROUTES = [
 ]
 
 
-def path_of(route: Route, world: World) -> str:
+def path_of(route: Route, world: World, doomed: int | None = None) -> str:
     return route.path.format(
         result=world.result.pk,
+        doomed=doomed or world.result.pk,
         generation=world.generation.pk,
         tag=TAG,
         share=NO_SHARE,
@@ -161,9 +172,11 @@ def path_of(route: Route, world: World) -> str:
     )
 
 
-def request(client: Any, route: Route, world: World, **extra: Any) -> HttpResponseBase:
+def request(
+    client: Any, route: Route, world: World, doomed: int | None = None, **extra: Any
+) -> HttpResponseBase:
     ids = {"result": world.result.pk, "generation": world.generation.pk}
-    path = path_of(route, world)
+    path = path_of(route, world, doomed)
     data = {k: str(v).format(**ids) for k, v in route.data.items()}
     if route.method == "GET":
         return client.get(path, **extra)
@@ -201,7 +214,8 @@ def test_every_route_answers_every_caller_as_expected(
         expected = EXPECTED[route.kind][caller]
         if expected == OK:
             expected = route.ok
-        response = request(make_client(), route, world)
+        doomed = stored_result().pk if "{doomed}" in route.path else None
+        response = request(make_client(), route, world, doomed)
         got = outcome(response)
         if got != expected:
             wrong.append(f"{caller}: expected {expected}, got {got}")
@@ -235,6 +249,7 @@ def test_the_table_covers_every_route_of_the_product() -> None:
     covered = {
         route.path.split("?")[0]
         .replace("{result}", "<int:result_id>")
+        .replace("{doomed}", "<int:result_id>")
         .replace("{generation}", "<int:generation_id>")
         .replace("{tag}", "<path:tag_name>")
         .replace("{share}", "<int:share_id>")

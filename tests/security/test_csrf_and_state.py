@@ -122,6 +122,7 @@ def test_no_get_changes_anything(
         for path in sorted(paths):
             url = path.format(
                 result=pending.pk,
+                doomed=pending.pk,
                 generation=world.generation.pk,
                 tag=TAG,
                 share=share.pk,

@@ -1060,3 +1060,13 @@ def test_an_optional_parameter_a_model_does_not_take_is_refused_before_any_call(
     assert error["field"] == field
     assert words in error["message"]
     assert demo.request_log == []
+
+
+def test_starring_an_id_no_row_can_have_is_not_found(token_client: Client) -> None:
+    huge = "9" * 30
+    for response in (
+        token_client.put(f"/api/results/{huge}/favorite"),
+        token_client.delete(f"/api/results/{huge}/favorite"),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
