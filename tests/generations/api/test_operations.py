@@ -129,6 +129,11 @@ def test_filters_narrow_the_list(token_client: Client) -> None:
         ("limit=many", "limit"),
         ("cursor=abc", "cursor"),
         ("since=yesterday", "since"),
+        # A number is not a day (it would otherwise read as seconds since 1970).
+        ("until=0", "until"),
+        ("since=1767225600", "since"),
+        ("size=big", "size"),
+        ("aspect=16%2F9", "aspect"),
         ("since=2026-02-02&until=2026-01-01", "until"),
         ("model=999999", "model"),
         ("storage=lost", "storage"),
