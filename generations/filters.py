@@ -25,8 +25,13 @@ REFERENCE_CHOICES = [
     ("with", "Image-to-image"),
     ("without", "Text-to-image"),
 ]
-_SIZE_RE = re.compile(r"\s*([0-9]{1,5})\s*[xX\u00d7]\s*([0-9]{1,5})\s*")
-_ASPECT_RE = re.compile(r"\s*([0-9]{1,3})\s*:\s*([0-9]{1,3})\s*")
+# ASCII spaces only, as the API's document says them (SIZE_PATTERN, ASPECT_PATTERN).
+_SIZE_RE = re.compile(r"\s*([0-9]{1,5})\s*[xX\u00d7]\s*([0-9]{1,5})\s*", re.ASCII)
+_ASPECT_RE = re.compile(r"\s*([0-9]{1,3})\s*:\s*([0-9]{1,3})\s*", re.ASCII)
+# The shapes above as JSON Schema patterns (ECMA-262, anchored).
+_SPACES = r"[ \t\n\r\f\v]*"
+SIZE_PATTERN = f"^{_SPACES}[0-9]{{1,5}}{_SPACES}[xX\u00d7]{_SPACES}[0-9]{{1,5}}{_SPACES}$"
+ASPECT_PATTERN = f"^{_SPACES}[0-9]{{1,3}}{_SPACES}:{_SPACES}[0-9]{{1,3}}{_SPACES}$"
 _SEED_RE = re.compile(r"\s*(-?[0-9]{1,10})\s*")
 MAX_SEED = 2_147_483_647
 

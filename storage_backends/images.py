@@ -37,6 +37,10 @@ class StorageUnavailable(Exception):
     """The storage refused or failed a read or write (endpoint down, disk full...)."""
 
 
+class WrittenBytesDiffer(StorageUnavailable):
+    """The storage reports other bytes than were sent for a write (its MD5 differs)."""
+
+
 def active_backend() -> str:
     """The backend that new objects are written to."""
     return str(settings.STORAGE_MODE)
@@ -59,6 +63,7 @@ class ImageStorage(Protocol):
     def size(self, name: str) -> int: ...
     def listdir(self, path: str) -> tuple[list[str], list[str]]: ...
     def iter_chunks(self, key: str, chunk_size: int) -> Iterator[bytes]: ...
+    def save_reporting_md5(self, key: str, path: Path, *, md5: str) -> str | None: ...
     def direct_url(self, key: str, *, download_name: str | None = None) -> str | None: ...
     def public_url(self, key: str) -> str | None: ...
     def internal_redirect(self, key: str) -> str | None: ...
@@ -134,6 +139,28 @@ def save_object_from_path(*, backend: str, key: str, path: Path) -> None:
         saved = storage.save(key, File(fh, name=key))
     if saved != key:  # pragma: no cover - both backends overwrite
         raise StorageUnavailable(f"storage wrote {saved!r} instead of {key!r}")
+
+
+def save_object_confirmed(*, backend: str, key: str, path: Path, md5: str) -> bool:
+    """Write the file at `path` (`md5`: its MD5 in hex) to `key`, and say whether the
+    storage confirmed that it holds these very bytes.
+
+    True when it reported their MD5 for the write (an S3 single-part upload: sent with
+    its Content-MD5, which the endpoint checks, and answered with the ETag of what it
+    kept); False when it reports none (local disk, a multipart or KMS-encrypted upload)
+    and only reading the object back can tell. Other bytes reported raise
+    WrittenBytesDiffer, the object left at `key` for the caller to delete.
+    """
+    storage = image_storage(backend)
+    with _unavailable_as(storage, f"could not write {key}"):
+        reported = storage.save_reporting_md5(key, path, md5=md5)
+    if reported is None:
+        return False
+    if reported != md5.lower():
+        raise WrittenBytesDiffer(
+            f"{backend}:{key} was written, but the storage reports MD5 {reported}, not {md5}"
+        )
+    return True
 
 
 def save_object_bytes(*, backend: str, key: str, data: bytes) -> None:

@@ -114,3 +114,93 @@ def moto_s3(moto_server: str, settings: Any) -> MotoS3:
 def closed_port() -> int:
     """A loopback port nothing listens on (an S3 endpoint that is down)."""
     return _free_port()
+
+
+# Answered by the relay itself: it sends each response whole, with its own length.
+_HOP_HEADERS = ("transfer-encoding", "connection", "content-length")
+
+
+class FaultyS3Link:
+    """An HTTP relay on loopback between us and moto's server that can damage uploads:
+    what a broken proxy or a bad NIC does.
+
+    `damage(key)` flips the first byte of every PUT body sent for that key (a
+    single-part upload, and each part of a multipart one). Everything else passes
+    through unchanged.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.damaged_key = ""
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request relayed
+        self.damaged_puts = 0
+        parts = urlsplit(upstream)
+        link = self
+
+        class Relay(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                path = self.path.split("?", 1)[0]
+                link.requests.append((self.command, path))
+                if (
+                    self.command == "PUT"
+                    and link.damaged_key
+                    and path.endswith("/" + link.damaged_key)
+                    and body
+                ):
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                    link.damaged_puts += 1
+                upstream_connection = http.client.HTTPConnection(
+                    parts.hostname, parts.port, timeout=30
+                )
+                try:
+                    upstream_connection.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream_connection.getresponse()
+                    data = response.read()
+                    self.send_response(response.status)
+                    for name, value in response.getheaders():
+                        if name.lower() not in _HOP_HEADERS:
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    upstream_connection.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def damage(self, key: str) -> None:
+        self.damaged_key = key
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def faulty_s3_link(moto_s3: MotoS3) -> Iterator[FaultyS3Link]:
+    """`moto_s3`'s bucket, configured as the `s3` backend through a FaultyS3Link."""
+    link = FaultyS3Link(moto_s3.endpoint_url)
+    moto_s3.configure(STORAGE_S3_ENDPOINT=link.url)
+    try:
+        yield link
+    finally:
+        link.close()

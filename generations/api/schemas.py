@@ -6,16 +6,21 @@ describes.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any, Literal
 
 from ninja import Field, Schema
+from pydantic import field_validator
 from pydantic.config import JsonDict
+
+from generations.filters import ASPECT_PATTERN, SIZE_PATTERN
 
 # Ids are positive, and fit the database's bigint.
 MAX_ID = 2**63 - 1
 MAX_PAGE = 200
 DATE_TIME: JsonDict = {"format": "date-time"}
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 # The values of GenerationResult.Status and .StorageStatus ("none": no image), which a
 # test holds to the model's choices.
 ResultStatus = Literal["SUCCESS", "FAILED"]
@@ -85,16 +90,32 @@ class ResultFilters(Schema):
     status: ResultStatus | None = Field(None, description="Result status.")
     favorite: bool | None = Field(None, description="Starred only (true).")
     tag: str | None = Field(None, max_length=100, description="Carries this tag (any case).")
-    size: str | None = Field(None, max_length=20, description="Stored size, e.g. `2048x2048`.")
-    aspect: str | None = Field(None, max_length=10, description="Stored aspect, e.g. `16:9`.")
+    size: str | None = Field(
+        None, pattern=SIZE_PATTERN, description="Stored size, e.g. `2048x2048`."
+    )
+    aspect: str | None = Field(
+        None, pattern=ASPECT_PATTERN, description="Stored aspect, e.g. `16:9`."
+    )
     seed: int | None = Field(None, ge=-1, le=2_147_483_647, description="The seed sent.")
     reference: Literal["with", "without"] | None = Field(
         None, description="`with`: image-to-image only; `without`: text-to-image only."
     )
     cursor: str | None = Field(
-        None, max_length=20, description="`next` of the previous page; none for the newest."
+        None,
+        # `next` is a result's id: 18 digits keep every one the database holds in range.
+        pattern=r"^[1-9][0-9]{0,17}$",
+        description="`next` of the previous page; none for the newest.",
     )
     limit: int = Field(50, ge=1, le=MAX_PAGE, description=f"Results a page, up to {MAX_PAGE}.")
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _a_day(cls, value: object) -> object:
+        """A day as the document says it, `2026-01-31`: not a number of seconds, which
+        would otherwise read as a day in 1970."""
+        if isinstance(value, str) and not _DAY.fullmatch(value):
+            raise ValueError("enter a day as YYYY-MM-DD")
+        return value
 
 
 class Usage(Schema):

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views as api
 from .app import api as router
@@ -21,4 +21,6 @@ urlpatterns = [
     # The operations described by /api/openapi.json (and the document and its page), in
     # this namespace: `api:generation` is one of them.
     *router.urls[0],
+    # Last: what no route above takes answers the API's 404, not the site's page.
+    re_path(r"", api.not_found, name="not_found"),
 ]

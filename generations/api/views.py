@@ -11,6 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from generations.api.serve import archive_response, image_response
@@ -46,7 +47,7 @@ from generations.usage import (
     usage_totals,
 )
 
-from .auth import ApiError, api_endpoint
+from .auth import ApiError, api_endpoint, authenticate
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # ASCII digits only: int() also takes "٣", " 7" and "1_000", and refuses 5,000 digits.
@@ -434,6 +435,17 @@ def export(request: HttpRequest) -> HttpResponse:
     response = JsonResponse(export_data())
     response["Cache-Control"] = "no-store"
     return response
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    """Any other path under /api/ (`/api/results/abc` too): the API's own 404, in its
+    error body, once the caller is known as for every other refusal."""
+    try:
+        authenticate(request)
+    except ApiError as exc:
+        return exc.response()
+    return ApiError(404, "not_found", f"no operation at {request.path}").response()
 
 
 @require_GET

@@ -1,10 +1,16 @@
 """Restoring a backup into the database and the active storage, every row under its id.
 
-The objects are written first, each checked as the storing worker checks a fetched
-image (its size under IMAGE_FETCH_MAX_BYTES, and the worker's own image
-inspection); the rows then in one transaction. A bundle with one bad byte, an entry
-name that is not ours, an unsafe URL or rows that do not fit is refused whole, and
-the objects already written are deleted, so nothing is left half-imported.
+The objects are written first, each checked as the safe stage of storing checks a
+fetched image (its size under IMAGE_FETCH_MAX_BYTES, then `check_image`: its type from
+its magic bytes, its header within the pixel limit, the file complete), without a
+thumbnail; the rows then in one transaction, recorded `stored`. A bundle with one bad
+byte, an entry name that is not ours, an unsafe URL or rows that do not fit is refused
+whole, and the objects already written are deleted, so nothing is left half-imported.
+
+Once the rows commit, each image's full decode and thumbnail are queued on the
+derivatives queue, as for an image just stored: an import is as fast as the bytes can
+be copied and checked, and the gallery shows a placeholder until the thumbnail is made
+(by the queued task, or by the sweep should the broker be down).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from storage_backends import images as image_storage
 from storage_backends.images import StorageUnavailable
 
 from ..checks import parse_id
-from ..imaging import ImageRefused, inspect_and_thumbnail
+from ..imaging import ImageRefused, check_image
 from ..models import (
     Generation,
     GenerationResult,
@@ -38,6 +44,7 @@ from ..models import (
     clean_tag_name,
     tag_key,
 )
+from ..services.storing import results_enqueue_derivatives
 from ..signals import announce_results_changed
 from .bundle import (
     Bundle,
@@ -70,7 +77,7 @@ class ImportReport:
     generations: int = 0
     results: int = 0
     images: int = 0
-    thumbnails: int = 0
+    thumbnails_queued: int = 0  # ZIP import: derivatives tasks queued once the rows committed
     tags: int = 0  # created: a tag already here by its name is the same tag
     shares: int = 0
     unstored: int = 0  # JSON import: stored rows whose object is not in storage
@@ -80,9 +87,12 @@ class ImportReport:
         line = (
             f"prompts {self.prompts}, models {self.models_created} created / "
             f"{self.models_matched} matched, "
-            f"generations {self.generations}, results {self.results}, images {self.images}, "
-            f"thumbnails {self.thumbnails}"
+            f"generations {self.generations}, results {self.results}, images {self.images}"
         )
+        if self.images:
+            line += f", thumbnails queued {self.thumbnails_queued}"
+            if self.thumbnails_queued < self.images:
+                line += f" ({self.images - self.thumbnails_queued} left for the sweep)"
         if self.tags or self.shares:
             line += f", tags {self.tags}, shares {self.shares}"
         if self.unstored:
@@ -141,10 +151,6 @@ class _ObjectWriter:
         self.written.append(key)
         image_storage.save_object_from_path(backend=self.backend, key=key, path=path)
 
-    def save_bytes(self, *, key: str, data: bytes) -> None:
-        self.written.append(key)
-        image_storage.save_object_bytes(backend=self.backend, key=key, data=data)
-
     def undo(self) -> None:
         image_storage.delete_objects(backend=self.backend, keys=self.written)
         self.written = []
@@ -158,10 +164,11 @@ def backup_import(
     Refuses a non-empty database unless `merge` (then rows whose id exists are
     skipped, and a bundle whose ids collide with other rows of ours is refused).
     Objects are written to the active backend first, each checked against the
-    manifest, its row and the image checks a fetched image passes; then all rows in
-    one transaction, which also moves the id sequences past the imported ids. On any
-    failure nothing commits, the objects written are deleted and BundleRefused says
-    why; once the rows commit, their objects are never touched again.
+    manifest, its row and the cheap checks a fetched image passes at the safe stage;
+    then all rows in one transaction, which also moves the id sequences past the
+    imported ids. On any failure nothing commits, the objects written are deleted and
+    BundleRefused says why; once the rows commit, their objects are never touched
+    again here, and their derivatives are queued.
     """
     bundle = open_bundle(path)
     try:
@@ -184,9 +191,10 @@ def backup_import(
             if result["id"] not in existing_results
         ]
         writer = _ObjectWriter(image_storage.active_backend())
+        written: list[int] = []
         try:
             if bundle.archive is not None:
-                _import_objects(bundle, results, writer, report, progress)
+                written = _import_objects(bundle, results, writer, report, progress)
             else:
                 _check_objects_in_place(results, report, progress)
             _import_rows(
@@ -196,6 +204,8 @@ def backup_import(
             writer.undo()  # no row committed: the objects written belong to none
             raise
         announce_results_changed()
+        # The rows' transaction is durable, so they are committed here: a task may load them.
+        report.thumbnails_queued = results_enqueue_derivatives(result_ids=written)
         return report
     finally:
         bundle.close()
@@ -207,15 +217,18 @@ def _import_objects(
     writer: _ObjectWriter,
     report: ImportReport,
     progress: Progress | None,
-) -> None:
-    """Write each stored result's image, checked as the storing worker checks a fetched one.
+) -> list[int]:
+    """Write each stored result's image, checked as the safe stage checks a fetched one;
+    returns the ids of the results written.
 
-    The thumbnail is rendered again from the checked image, as the worker renders
-    it; the bundle's own thumbnail bytes are never trusted. The row records what
-    the bytes are (type and pixel size), not what the bundle says.
+    No pixel is decoded here: the derivatives stage decodes each image whole and makes
+    its thumbnail once the rows commit, as it does for an image just stored, so the
+    bundle's own thumbnail bytes are never trusted nor written. The row records what
+    the bytes are (type and pixel size, from the header), not what the bundle says.
     """
     assert bundle.archive is not None
     max_bytes = settings.IMAGE_FETCH_MAX_BYTES
+    written: list[int] = []
     with tempfile.TemporaryDirectory(prefix="genvault-import-") as tmp_name:
         image_path = Path(tmp_name) / "image"
         for result in results:
@@ -241,9 +254,7 @@ def _import_objects(
                 )
             bundle.extract_image(key=key, dest=image_path)
             try:
-                info, thumbnail = inspect_and_thumbnail(
-                    image_path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS
-                )
+                info = check_image(image_path, max_pixels=settings.IMAGE_FETCH_MAX_PIXELS)
             except ImageRefused as exc:
                 raise BundleRefused(
                     f"refused: result {result_id}: {key} is not an image we store ({exc})"
@@ -253,22 +264,21 @@ def _import_objects(
                     f"refused: result {result_id}: {key} holds {info.content_type} bytes, "
                     "not what its extension says"
                 )
-            thumb = image_storage.thumbnail_key(result_id=result_id)
             result.update(
                 contentType=info.content_type,
                 width=info.width,
                 height=info.height,
-                thumbnailKey=thumb,
+                thumbnailKey="",  # made by the derivatives stage
             )
             try:
                 writer.save(key=key, path=image_path)
-                writer.save_bytes(key=thumb, data=thumbnail)
             except StorageUnavailable as exc:
                 raise BundleRefused(f"refused: could not write to storage: {exc}") from None
+            written.append(result_id)
             report.images += 1
-            report.thumbnails += 1
             if progress:
                 progress(1)
+    return written
 
 
 def _check_objects_in_place(

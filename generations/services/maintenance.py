@@ -5,6 +5,11 @@ corrupt objects, orphans both ways) and can mark broken rows for re-store;
 `result_migrate_storage` copies one result's objects to another backend, verifies
 what was written and only then points the row at it. Both stream objects in
 chunks, so no image is ever held whole in memory.
+
+A migration checks each write by what the target reports for it when it reports a
+digest (an S3 single-part upload's ETag, the MD5 of what it kept), and reads the
+object back only when it does not (local disk, a multipart upload): a second
+download of every image would cost as much as the upload.
 """
 
 from __future__ import annotations
@@ -273,21 +278,45 @@ def results_to_migrate(*, target: str) -> QuerySet[GenerationResult]:
     return GenerationResult.objects.filter(storage_status=S.STORED).exclude(storage_backend=target)
 
 
+def _copy_out(*, backend: str, key: str, dest: Path) -> tuple[int, str, str]:
+    """Copy an object to a local file in chunks; return its (size, SHA-256, MD5)."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    size = 0
+    with dest.open("wb") as out:
+        for chunk in image_storage.iter_object_chunks(backend=backend, key=key):
+            sha256.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return size, sha256.hexdigest(), md5.hexdigest()
+
+
 def _copy_verified(
-    *, source: str, target: str, key: str, tmp: Path, expected_sha256: str | None
+    *,
+    source: str,
+    target: str,
+    key: str,
+    tmp: Path,
+    expected_size: int | None,
+    expected_sha256: str | None,
 ) -> None:
-    """Copy one object through a temporary file and check what the target holds after."""
+    """Copy one object through a temporary file and check what the target holds after:
+    by the MD5 the target reports for the write, else by reading it back."""
     path = tmp / "object"
-    _size, sha256 = copy_object_to_file(backend=source, key=key, dest=path)
-    if expected_sha256 is not None and sha256 != expected_sha256:
+    size, sha256, md5 = _copy_out(backend=source, key=key, dest=path)
+    if (expected_sha256 is not None and sha256 != expected_sha256) or (
+        expected_size is not None and size != expected_size
+    ):
         raise MigrationFailed(
-            f"{source}:{key} does not match the row's SHA-256 (run verify_images)"
+            f"{source}:{key} does not match the row's size and SHA-256 (run verify_images)"
         )
-    image_storage.save_object_from_path(backend=target, key=key, path=path)
+    confirmed = image_storage.save_object_confirmed(backend=target, key=key, path=path, md5=md5)
     path.unlink()
-    _size, written = object_digest(backend=target, key=key)
-    if written != sha256:
-        raise MigrationFailed(f"{target}:{key} read back with another SHA-256 than was written")
+    if confirmed:
+        return
+    written_size, written = object_digest(backend=target, key=key)
+    if (written_size, written) != (size, sha256):
+        raise MigrationFailed(f"{target}:{key} read back with other bytes than were written")
 
 
 def result_migrate_storage(*, result_id: int, target: str, keep_source: bool = False) -> bool:
@@ -316,13 +345,23 @@ def result_migrate_storage(*, result_id: int, target: str, keep_source: bool = F
             tmp = Path(tmp_name)
             written.append(key)
             _copy_verified(
-                source=source, target=target, key=key, tmp=tmp, expected_sha256=str(row["sha256"])
+                source=source,
+                target=target,
+                key=key,
+                tmp=tmp,
+                expected_size=row["byte_size"],  # type: ignore[arg-type]
+                expected_sha256=str(row["sha256"]),
             )
             if thumb:
                 try:
                     written.append(thumb)
                     _copy_verified(
-                        source=source, target=target, key=thumb, tmp=tmp, expected_sha256=None
+                        source=source,
+                        target=target,
+                        key=thumb,
+                        tmp=tmp,
+                        expected_size=None,
+                        expected_sha256=None,
                     )
                 except FileNotFoundError:
                     written.pop()

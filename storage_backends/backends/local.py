@@ -7,6 +7,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -29,8 +30,8 @@ class LocalImageStorage(FileSystemStorage):
     off, a full disk) leaves the previous object, if any, untouched and no part-file.
 
     It answers the methods `storage_backends.images` asks of every image storage:
-    `iter_chunks`, `direct_url`, `public_url`, `internal_redirect`, `is_not_found` and
-    `unavailable_errors`.
+    `iter_chunks`, `save_reporting_md5`, `direct_url`, `public_url`, `internal_redirect`,
+    `is_not_found` and `unavailable_errors`.
     """
 
     backend_name = "local"
@@ -116,6 +117,11 @@ class LocalImageStorage(FileSystemStorage):
         with self.open(key, "rb") as fh:
             while chunk := fh.read(chunk_size):
                 yield chunk
+
+    def save_reporting_md5(self, key: str, path: Path, *, md5: str) -> None:
+        """Write as `save` does; a disk reports no digest of what it holds (None)."""
+        with path.open("rb") as fh:
+            self.save(key, File(fh, name=key))
 
     def direct_url(self, key: str, *, download_name: str | None = None) -> str | None:
         """Local files have no URL of their own: the image route streams them."""

@@ -415,3 +415,70 @@ def test_migrate_to_an_unconfigured_backend_is_one_clear_error(settings: Any) ->
     with pytest.raises(CommandError, match=r"cannot migrate to 's3'.*not configured"):
         run("migrate_storage", "--to", "s3")
     assert GenerationResult.objects.get().storage_backend == "local"
+
+
+@pytest.mark.django_db(transaction=True)  # the command copies on its own threads
+def test_migrate_catches_an_upload_damaged_on_the_way_and_leaves_nothing_half_done(
+    moto_s3: Any, faulty_s3_link: Any, image_storage_root: Path
+) -> None:
+    """One byte of one image flipped between us and the endpoint. S3 itself refuses a
+    body that does not match its Content-MD5; moto's server keeps it, as an endpoint
+    that ignores the header would, and the ETag it answers (the MD5 of what it kept)
+    is what catches it: no second download."""
+    good = stored_result(color=(200, 10, 10))
+    damaged = stored_result(color=(10, 200, 10))
+    original = (image_storage_root / damaged.storage_key).read_bytes()
+    faulty_s3_link.damage(damaged.storage_key)
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="1 images could not be moved"):
+        call_command("migrate_storage", "--to", "s3", stdout=out, stderr=err)
+
+    assert faulty_s3_link.damaged_puts == 1
+    assert f"result {damaged.pk}: s3:{damaged.storage_key} was written, but the storage " in (
+        err.getvalue()
+    )
+    assert "failed 1" in out.getvalue()
+    damaged.refresh_from_db()
+    assert (damaged.storage_backend, damaged.storage_status) == ("local", S.STORED)
+    assert (image_storage_root / damaged.storage_key).read_bytes() == original
+    assert (image_storage_root / damaged.thumbnail_key).exists()
+    good.refresh_from_db()
+    assert good.storage_backend == "s3"
+    # Checked without a second download: nothing was read from the bucket.
+    assert [method for method, _path in faulty_s3_link.requests if method == "GET"] == []
+    # Neither the damaged object nor anything else of its result stays in the bucket.
+    assert moto_s3.keys() == sorted([good.storage_key, good.thumbnail_key])
+
+
+@pytest.mark.django_db(transaction=True)  # the command copies on its own threads
+def test_migrate_reads_a_multipart_upload_back_and_catches_its_damage(
+    moto_s3: Any, faulty_s3_link: Any, image_storage_root: Path, settings: Any
+) -> None:
+    """A multipart upload's ETag is no MD5 of the object: it is read back instead."""
+    from boto3.s3.transfer import TransferConfig
+
+    storages = dict(settings.STORAGES)
+    s3 = dict(storages["images_s3"])
+    s3["OPTIONS"] = {**s3["OPTIONS"], "transfer_config": TransferConfig(multipart_threshold=1)}
+    storages["images_s3"] = s3
+    settings.STORAGES = storages
+    good = stored_result(color=(200, 10, 10))
+    good_bytes = (image_storage_root / good.storage_key).read_bytes()
+    damaged = stored_result(color=(10, 200, 10))
+    faulty_s3_link.damage(damaged.storage_key)
+
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 images could not be moved"):
+        call_command("migrate_storage", "--to", "s3", stdout=io.StringIO(), stderr=err)
+
+    assert faulty_s3_link.damaged_puts >= 1
+    assert f"result {damaged.pk}: s3:{damaged.storage_key} read back with other bytes" in (
+        err.getvalue()
+    )
+    damaged.refresh_from_db()
+    assert damaged.storage_backend == "local"
+    good.refresh_from_db()
+    assert good.storage_backend == "s3"
+    assert moto_s3.get(good.storage_key) == good_bytes
+    assert moto_s3.keys() == sorted([good.storage_key, good.thumbnail_key])

@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from PIL import Image
+from PIL import Image, ImageFile
 
 from generations.models import Generation, GenerationResult, Prompt
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from tests.factories import GenerationFactory, GenerationResultFactory, jpeg_bytes, png_bytes
+from tests.generations.sample_images import PNG as SAMPLE_PNG
+from tests.generations.sample_images import WEBP
+from tests.generations.services.test_derivatives import png_with_garbled_pixels
 from tests.test_settings import manage
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
@@ -358,8 +362,62 @@ def test_the_row_records_what_the_bytes_are_and_the_thumbnail_is_made_from_them(
     row = GenerationResult.objects.get(pk=1)
     assert (row.content_type, row.width, row.height) == ("image/png", 64, 48)
     assert (image_storage_root / "generations/1.png").read_bytes() == image.prefix
+    assert not (image_storage_root / "thumbnails/1.webp").exists()  # the bundle's never is
+    assert result_make_derivatives(result_id=1) is DerivativesOutcome.MADE
     with Image.open(image_storage_root / "thumbnails/1.webp") as thumbnail:
         assert thumbnail.format == "WEBP" and thumbnail.size == (64, 48)
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding pixels fails the test: every format's decode ends in ImageFile.load."""
+
+    def decode(self: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
+
+
+@pytest.mark.parametrize(
+    ("key", "data"),
+    [("generations/1.jpg", JPEG), ("generations/1.png", PNG), ("generations/1.webp", WEBP)],
+    ids=["jpeg", "png", "webp"],
+)
+def test_an_import_decodes_no_pixel_and_stores_each_image_without_its_thumbnail(
+    tmp_path: Path, image_storage_root: Path, no_decoding: None, key: str, data: bytes
+) -> None:
+    entry = Entry(f"images/{key}", prefix=data)
+    bundle = one_image_bundle(tmp_path / "bundle.zip", entry, thumbnail=True)
+
+    out = io.StringIO()
+    call_command("import_backup", str(bundle), stdout=out, stderr=io.StringIO())
+
+    assert "images 1, thumbnails queued 1" in out.getvalue()
+    row = GenerationResult.objects.get(pk=1)
+    assert (row.storage_status, row.thumbnail_key, row.has_thumbnail) == ("stored", "", False)
+    assert files(image_storage_root) == [image_storage_root / key]
+    assert (image_storage_root / key).read_bytes() == data
+
+
+def test_a_bundle_image_whose_pixels_do_not_decode_is_unstored_at_the_derivatives_stage(
+    tmp_path: Path, image_storage_root: Path
+) -> None:
+    """Whole by its chunks and CRCs, so the import keeps it; the full decode then finds
+    the pixels broken, as it would for an image just fetched: the object goes, and the
+    row waits `pending` on its external URL."""
+    entry = Entry("images/generations/1.png", prefix=png_with_garbled_pixels(SAMPLE_PNG))
+    bundle = one_image_bundle(tmp_path / "bundle.zip", entry, thumbnail=False)
+
+    call_command("import_backup", str(bundle), stdout=io.StringIO(), stderr=io.StringIO())
+    assert GenerationResult.objects.get(pk=1).storage_status == "stored"
+
+    assert result_make_derivatives(result_id=1) is DerivativesOutcome.UNSTORED
+
+    row = GenerationResult.objects.get(pk=1)
+    assert row.storage_status == "pending"
+    assert row.storage_error.startswith("not_an_image"), row.storage_error
+    assert row.image_url == row.external_url == "https://images.example.test/1.jpeg"
+    assert files(image_storage_root) == []
 
 
 def test_a_stored_row_of_a_json_bundle_cannot_claim_to_be_html(

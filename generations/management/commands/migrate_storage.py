@@ -1,9 +1,10 @@
 """Move every stored image (and thumbnail) to another storage backend while the site serves.
 
-Each object is copied in chunks, read back from the target and checked against
-its SHA-256, and only then is its row switched (one conditional UPDATE) and the
-source object deleted. `/api/images/<id>` reads the backend from the row, so the
-stable URLs never change; a stopped run resumes where it left off.
+Each object is copied in chunks and checked against its row's size and SHA-256,
+and what the target holds is checked after the write: by the MD5 an S3 single-part
+upload reports (its ETag), else by reading it back. Only then is its row switched (one
+conditional UPDATE) and the source object deleted. `/api/images/<id>` reads the backend
+from the row, so the stable URLs never change; a stopped run resumes where it left off.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from storage_backends.conf import BACKENDS
 
 class Command(BaseCommand):
     help = (
-        "Copy every stored image from the backend its row records to --to, verify each "
-        "SHA-256, switch the row, then delete the source (unless --keep-source). Resumable."
+        "Copy every stored image from the backend its row records to --to, check each "
+        "write, switch the row, then delete the source (unless --keep-source). Resumable."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

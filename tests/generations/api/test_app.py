@@ -141,3 +141,21 @@ def test_the_docs_page_loads_only_what_this_server_serves(staff_client: Client) 
     # The document it shows is ours, and the validator badge (another site) is off.
     assert '"url": "/api/openapi.json"' in html
     assert '"validatorUrl": null' in html
+
+
+def test_the_document_says_the_shape_of_each_text_filter(
+    document: dict[str, Any], token_client: Client
+) -> None:
+    """A client that builds its query from the document sends what the API takes."""
+    GenerationResultFactory.create_batch(2)
+    parameters = {p["name"]: p for p in document["paths"]["/api/results"]["get"]["parameters"]}
+
+    def admits(name: str, value: str) -> bool:
+        schema = {"type": "string", **parameters[name]["schema"]["anyOf"][0]}
+        return Draft202012Validator(schema).is_valid(value)
+
+    cursor = token_client.get("/api/results?limit=1").json()["next"]
+    assert admits("cursor", cursor) and not admits("cursor", "abc")
+    assert admits("size", "2048x2048") and not admits("size", "big")
+    assert admits("aspect", "16:9") and not admits("aspect", "16/9")
+    assert parameters["until"]["schema"]["anyOf"][0]["format"] == "date"

@@ -129,6 +129,11 @@ def test_filters_narrow_the_list(token_client: Client) -> None:
         ("limit=many", "limit"),
         ("cursor=abc", "cursor"),
         ("since=yesterday", "since"),
+        # A number is not a day (it would otherwise read as seconds since 1970).
+        ("until=0", "until"),
+        ("since=1767225600", "since"),
+        ("size=big", "size"),
+        ("aspect=16%2F9", "aspect"),
         ("since=2026-02-02&until=2026-01-01", "until"),
         ("model=999999", "model"),
         ("storage=lost", "storage"),
@@ -218,3 +223,22 @@ def test_an_id_no_row_can_have_is_not_found_whatever_the_method(token_client: Cl
         response = getattr(token_client, method)(path)
         assert response.status_code == 404, (method, response.content)
         assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_path_no_operation_takes_is_the_api_s_404_after_the_caller_is_known(
+    token_client: Client,
+) -> None:
+    for method, path in (
+        ("get", "/api/results/abc"),
+        ("delete", "/api/results/-1"),
+        ("post", "/api/results/null,null/restore"),
+        ("get", "/api/generations/1.5"),
+        ("get", "/api/nothing/here"),
+    ):
+        response = getattr(token_client, method)(path)
+        assert response.status_code == 404, (method, path, response.content)
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "not_found"
+        anonymous = getattr(Client(), method)(path)
+        assert anonymous.status_code == 401, (method, path)
+        assert anonymous.json()["error"]["code"] == "unauthorized"

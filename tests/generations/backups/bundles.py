@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from generations.models import Generation, GenerationResult, ImageModel, Prompt, Share, Tag
+from generations.services.derivatives import DerivativesOutcome, result_make_derivatives
 from storage_backends import images as image_storage
 from tests.factories import ImageModelFactory, jpeg_bytes
 
@@ -158,6 +159,13 @@ def wipe(settings: Any, tmp_path: Path) -> Path:
 
 def comparable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k != "exportedAt"}
+
+
+def make_derivatives() -> list[DerivativesOutcome]:
+    """Run the derivatives stage, as its worker does, for every stored result still
+    without its thumbnail (what an import queues once its rows commit)."""
+    waiting = GenerationResult.objects.awaiting_derivatives().order_by("pk")
+    return [result_make_derivatives(result_id=pk) for pk in waiting.values_list("pk", flat=True)]
 
 
 def files(root: Path) -> list[Path]:

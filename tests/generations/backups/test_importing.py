@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.test import Client
+from django.utils import timezone
 
 from generations.backups.export import export_data
 from generations.models import (
@@ -28,6 +30,8 @@ from generations.models import (
     Share,
     Tag,
 )
+from generations.services.derivatives import DerivativesOutcome
+from generations.services.storing import results_due_for_derivatives
 from storage_backends import images as image_storage
 from tests.factories import jpeg_bytes
 from tests.generations.backups.bundles import (
@@ -36,6 +40,7 @@ from tests.generations.backups.bundles import (
     command,
     comparable,
     files,
+    make_derivatives,
     populate,
     rewrite_zip,
     wipe,
@@ -61,6 +66,7 @@ def test_a_round_trip_through_a_zip_restores_every_row_and_every_byte(
     out = command("import_backup", str(bundle))
 
     assert f"results 300, images {len(images)}" in out
+    assert make_derivatives() == [DerivativesOutcome.MADE] * len(images)
     after = comparable(export_data())
     assert after == before
     for result_id, data in images.items():
@@ -70,6 +76,31 @@ def test_a_round_trip_through_a_zip_restores_every_row_and_every_byte(
     assert Generation.objects.filter(reference_result__isnull=False).count() == 1
     # New rows get fresh ids, after the imported ones.
     assert Prompt.objects.create(text="new").pk > max(p["id"] for p in before["prompts"])
+
+
+def test_a_zip_import_stores_each_image_first_and_leaves_its_thumbnail_to_the_queue(
+    settings: Any, tmp_path: Path
+) -> None:
+    images = populate(results=12)
+    bundle = tmp_path / "backup.zip"
+    command("export_backup", str(bundle), "--images")
+    root = wipe(settings, tmp_path)
+
+    out = command("import_backup", str(bundle))
+
+    assert f"images {len(images)}, thumbnails queued {len(images)}" in out
+    stored = GenerationResult.objects.filter(storage_status=S.STORED)
+    assert set(stored.values_list("pk", flat=True)) == set(images)
+    assert not stored.exclude(thumbnail_key="").exists()  # the gallery shows a placeholder
+    assert sorted(files(root)) == sorted(root / f"generations/{pk}.jpg" for pk in images)
+    # Tasks lost with their worker: once a task's time limit has passed, the sweep finds
+    # every image still waiting and queues it again.
+    stored.update(stored_at=timezone.now() - timedelta(hours=1))
+    assert set(results_due_for_derivatives()) == set(images)
+
+    assert make_derivatives() == [DerivativesOutcome.MADE] * len(images)
+    assert len(files(root)) == 2 * len(images)
+    assert results_due_for_derivatives() == []
 
 
 def test_a_round_trip_through_json_keeps_stored_rows_whose_objects_are_still_there(
