@@ -9,9 +9,10 @@ any server runs); each test first holds what gunicorn serves at /api/openapi.jso
 that same document.
 
 Seeded: the seed is printed with each operation's count of examples, and
-GENVAULT_FUZZ_SEED=N replays a run. The fuzzing phase makes up to GENVAULT_FUZZ_EXAMPLES
-(200) examples an operation, the examples and coverage phases a few more; each one has
-DEADLINE_MS. The whole takes under a minute.
+GENVAULT_FUZZ_SEED=N replays a run (the suite runs DEFAULT_SEED; `random` draws one).
+The fuzzing phase makes up to GENVAULT_FUZZ_EXAMPLES (200) examples an operation, the
+examples and coverage phases a few more; each one has DEADLINE_MS. The whole takes
+under a minute.
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-SEED = int(os.environ.get("GENVAULT_FUZZ_SEED") or random.SystemRandom().getrandbits(32))
+# A fixed seed by default, so that what CI proves stays proved from one run to the next;
+# GENVAULT_FUZZ_SEED=random explores new examples (and prints the seed it drew).
+DEFAULT_SEED = 3848248362
+_wanted_seed = os.environ.get("GENVAULT_FUZZ_SEED") or str(DEFAULT_SEED)
+SEED = random.SystemRandom().getrandbits(32) if _wanted_seed == "random" else int(_wanted_seed)
 EXAMPLES = int(os.environ.get("GENVAULT_FUZZ_EXAMPLES", "200"))
 # Each example's request, answer and checks; the slowest is a page of 200 results.
 DEADLINE_MS = 5_000
