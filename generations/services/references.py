@@ -100,24 +100,33 @@ def generation_references_record(
     *, generation: Generation, references: Sequence[ReferenceImage]
 ) -> list[GenerationReference]:
     """Keep the generation's references: each upload written to storage first, then
-    every row, so that no row names an object that is not there."""
+    every row, so that no row names an object that is not there. When a write or the
+    rows fail, the uploads already written are deleted: the caller's transaction rolls
+    the generation back, and no object may be left that no row names."""
     backend = image_storage.active_backend()
     rows: list[GenerationReference] = []
-    for position, reference in enumerate(references):
-        row = GenerationReference(generation=generation, position=position, kind=reference.kind)
-        if reference.data is not None:
-            key = image_storage.reference_key(
-                generation_id=generation.pk, position=position, extension=reference.extension
-            )
-            image_storage.save_object_bytes(backend=backend, key=key, data=reference.data)
-            row.storage_backend = backend
-            row.storage_key = key
-            row.content_type = reference.content_type
-            row.byte_size = len(reference.data)
-            row.sha256 = reference.sha256
-        elif reference.result is not None:
-            row.result = reference.result
-        else:
-            row.url = reference.url
-        rows.append(row)
-    return GenerationReference.objects.bulk_create(rows)
+    written: list[str] = []
+    try:
+        for position, reference in enumerate(references):
+            row = GenerationReference(generation=generation, position=position, kind=reference.kind)
+            if reference.data is not None:
+                key = image_storage.reference_key(
+                    generation_id=generation.pk, position=position, extension=reference.extension
+                )
+                image_storage.save_object_bytes(backend=backend, key=key, data=reference.data)
+                written.append(key)
+                row.storage_backend = backend
+                row.storage_key = key
+                row.content_type = reference.content_type
+                row.byte_size = len(reference.data)
+                row.sha256 = reference.sha256
+            elif reference.result is not None:
+                row.result = reference.result
+            else:
+                row.url = reference.url
+            rows.append(row)
+        return GenerationReference.objects.bulk_create(rows)
+    except BaseException:
+        if written:
+            image_storage.delete_objects(backend=backend, keys=written)
+        raise
